@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs zerotrain's build and test dependencies from Debian's packages.
+# python3-torch is the golden-test reference and the CPU benchmark's peer,
+# never a runtime dependency of the binary.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+  g++ cmake ninja-build pkg-config \
+  libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
+  python3-torch python3-numpy >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,124 @@
+// zerotrain: the command-line entry point (DESIGN.md's command-line contract).
+//
+// Every error reaches the user as one line, "zerotrain: error: rank R,
+// file:line: message", and a non-zero exit status; nothing is half-written.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "core/check.h"
+#include "model/config.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+namespace {
+
+std::string preset_list() {
+    std::string s;
+    for (const auto& n : zt::model_preset_names()) s += (s.empty() ? "" : ", ") + n;
+    return s;
+}
+
+// Settings come from defaults, then --config, then flags; the file is read
+// before the flags are parsed so that flags override it.
+void load_config_from_argv(int argc, char** argv, zt::TrainConfig& cfg) {
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a == "--config") {
+            ZT_CHECK(i + 1 < argc, "--config needs a file name");
+            zt::load_train_config_file(cfg, argv[i + 1]);
+        } else if (a.rfind("--config=", 0) == 0) {
+            zt::load_train_config_file(cfg, a.substr(9));
+        }
+    }
+}
+
+void add_train_options(CLI::App* t, zt::TrainConfig& c, std::string* config_path) {
+    t->add_option("--config", *config_path,
+                  "JSON file of settings (keys: the flags with underscores); flags override it");
+    t->add_option("--model", c.model,
+                  "preset (" + preset_list() + ") or a Hugging Face config.json")
+        ->capture_default_str();
+    t->add_option("--data", c.data,
+                  "synthetic, a directory of .bin token shards (names with 'train' / 'val'), or "
+                  "one .bin shard")
+        ->capture_default_str();
+    t->add_option("--zero-stage", c.zero_stage, "ZeRO stage; this build runs stage 0 only")
+        ->capture_default_str();
+    t->add_option("--device", c.device, "cpu (the CUDA backend is not in this build)")
+        ->capture_default_str();
+    t->add_option("--precision", c.precision, "fp32 (bf16 needs the CUDA backend)")
+        ->capture_default_str();
+    t->add_option("--comm", c.comm, "communicator; this build runs one process: local")
+        ->capture_default_str();
+    t->add_option("--seq-len", c.seq_len, "tokens per sequence (T)")->capture_default_str();
+    t->add_option("--micro-batch", c.micro_batch, "sequences per micro-batch (B)")
+        ->capture_default_str();
+    t->add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (K)")
+        ->capture_default_str();
+    t->add_option("--steps", c.steps, "optimizer steps")->capture_default_str();
+    t->add_option("--lr", c.lr, "peak learning rate")->capture_default_str();
+    t->add_option("--min-lr", c.min_lr, "floor of the cosine decay (default lr / 10)");
+    t->add_option("--warmup", c.warmup, "linear warmup steps")->capture_default_str();
+    t->add_option("--weight-decay", c.weight_decay,
+                  "AdamW decoupled weight decay (matrices only; not norms, biases, embeddings)")
+        ->capture_default_str();
+    t->add_option("--grad-clip", c.grad_clip, "clip the global gradient norm (0: off)")
+        ->capture_default_str();
+    t->add_option("--seed", c.seed, "seed of initialisation and data order")
+        ->capture_default_str();
+    t->add_option("--recompute", c.recompute, "activation recompute: none (attn, full: not yet)")
+        ->capture_default_str();
+    t->add_option("--eval-every", c.eval_every,
+                  "evaluate on the validation split every N steps (0: at the end only)")
+        ->capture_default_str();
+    t->add_option("--eval-tokens", c.eval_tokens,
+                  "validation tokens per evaluation (<= 0: the whole split)")
+        ->capture_default_str();
+    t->add_option("--out", c.out, "run directory (default runs/run-<date>-<time>)");
+    t->add_option("--threads", c.threads, "CPU threads (0: OpenMP's default)")
+        ->capture_default_str();
+}
+
+int run(int argc, char** argv) {
+    CLI::App app{"zerotrain: train LLaMA- and GPT-2-style models with ZeRO sharding"};
+    app.require_subcommand(1);
+    app.set_help_all_flag("--help-all", "help for every subcommand");
+
+    zt::TrainConfig cfg;
+    std::string config_path;
+    bool is_train = argc > 1 && std::strcmp(argv[1], "train") == 0;
+    bool wants_help = false;
+    for (int i = 1; i < argc; i++)
+        if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) wants_help = true;
+    if (is_train && !wants_help) load_config_from_argv(argc, argv, cfg);
+
+    CLI::App* train = app.add_subcommand(
+        "train", "train a model (no flags: a small model on synthetic data, under a minute)");
+    add_train_options(train, cfg, &config_path);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    if (train->parsed()) zt::run_training(cfg);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const zt::Error& e) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "zerotrain: error: %s\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "zerotrain: error: %s\n", e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,227 @@
+#include "model/config.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/check.h"
+
+namespace zt {
+
+const char* arch_name(Arch a) { return a == Arch::llama ? "llama" : "gpt2"; }
+
+namespace {
+
+ModelConfig llama(const char* name, int V, int C, int L, int NH, int NKV, int H, int max_seq,
+                  float theta, bool tied) {
+    ModelConfig c;
+    c.name = name;
+    c.arch = Arch::llama;
+    c.vocab_size = V;
+    c.d_model = C;
+    c.n_layer = L;
+    c.n_head = NH;
+    c.n_kv_head = NKV;
+    c.d_ff = H;
+    c.max_seq = max_seq;
+    c.norm_eps = 1e-5f;
+    c.rope_theta = theta;
+    c.tie_embeddings = tied;
+    return c;
+}
+
+ModelConfig gpt2(const char* name, int C, int L, int NH) {
+    ModelConfig c;
+    c.name = name;
+    c.arch = Arch::gpt2;
+    c.vocab_size = 50257;
+    c.d_model = C;
+    c.n_layer = L;
+    c.n_head = NH;
+    c.n_kv_head = NH;
+    c.d_ff = 4 * C;
+    c.max_seq = 1024;
+    c.norm_eps = 1e-5f;
+    c.tie_embeddings = true;
+    return c;
+}
+
+std::vector<ModelConfig> presets() {
+    return {
+        // For tests: ~250K parameters, GQA (4 query heads share 2 kv heads).
+        llama("test-tiny", 256, 96, 2, 4, 2, 256, 256, 10000.0f, false),
+        // The gpt2 twin of test-tiny, for golden tests of the GPT-2 path.
+        [] {
+            ModelConfig c = gpt2("test-tiny-gpt2", 96, 2, 4);
+            c.vocab_size = 256;
+            c.max_seq = 256;
+            return c;
+        }(),
+        llama("tiny", 32000, 512, 8, 8, 8, 1792, 2048, 10000.0f, true),      // ~46.8M
+        llama("small", 32000, 1024, 20, 16, 16, 2752, 2048, 10000.0f, false),  // ~318.5M
+        llama("medium", 32000, 2048, 24, 32, 32, 5504, 2048, 10000.0f, false),  // ~1.34B
+        gpt2("gpt2-124m", 768, 12, 12),
+        gpt2("gpt2-350m", 1024, 24, 16),
+        gpt2("gpt2-774m", 1280, 36, 20),
+        gpt2("gpt2-1558m", 1600, 48, 25),
+        // Llama-3.2-1B shape.
+        llama("llama-1b", 128256, 2048, 16, 32, 8, 8192, 131072, 500000.0f, true),
+        // Llama-2-7B and Llama-3-8B shapes.
+        llama("llama-7b", 32000, 4096, 32, 32, 32, 11008, 4096, 10000.0f, false),
+        llama("llama-8b", 128256, 4096, 32, 32, 8, 14336, 8192, 500000.0f, false),
+    };
+}
+
+}  // namespace
+
+std::vector<std::string> model_preset_names() {
+    std::vector<std::string> names;
+    for (const auto& p : presets()) names.push_back(p.name);
+    return names;
+}
+
+bool is_model_preset(const std::string& name) {
+    for (const auto& p : presets())
+        if (p.name == name) return true;
+    return false;
+}
+
+ModelConfig model_preset(const std::string& name) {
+    for (const auto& p : presets())
+        if (p.name == name) return p;
+    std::string known;
+    for (const auto& n : model_preset_names()) known += (known.empty() ? "" : ", ") + n;
+    ZT_FAIL("unknown model preset '%s'; known presets: %s (or pass a Hugging Face config.json)",
+            name.c_str(), known.c_str());
+}
+
+void validate_model_config(const ModelConfig& c) {
+    const char* n = c.name.c_str();
+    ZT_CHECK(c.vocab_size > 0, "model %s: vocab_size must be positive, got %d", n, c.vocab_size);
+    ZT_CHECK(c.d_model > 0, "model %s: hidden size must be positive, got %d", n, c.d_model);
+    ZT_CHECK(c.n_layer > 0, "model %s: number of layers must be positive, got %d", n, c.n_layer);
+    ZT_CHECK(c.n_head > 0, "model %s: number of attention heads must be positive, got %d", n,
+             c.n_head);
+    ZT_CHECK(c.n_kv_head > 0, "model %s: number of key/value heads must be positive, got %d", n,
+             c.n_kv_head);
+    ZT_CHECK(c.d_ff > 0, "model %s: intermediate size must be positive, got %d", n, c.d_ff);
+    ZT_CHECK(c.max_seq > 0, "model %s: max_position_embeddings must be positive, got %d", n,
+             c.max_seq);
+    ZT_CHECK(c.d_model % c.n_head == 0, "model %s: hidden size %d is not divisible by %d heads", n,
+             c.d_model, c.n_head);
+    ZT_CHECK(c.n_head % c.n_kv_head == 0,
+             "model %s: %d attention heads are not a multiple of %d key/value heads", n, c.n_head,
+             c.n_kv_head);
+    ZT_CHECK(c.arch != Arch::gpt2 || c.n_kv_head == c.n_head,
+             "model %s: GPT-2 has no grouped-query attention (n_kv_head %d != n_head %d)", n,
+             c.n_kv_head, c.n_head);
+    ZT_CHECK(c.arch != Arch::llama || c.head_dim() % 2 == 0,
+             "model %s: RoPE needs an even head dimension, got %d", n, c.head_dim());
+    ZT_CHECK(c.norm_eps > 0, "model %s: norm epsilon must be positive, got %g", n,
+             double(c.norm_eps));
+    ZT_CHECK(c.rope_theta > 0, "model %s: rope_theta must be positive, got %g", n,
+             double(c.rope_theta));
+}
+
+ModelConfig model_config_from_hf_json(const std::string& path) {
+    std::ifstream in(path);
+    ZT_CHECK(in.good(), "cannot open model config '%s'", path.c_str());
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(in);
+    } catch (const std::exception& e) {
+        ZT_FAIL("model config '%s' is not valid JSON: %s", path.c_str(), e.what());
+    }
+    ZT_CHECK(j.is_object(), "model config '%s' must be a JSON object", path.c_str());
+    auto get_int = [&](std::initializer_list<const char*> keys, int fallback,
+                       bool required) -> int {
+        for (const char* k : keys) {
+            if (!j.contains(k) || j[k].is_null()) continue;
+            ZT_CHECK(j[k].is_number_integer(), "model config '%s': field '%s' must be an integer",
+                     path.c_str(), k);
+            return j[k].get<int>();
+        }
+        ZT_CHECK(!required, "model config '%s': missing field '%s'", path.c_str(), *keys.begin());
+        return fallback;
+    };
+    auto get_float = [&](const char* k, float fallback) -> float {
+        if (!j.contains(k) || j[k].is_null()) return fallback;
+        ZT_CHECK(j[k].is_number(), "model config '%s': field '%s' must be a number", path.c_str(),
+                 k);
+        return j[k].get<float>();
+    };
+    std::string model_type = j.value("model_type", "");
+    bool is_gpt2 = model_type == "gpt2" || (model_type.empty() && j.contains("n_embd"));
+    ZT_CHECK(model_type.empty() || model_type == "gpt2" || model_type == "llama",
+             "model config '%s': model_type '%s' is not supported (llama or gpt2)", path.c_str(),
+             model_type.c_str());
+    ModelConfig c;
+    c.name = path;
+    if (is_gpt2) {
+        c.arch = Arch::gpt2;
+        c.vocab_size = get_int({"vocab_size"}, 0, true);
+        c.d_model = get_int({"n_embd", "hidden_size"}, 0, true);
+        c.n_layer = get_int({"n_layer", "num_hidden_layers"}, 0, true);
+        c.n_head = get_int({"n_head", "num_attention_heads"}, 0, true);
+        c.n_kv_head = c.n_head;
+        c.d_ff = get_int({"n_inner", "intermediate_size"}, 4 * c.d_model, false);
+        c.max_seq = get_int({"n_positions", "max_position_embeddings"}, 1024, false);
+        c.norm_eps = get_float("layer_norm_epsilon", 1e-5f);
+        c.tie_embeddings = j.value("tie_word_embeddings", true);
+    } else {
+        c.arch = Arch::llama;
+        c.vocab_size = get_int({"vocab_size"}, 0, true);
+        c.d_model = get_int({"hidden_size"}, 0, true);
+        c.n_layer = get_int({"num_hidden_layers"}, 0, true);
+        c.n_head = get_int({"num_attention_heads"}, 0, true);
+        c.n_kv_head = get_int({"num_key_value_heads"}, c.n_head, false);
+        c.d_ff = get_int({"intermediate_size"}, 0, true);
+        c.max_seq = get_int({"max_position_embeddings"}, 2048, false);
+        c.norm_eps = get_float("rms_norm_eps", 1e-5f);
+        c.rope_theta = get_float("rope_theta", 10000.0f);
+        c.tie_embeddings = j.value("tie_word_embeddings", false);
+        if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+            ZT_CHECK(j["head_dim"].get<int>() * c.n_head == c.d_model,
+                     "model config '%s': head_dim %d * %d heads != hidden_size %d is not supported",
+                     path.c_str(), j["head_dim"].get<int>(), c.n_head, c.d_model);
+        }
+    }
+    validate_model_config(c);
+    return c;
+}
+
+ModelConfig resolve_model(const std::string& preset_or_file) {
+    if (is_model_preset(preset_or_file)) return model_preset(preset_or_file);
+    bool looks_like_file = preset_or_file.find(".json") != std::string::npos ||
+                           preset_or_file.find('/') != std::string::npos;
+    if (looks_like_file) return model_config_from_hf_json(preset_or_file);
+    return model_preset(preset_or_file);  // fails with the list of presets
+}
+
+int64_t count_params(const ModelConfig& c) {
+    int64_t C = c.d_model, H = c.d_ff, V = c.vocab_size, L = c.n_layer;
+    int64_t D = c.head_dim(), NH = c.n_head, NKV = c.n_kv_head;
+    if (c.arch == Arch::llama) {
+        int64_t block = 2 * C + C * (NH + 2 * NKV) * D + NH * D * C + 3 * C * H;
+        return V * C * (c.tie_embeddings ? 1 : 2) + L * block + C;
+    }
+    int64_t block = 4 * C + (3 * C * C + 3 * C) + (C * C + C) + (H * C + H) + (C * H + C);
+    return V * C * (c.tie_embeddings ? 1 : 2) + int64_t(c.max_seq) * C + L * block + 2 * C;
+}
+
+double train_flops_per_token(const ModelConfig& c, int seq_len) {
+    // Embedding lookups are not matmuls; the head is (tied or not).
+    double n = double(count_params(c)) - double(c.vocab_size) * c.d_model *
+                                             (c.tie_embeddings ? 0.0 : 1.0);
+    if (c.arch == Arch::gpt2) n -= double(c.max_seq) * c.d_model;
+    return 6.0 * n + 12.0 * c.n_layer * double(seq_len) * c.d_model;
+}
+
+std::string describe_model(const ModelConfig& c) {
+    return strprintf("%s (%s): %lld parameters, %d layers, d_model %d, %d heads (%d kv), d_ff %d, "
+                     "vocab %d, max seq %d%s",
+                     c.name.c_str(), arch_name(c.arch), (long long)count_params(c), c.n_layer,
+                     c.d_model, c.n_head, c.n_kv_head, c.d_ff, c.vocab_size, c.max_seq,
+                     c.tie_embeddings ? ", tied embeddings" : "");
+}
+
+}  // namespace zt

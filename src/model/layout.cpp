@@ -1,0 +1,138 @@
+#include "model/layout.h"
+
+#include <cmath>
+
+#include "core/check.h"
+#include "core/rng.h"
+
+namespace zt {
+
+const TensorSpec& UnitSpec::tensor(const std::string& tensor_name) const {
+    for (const auto& t : tensors)
+        if (t.name == tensor_name) return t;
+    ZT_FAIL("unit %s has no tensor %s", name.c_str(), tensor_name.c_str());
+}
+
+namespace {
+
+struct UnitBuilder {
+    UnitSpec unit;
+    void add(std::string name, std::vector<int64_t> shape, bool decay, ParamInit init) {
+        TensorSpec t;
+        t.name = std::move(name);
+        t.shape = std::move(shape);
+        t.numel = 1;
+        for (int64_t s : t.shape) t.numel *= s;
+        t.offset = unit.numel;
+        t.decay = decay;
+        t.init = init;
+        unit.numel += t.numel;
+        unit.tensors.push_back(std::move(t));
+    }
+};
+
+constexpr bool kDecay = true, kNoDecay = false;
+
+UnitSpec llama_block(const ModelConfig& c, int i) {
+    int64_t C = c.d_model, D = c.head_dim(), H = c.d_ff;
+    std::string p = "model.layers." + std::to_string(i) + ".";
+    UnitBuilder b;
+    b.unit.name = "block." + std::to_string(i);
+    b.add(p + "input_layernorm.weight", {C}, kNoDecay, ParamInit::ones);
+    b.add(p + "self_attn.q_proj.weight", {c.n_head * D, C}, kDecay, ParamInit::normal);
+    b.add(p + "self_attn.k_proj.weight", {c.n_kv_head * D, C}, kDecay, ParamInit::normal);
+    b.add(p + "self_attn.v_proj.weight", {c.n_kv_head * D, C}, kDecay, ParamInit::normal);
+    b.add(p + "self_attn.o_proj.weight", {C, c.n_head * D}, kDecay, ParamInit::normal_residual);
+    b.add(p + "post_attention_layernorm.weight", {C}, kNoDecay, ParamInit::ones);
+    b.add(p + "mlp.gate_proj.weight", {H, C}, kDecay, ParamInit::normal);
+    b.add(p + "mlp.up_proj.weight", {H, C}, kDecay, ParamInit::normal);
+    b.add(p + "mlp.down_proj.weight", {C, H}, kDecay, ParamInit::normal_residual);
+    return b.unit;
+}
+
+UnitSpec gpt2_block(const ModelConfig& c, int i) {
+    int64_t C = c.d_model, H = c.d_ff;
+    std::string p = "transformer.h." + std::to_string(i) + ".";
+    UnitBuilder b;
+    b.unit.name = "block." + std::to_string(i);
+    b.add(p + "ln_1.weight", {C}, kNoDecay, ParamInit::ones);
+    b.add(p + "ln_1.bias", {C}, kNoDecay, ParamInit::zeros);
+    b.add(p + "attn.c_attn.weight", {3 * C, C}, kDecay, ParamInit::normal);
+    b.add(p + "attn.c_attn.bias", {3 * C}, kNoDecay, ParamInit::zeros);
+    b.add(p + "attn.c_proj.weight", {C, C}, kDecay, ParamInit::normal_residual);
+    b.add(p + "attn.c_proj.bias", {C}, kNoDecay, ParamInit::zeros);
+    b.add(p + "ln_2.weight", {C}, kNoDecay, ParamInit::ones);
+    b.add(p + "ln_2.bias", {C}, kNoDecay, ParamInit::zeros);
+    b.add(p + "mlp.c_fc.weight", {H, C}, kDecay, ParamInit::normal);
+    b.add(p + "mlp.c_fc.bias", {H}, kNoDecay, ParamInit::zeros);
+    b.add(p + "mlp.c_proj.weight", {C, H}, kDecay, ParamInit::normal_residual);
+    b.add(p + "mlp.c_proj.bias", {C}, kNoDecay, ParamInit::zeros);
+    return b.unit;
+}
+
+}  // namespace
+
+ModelLayout model_layout(const ModelConfig& c) {
+    validate_model_config(c);
+    int64_t C = c.d_model, V = c.vocab_size;
+    bool llama = c.arch == Arch::llama;
+    ModelLayout layout;
+
+    UnitBuilder embed;
+    embed.unit.name = "embed";
+    if (llama) {
+        embed.add("model.embed_tokens.weight", {V, C}, kNoDecay, ParamInit::normal);
+    } else {
+        embed.add("transformer.wte.weight", {V, C}, kNoDecay, ParamInit::normal);
+        embed.add("transformer.wpe.weight", {c.max_seq, C}, kNoDecay, ParamInit::normal);
+    }
+    layout.units.push_back(embed.unit);
+
+    for (int i = 0; i < c.n_layer; i++)
+        layout.units.push_back(llama ? llama_block(c, i) : gpt2_block(c, i));
+
+    UnitBuilder head;
+    head.unit.name = "head";
+    if (llama) {
+        head.add("model.norm.weight", {C}, kNoDecay, ParamInit::ones);
+    } else {
+        head.add("transformer.ln_f.weight", {C}, kNoDecay, ParamInit::ones);
+        head.add("transformer.ln_f.bias", {C}, kNoDecay, ParamInit::zeros);
+    }
+    if (!c.tie_embeddings) head.add("lm_head.weight", {V, C}, kDecay, ParamInit::normal);
+    layout.units.push_back(head.unit);
+
+    for (const auto& u : layout.units) layout.total_numel += u.numel;
+    ZT_CHECK(layout.total_numel == count_params(c),
+             "internal: layout holds %lld parameters but the closed form gives %lld",
+             (long long)layout.total_numel, (long long)count_params(c));
+    return layout;
+}
+
+void init_unit_params(const ModelConfig& c, const UnitSpec& unit, int unit_index, uint64_t seed,
+                      float* out) {
+    const float std_normal = 0.02f;
+    const float std_residual = 0.02f / std::sqrt(2.0f * float(c.n_layer));
+    for (size_t t = 0; t < unit.tensors.size(); t++) {
+        const TensorSpec& ts = unit.tensors[t];
+        float* p = out + ts.offset;
+        uint64_t stream = (uint64_t(unit_index) << 16) | uint64_t(t);
+        switch (ts.init) {
+            case ParamInit::ones:
+                for (int64_t e = 0; e < ts.numel; e++) p[e] = 1.0f;
+                break;
+            case ParamInit::zeros:
+                for (int64_t e = 0; e < ts.numel; e++) p[e] = 0.0f;
+                break;
+            case ParamInit::normal:
+            case ParamInit::normal_residual: {
+                float s = ts.init == ParamInit::normal ? std_normal : std_residual;
+#pragma omp parallel for schedule(static)
+                for (int64_t e = 0; e < ts.numel; e++) p[e] = s * rng_normal(seed, stream, uint64_t(e));
+                break;
+            }
+        }
+    }
+}
+
+}  // namespace zt

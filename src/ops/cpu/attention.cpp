@@ -1,0 +1,159 @@
+// Causal grouped-query self-attention, forward and backward, on the CPU.
+//
+// Invariant: backward accumulates (+=) into dqkv. Work is split over
+// (batch, kv head) pairs: the query heads that share a kv head are handled by
+// one thread, one after another, so their += into that kv head's dK and dV
+// never race; each thread runs its own GEMMs on single-threaded BLAS (see
+// blas.h). Per (b, query head) the math is plain matrices read in place
+// from the packed qkv rows (leading dimension (NH + 2 NKV) HD):
+//   forward   S = scale Q K^T, causal mask, P = softmax(S), O = P V
+//   backward  dP = dO V^T, dS = P * (dP - rowsum(P * dP)),
+//             dQ += scale dS K, dK += scale dS^T Q, dV += P^T dO.
+// Queries are processed in blocks of kRowBlock rows, and a block's GEMMs stop
+// at its last key column, which skips most of the masked upper triangle.
+#include "ops/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/check.h"
+#include "ops/cpu/blas.h"
+#include "ops/cpu/vec_math.h"
+
+namespace zt::cpu {
+
+namespace {
+
+constexpr int kRowBlock = 64;
+
+void check_dims(int B, int T, int NH, int NKV, int HD) {
+    ZT_CHECK(B > 0 && T > 0 && HD > 0, "attention: bad shape B=%d T=%d HD=%d", B, T, HD);
+    ZT_CHECK(NH > 0 && NKV > 0 && NH % NKV == 0,
+             "attention: n_head %d must be a positive multiple of n_kv_head %d", NH, NKV);
+    // Every GEMM runs inside the OpenMP region, where a failed check would abort.
+    blas_dim(int64_t(NH + 2 * NKV) * HD);
+}
+
+// In place over p[0..n): softmax; p[n..len) = 0 (the causal mask).
+template <class Real>
+void causal_softmax_row(Real* p, int n, int len) {
+    Real mx = p[0];
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = std::max(mx, p[j]);
+    Real sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        p[j] = exp_v(p[j] - mx);
+        sum += p[j];
+    }
+    const Real inv = Real(1) / sum;
+#pragma omp simd
+    for (int j = 0; j < n; j++) p[j] *= inv;
+    std::fill(p + n, p + len, Real(0));
+}
+
+template <class Real>
+void attention_forward_impl(Real* out, Real* att, const Real* qkv, int B, int T, int NH, int NKV,
+                            int HD) {
+    check_dims(B, T, NH, NKV, HD);
+    const int64_t R = int64_t(NH + 2 * NKV) * HD;  // qkv row
+    const int64_t RO = int64_t(NH) * HD;           // out row
+    const int group = NH / NKV;
+    const Real scale = Real(1) / std::sqrt(Real(HD));
+#pragma omp parallel for schedule(static)
+    for (int bg = 0; bg < B * NKV; bg++) {
+        const int b = bg / NKV, g = bg % NKV;
+        const Real* base = qkv + int64_t(b) * T * R;
+        const Real* k = base + int64_t(NH + g) * HD;        // (T, HD), ld R
+        const Real* v = base + int64_t(NH + NKV + g) * HD;  // (T, HD), ld R
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            const Real* q = base + int64_t(h) * HD;                 // (T, HD), ld R
+            Real* P = att + (int64_t(b) * NH + h) * T * T;          // (T, T)
+            Real* o = out + int64_t(b) * T * RO + int64_t(h) * HD;  // (T, HD), ld RO
+            for (int i0 = 0; i0 < T; i0 += kRowBlock) {
+                const int i1 = std::min(T, i0 + kRowBlock), m = i1 - i0;
+                Real* Pb = P + int64_t(i0) * T;
+                gemm(CblasNoTrans, CblasTrans, m, i1, HD, scale, q + i0 * R, R, k, R, Real(0), Pb,
+                     T);
+                for (int t = i0; t < i1; t++)
+                    causal_softmax_row(Pb + int64_t(t - i0) * T, t + 1, T);
+                gemm(CblasNoTrans, CblasNoTrans, m, HD, i1, Real(1), Pb, T, v, R, Real(0),
+                     o + i0 * RO, RO);
+            }
+        }
+    }
+}
+
+template <class Real>
+void attention_backward_impl(Real* dqkv, const Real* dout, const Real* qkv, const Real* att, int B,
+                             int T, int NH, int NKV, int HD) {
+    check_dims(B, T, NH, NKV, HD);
+    const int64_t R = int64_t(NH + 2 * NKV) * HD;
+    const int64_t RO = int64_t(NH) * HD;
+    const int group = NH / NKV;
+    const Real scale = Real(1) / std::sqrt(Real(HD));
+#pragma omp parallel
+    {
+        std::vector<Real> dS(size_t(kRowBlock) * T);  // dP, then dS, for one query block
+#pragma omp for schedule(static)
+        for (int bg = 0; bg < B * NKV; bg++) {
+            const int b = bg / NKV, g = bg % NKV;
+            const int64_t off = int64_t(b) * T * R;
+            const Real* k = qkv + off + int64_t(NH + g) * HD;
+            const Real* v = qkv + off + int64_t(NH + NKV + g) * HD;
+            Real* dk = dqkv + off + int64_t(NH + g) * HD;
+            Real* dv = dqkv + off + int64_t(NH + NKV + g) * HD;
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                const Real* q = qkv + off + int64_t(h) * HD;
+                Real* dq = dqkv + off + int64_t(h) * HD;
+                const Real* P = att + (int64_t(b) * NH + h) * T * T;
+                const Real* dO = dout + int64_t(b) * T * RO + int64_t(h) * HD;  // ld RO
+                for (int i0 = 0; i0 < T; i0 += kRowBlock) {
+                    const int i1 = std::min(T, i0 + kRowBlock), m = i1 - i0;
+                    const Real* Pb = P + int64_t(i0) * T;
+                    // dP (m, i1) = dO[i0:i1] V[0:i1]^T
+                    gemm(CblasNoTrans, CblasTrans, m, i1, HD, Real(1), dO + i0 * RO, RO, v, R,
+                         Real(0), dS.data(), T);
+                    for (int t = i0; t < i1; t++) {
+                        const Real* p = Pb + int64_t(t - i0) * T;
+                        Real* ds = dS.data() + int64_t(t - i0) * T;
+                        Real dot = 0;
+#pragma omp simd reduction(+ : dot)
+                        for (int j = 0; j <= t; j++) dot += p[j] * ds[j];
+#pragma omp simd
+                        for (int j = 0; j <= t; j++) ds[j] = p[j] * (ds[j] - dot);
+                        std::fill(ds + t + 1, ds + i1, Real(0));
+                    }
+                    gemm(CblasNoTrans, CblasNoTrans, m, HD, i1, scale, dS.data(), T, k, R, Real(1),
+                         dq + i0 * R, R);
+                    gemm(CblasTrans, CblasNoTrans, i1, HD, m, scale, dS.data(), T, q + i0 * R, R,
+                         Real(1), dk, R);
+                    gemm(CblasTrans, CblasNoTrans, i1, HD, m, Real(1), Pb, T, dO + i0 * RO, RO,
+                         Real(1), dv, R);
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* att, const float* qkv, int B, int T, int NH, int NKV,
+                       int HD) {
+    attention_forward_impl(out, att, qkv, B, T, NH, NKV, HD);
+}
+void attention_forward(double* out, double* att, const double* qkv, int B, int T, int NH, int NKV,
+                       int HD) {
+    attention_forward_impl(out, att, qkv, B, T, NH, NKV, HD);
+}
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B,
+                        int T, int NH, int NKV, int HD) {
+    attention_backward_impl(dqkv, dout, qkv, att, B, T, NH, NKV, HD);
+}
+void attention_backward(double* dqkv, const double* dout, const double* qkv, const double* att,
+                        int B, int T, int NH, int NKV, int HD) {
+    attention_backward_impl(dqkv, dout, qkv, att, B, T, NH, NKV, HD);
+}
+
+}  // namespace zt::cpu

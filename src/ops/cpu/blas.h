@@ -1,0 +1,88 @@
+// Typed CBLAS wrappers for the CPU ops (row-major throughout), so one template
+// serves float and double, and the policy that OpenMP alone owns the cores.
+//
+// Invariant: OpenBLAS runs single-threaded. The pthread build of OpenBLAS
+// keeps its own pool whose threads spin after every call, and OpenMP's
+// threads spin after every region; on a few cores the two pools fight and an
+// op that alternates GEMMs with OpenMP loops ran 2x slower. So every GEMM is
+// either called from inside an OpenMP region (attention: one per thread) or
+// split over OpenMP threads by gemm_parallel.
+#pragma once
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "core/check.h"
+
+namespace zt::cpu {
+
+// BLAS takes 32-bit sizes; refuse anything larger rather than wrap around.
+inline blasint blas_dim(int64_t d) {
+    ZT_CHECK(d >= 0 && d <= INT_MAX, "BLAS dimension %lld outside [0, INT_MAX]", (long long)d);
+    return blasint(d);
+}
+
+// Pins OpenBLAS to the calling thread, once per process (thread-safe static init).
+inline void blas_pin_single_thread() {
+    static const bool pinned = [] {
+        openblas_set_num_threads(1);
+        return true;
+    }();
+    (void)pinned;
+}
+
+// C (M, N) = alpha op(A) (M, K) @ op(B) (K, N) + beta C on the calling thread.
+// Dimensions must already be known to fit (blas_dim) when called inside an
+// OpenMP region, where a throw would terminate.
+inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K,
+                 float alpha, const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                 float* C, int64_t ldc) {
+    blas_pin_single_thread();
+    cblas_sgemm(CblasRowMajor, ta, tb, blasint(M), blasint(N), blasint(K), alpha, A, blasint(lda),
+                B, blasint(ldb), beta, C, blasint(ldc));
+}
+
+inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K,
+                 double alpha, const double* A, int64_t lda, const double* B, int64_t ldb,
+                 double beta, double* C, int64_t ldc) {
+    blas_pin_single_thread();
+    cblas_dgemm(CblasRowMajor, ta, tb, blasint(M), blasint(N), blasint(K), alpha, A, blasint(lda),
+                B, blasint(ldb), beta, C, blasint(ldc));
+}
+
+// The same product split over the OpenMP threads: each thread computes one
+// contiguous block of rows of C (or of columns, when N > M), so no element of
+// C is written twice and each element's sum over K is that of a plain GEMM.
+template <class Real>
+void gemm_parallel(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K,
+                   Real alpha, const Real* A, int64_t lda, const Real* B, int64_t ldb, Real beta,
+                   Real* C, int64_t ldc) {
+    for (int64_t d : {M, N, K, lda, ldb, ldc}) blas_dim(d);
+    constexpr double kMinFlopsPerThread = 1 << 20;  // below this, fork/join costs more
+    const int threads = int(std::min<double>(omp_get_max_threads(),
+                                             std::max(1.0, 2.0 * M * N * K / kMinFlopsPerThread)));
+    if (threads <= 1 || omp_in_parallel()) {
+        gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const bool split_rows = M >= N;
+#pragma omp parallel num_threads(threads)
+    {
+        const int nt = omp_get_num_threads(), it = omp_get_thread_num();
+        const int64_t len = split_rows ? M : N;
+        const int64_t i0 = len * it / nt, i1 = len * (it + 1) / nt;
+        if (split_rows) {
+            const Real* Ai = ta == CblasNoTrans ? A + i0 * lda : A + i0;
+            gemm(ta, tb, i1 - i0, N, K, alpha, Ai, lda, B, ldb, beta, C + i0 * ldc, ldc);
+        } else {
+            const Real* Bi = tb == CblasNoTrans ? B + i0 : B + i0 * ldb;
+            gemm(ta, tb, M, i1 - i0, K, alpha, A, lda, Bi, ldb, beta, C + i0, ldc);
+        }
+    }
+}
+
+}  // namespace zt::cpu

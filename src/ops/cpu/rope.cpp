@@ -1,0 +1,128 @@
+// Rotary position embedding (Hugging Face rotate_half convention) on the CPU.
+//
+// Invariant: forward rotates each (x[i], x[i + D/2]) pair of every head by the
+// angle t w_i, so it preserves every pair's norm; backward applies the
+// transpose (inverse) rotation and accumulates (+=) into dinp. Rows are read
+// with an explicit stride, so q and k are rotated inside the fused qkv buffer.
+#include "ops/rope.h"
+
+#include <cmath>
+
+#include "core/check.h"
+
+namespace zt::cpu {
+
+namespace {
+
+void check_dims(int B, int T, int n_head, int head_dim, int64_t row_stride) {
+    ZT_CHECK(B > 0 && T > 0 && n_head > 0, "rope: bad shape B=%d T=%d n_head=%d", B, T, n_head);
+    ZT_CHECK(head_dim > 0 && head_dim % 2 == 0, "rope: head_dim %d must be even and positive",
+             head_dim);
+    ZT_CHECK(int64_t(n_head) * head_dim <= row_stride,
+             "rope: %d heads of %d exceed the row stride %lld", n_head, head_dim,
+             (long long)row_stride);
+}
+
+template <class Real>
+void rope_forward_impl(Real* out, const Real* inp, const Real* cos, const Real* sin, int B, int T,
+                       int n_head, int head_dim, int64_t row_stride) {
+    check_dims(B, T, n_head, head_dim, row_stride);
+    const int half = head_dim / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < int64_t(B) * T; r++) {
+        const Real* c = cos + (r % T) * half;
+        const Real* s = sin + (r % T) * half;
+        for (int h = 0; h < n_head; h++) {
+            const Real* x = inp + r * row_stride + int64_t(h) * head_dim;
+            Real* y = out + r * row_stride + int64_t(h) * head_dim;
+            // Safe when y == x: lane i reads and writes only elements i and i + half.
+#pragma omp simd
+            for (int i = 0; i < half; i++) {
+                const Real x1 = x[i], x2 = x[i + half];
+                y[i] = x1 * c[i] - x2 * s[i];
+                y[i + half] = x2 * c[i] + x1 * s[i];
+            }
+        }
+    }
+}
+
+template <class Real>
+void rope_backward_impl(Real* dinp, const Real* dout, const Real* cos, const Real* sin, int B,
+                        int T, int n_head, int head_dim, int64_t row_stride) {
+    check_dims(B, T, n_head, head_dim, row_stride);
+    ZT_CHECK(dinp != dout, "rope_backward: dinp must not alias dout (it accumulates)");
+    const int half = head_dim / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < int64_t(B) * T; r++) {
+        const Real* c = cos + (r % T) * half;
+        const Real* s = sin + (r % T) * half;
+        for (int h = 0; h < n_head; h++) {
+            const Real* dy = dout + r * row_stride + int64_t(h) * head_dim;
+            Real* dx = dinp + r * row_stride + int64_t(h) * head_dim;
+#pragma omp simd
+            for (int i = 0; i < half; i++) {
+                const Real dy1 = dy[i], dy2 = dy[i + half];
+                dx[i] += dy1 * c[i] + dy2 * s[i];
+                dx[i + half] += dy2 * c[i] - dy1 * s[i];
+            }
+        }
+    }
+}
+
+void check_table(int T, int head_dim, float theta) {
+    ZT_CHECK(T > 0 && head_dim > 0 && head_dim % 2 == 0,
+             "rope_table: need T > 0 and an even head_dim, got T=%d head_dim=%d", T, head_dim);
+    ZT_CHECK(theta > 1.0f, "rope_table: theta %g must exceed 1", double(theta));
+}
+
+}  // namespace
+
+// Float table in Hugging Face's float32 arithmetic (inv_freq = 1 / theta^(2i/D)
+// with a float exponent, angle = float(t) * inv_freq rounded to float, then
+// cos/sin of that float angle): at t ~ 4096 the float angle is off by ~2e-4
+// rad from the exact one, and matching PyTorch golden values needs the same
+// rounding, not a more exact one.
+void rope_table(float* cos, float* sin, int T, int head_dim, float theta) {
+    check_table(T, head_dim, theta);
+    const int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        const float expo = float(2 * i) / float(head_dim);
+        const float inv_freq = 1.0f / float(std::pow(double(theta), double(expo)));
+        for (int t = 0; t < T; t++) {
+            const float angle = float(t) * inv_freq;
+            cos[int64_t(t) * half + i] = float(std::cos(double(angle)));
+            sin[int64_t(t) * half + i] = float(std::sin(double(angle)));
+        }
+    }
+}
+
+void rope_table(double* cos, double* sin, int T, int head_dim, float theta) {
+    check_table(T, head_dim, theta);
+    const int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        const double inv_freq = std::pow(double(theta), -2.0 * i / head_dim);
+        for (int t = 0; t < T; t++) {
+            cos[int64_t(t) * half + i] = std::cos(t * inv_freq);
+            sin[int64_t(t) * half + i] = std::sin(t * inv_freq);
+        }
+    }
+}
+
+void rope_forward(float* out, const float* inp, const float* cos, const float* sin, int B, int T,
+                  int n_head, int head_dim, int64_t row_stride) {
+    rope_forward_impl(out, inp, cos, sin, B, T, n_head, head_dim, row_stride);
+}
+void rope_forward(double* out, const double* inp, const double* cos, const double* sin, int B,
+                  int T, int n_head, int head_dim, int64_t row_stride) {
+    rope_forward_impl(out, inp, cos, sin, B, T, n_head, head_dim, row_stride);
+}
+void rope_backward(float* dinp, const float* dout, const float* cos, const float* sin, int B, int T,
+                   int n_head, int head_dim, int64_t row_stride) {
+    rope_backward_impl(dinp, dout, cos, sin, B, T, n_head, head_dim, row_stride);
+}
+void rope_backward(double* dinp, const double* dout, const double* cos, const double* sin, int B,
+                   int T, int n_head, int head_dim, int64_t row_stride) {
+    rope_backward_impl(dinp, dout, cos, sin, B, T, n_head, head_dim, row_stride);
+}
+
+}  // namespace zt::cpu

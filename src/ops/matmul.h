@@ -1,0 +1,31 @@
+// Matmul (linear layer) forward and backward.
+//
+// Weights are stored (OC, C), PyTorch's nn.Linear layout: out = inp @ W^T + b.
+// Invariant shared by every backward in src/ops: gradients are ACCUMULATED
+// (+=) into every d-pointer, so micro-batches and residual branches add up;
+// callers zero gradient buffers when a new accumulation starts. A null
+// d-pointer means "not needed" and skips that work.
+#pragma once
+
+#include <cstdint>
+
+namespace zt::cpu {
+
+// out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias (OC); bias may be null.
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                    int C, int OC);
+
+// dinp (N, C) += dout (N, OC) @ weight (OC, C)
+// dweight (OC, C) += dout^T @ inp (N, C)
+// dbias (OC) += column sums of dout
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int64_t N, int C, int OC);
+
+// Double-precision twins of the above (same semantics), for finite-difference
+// gradient checks.
+void matmul_forward(double* out, const double* inp, const double* weight, const double* bias,
+                    int64_t N, int C, int OC);
+void matmul_backward(double* dinp, double* dweight, double* dbias, const double* dout,
+                     const double* inp, const double* weight, int64_t N, int C, int OC);
+
+}  // namespace zt::cpu

@@ -1,0 +1,38 @@
+// RMSNorm (LLaMA) and LayerNorm (GPT-2), forward and backward.
+//
+// Forward saves the per-row statistics (rstd, and mean for LayerNorm) that
+// backward needs, so backward never recomputes a reduction over the row.
+#pragma once
+
+#include <cstdint>
+
+namespace zt::cpu {
+
+// out (N, C) = inp / sqrt(mean(inp^2) + eps) * weight (C); rstd (N) saved.
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
+                     int C, float eps);
+// dinp (N, C) +=, dweight (C) +=
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                      const float* weight, const float* rstd, int64_t N, int C);
+
+// out (N, C) = (inp - mean) * rstd * weight (C) + bias (C); mean (N), rstd (N) saved.
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t N, int C, float eps);
+// dinp (N, C) +=, dweight (C) +=, dbias (C) +=
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const float* mean, const float* rstd,
+                        int64_t N, int C);
+
+// Double-precision twins of the above (same semantics), for finite-difference
+// gradient checks.
+void rmsnorm_forward(double* out, double* rstd, const double* inp, const double* weight, int64_t N,
+                     int C, float eps);
+void rmsnorm_backward(double* dinp, double* dweight, const double* dout, const double* inp,
+                      const double* weight, const double* rstd, int64_t N, int C);
+void layernorm_forward(double* out, double* mean, double* rstd, const double* inp,
+                       const double* weight, const double* bias, int64_t N, int C, float eps);
+void layernorm_backward(double* dinp, double* dweight, double* dbias, const double* dout,
+                        const double* inp, const double* weight, const double* mean,
+                        const double* rstd, int64_t N, int C);
+
+}  // namespace zt::cpu

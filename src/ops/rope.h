@@ -1,0 +1,36 @@
+// Rotary position embedding, Hugging Face's "rotate_half" convention:
+// within a head of size D, element i (< D/2) pairs with element i + D/2:
+//   out[i]       = x[i] * cos(t w_i) - x[i + D/2] * sin(t w_i)
+//   out[i + D/2] = x[i + D/2] * cos(t w_i) + x[i] * sin(t w_i),  w_i = theta^(-2i/D)
+// A rotation preserves the norm of every (x[i], x[i + D/2]) pair; backward is
+// the inverse rotation. Heads are read from rows of a packed buffer (row
+// stride given), so RoPE applies to q and k inside the fused qkv output.
+#pragma once
+
+#include <cstdint>
+
+namespace zt::cpu {
+
+// cos, sin (T, head_dim/2)
+void rope_table(float* cos, float* sin, int T, int head_dim, float theta);
+
+// For each (b, t) row r of length row_stride: the first n_head * head_dim
+// elements are rotated. out and inp share the layout and may alias.
+void rope_forward(float* out, const float* inp, const float* cos, const float* sin, int B, int T,
+                  int n_head, int head_dim, int64_t row_stride);
+
+// dinp += R(t)^T dout over the same heads; dinp and dout share the layout, may not alias.
+void rope_backward(float* dinp, const float* dout, const float* cos, const float* sin, int B, int T,
+                   int n_head, int head_dim, int64_t row_stride);
+
+// Double-precision twins of the above (same semantics), for finite-difference
+// gradient checks.
+// The double table is computed in double throughout; the float table follows
+// Hugging Face's float32 arithmetic (see rope.cpp).
+void rope_table(double* cos, double* sin, int T, int head_dim, float theta);
+void rope_forward(double* out, const double* inp, const double* cos, const double* sin, int B,
+                  int T, int n_head, int head_dim, int64_t row_stride);
+void rope_backward(double* dinp, const double* dout, const double* cos, const double* sin, int B,
+                   int T, int n_head, int head_dim, int64_t row_stride);
+
+}  // namespace zt::cpu

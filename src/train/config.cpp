@@ -1,0 +1,165 @@
+#include "train/config.h"
+
+#include <cmath>
+#include <fstream>
+
+#include "core/check.h"
+
+namespace zt {
+
+nlohmann::ordered_json train_config_to_json(const TrainConfig& c) {
+    nlohmann::ordered_json j;
+    j["model"] = c.model;
+    j["data"] = c.data;
+    j["zero_stage"] = c.zero_stage;
+    j["nproc"] = 1;
+    j["device"] = c.device;
+    j["precision"] = c.precision;
+    j["comm"] = c.comm;
+    j["sim_bandwidth_gbps"] = 0;
+    j["sim_latency_us"] = 0;
+    j["seq_len"] = c.seq_len;
+    j["micro_batch"] = c.micro_batch;
+    j["grad_accum"] = c.grad_accum;
+    j["steps"] = c.steps;
+    j["lr"] = c.lr;
+    j["min_lr"] = c.resolved_min_lr();
+    j["warmup"] = c.warmup;
+    j["weight_decay"] = c.weight_decay;
+    j["grad_clip"] = c.grad_clip;
+    j["beta1"] = c.beta1;
+    j["beta2"] = c.beta2;
+    j["seed"] = c.seed;
+    j["recompute"] = c.recompute;
+    j["eval_every"] = c.eval_every;
+    j["eval_tokens"] = c.eval_tokens;
+    j["out"] = c.out;
+    j["threads"] = c.threads;
+    return j;
+}
+
+namespace {
+
+template <typename T>
+void read_key(const nlohmann::json& v, const std::string& key, const std::string& source, T* out) {
+    try {
+        if constexpr (std::is_same_v<T, std::string>) {
+            ZT_CHECK(v.is_string(), "%s: '%s' must be a string", source.c_str(), key.c_str());
+        } else if constexpr (std::is_integral_v<T>) {
+            ZT_CHECK(v.is_number_integer(), "%s: '%s' must be an integer", source.c_str(),
+                     key.c_str());
+        } else {
+            ZT_CHECK(v.is_number(), "%s: '%s' must be a number", source.c_str(), key.c_str());
+        }
+        *out = v.get<T>();
+    } catch (const nlohmann::json::exception& e) {
+        ZT_FAIL("%s: '%s' has the wrong type: %s", source.c_str(), key.c_str(), e.what());
+    }
+}
+
+}  // namespace
+
+void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std::string& source) {
+    ZT_CHECK(j.is_object(), "%s: the configuration must be a JSON object", source.c_str());
+    for (auto it = j.begin(); it != j.end(); ++it) {
+        const std::string& k = it.key();
+        const auto& v = it.value();
+        if (k == "model") read_key(v, k, source, &c.model);
+        else if (k == "data") read_key(v, k, source, &c.data);
+        else if (k == "zero_stage") read_key(v, k, source, &c.zero_stage);
+        else if (k == "device") read_key(v, k, source, &c.device);
+        else if (k == "precision") read_key(v, k, source, &c.precision);
+        else if (k == "comm") read_key(v, k, source, &c.comm);
+        else if (k == "seq_len") read_key(v, k, source, &c.seq_len);
+        else if (k == "micro_batch") read_key(v, k, source, &c.micro_batch);
+        else if (k == "grad_accum") read_key(v, k, source, &c.grad_accum);
+        else if (k == "steps") read_key(v, k, source, &c.steps);
+        else if (k == "lr") read_key(v, k, source, &c.lr);
+        else if (k == "min_lr") read_key(v, k, source, &c.min_lr);
+        else if (k == "warmup") read_key(v, k, source, &c.warmup);
+        else if (k == "weight_decay") read_key(v, k, source, &c.weight_decay);
+        else if (k == "grad_clip") read_key(v, k, source, &c.grad_clip);
+        else if (k == "beta1") read_key(v, k, source, &c.beta1);
+        else if (k == "beta2") read_key(v, k, source, &c.beta2);
+        else if (k == "seed") read_key(v, k, source, &c.seed);
+        else if (k == "recompute") read_key(v, k, source, &c.recompute);
+        else if (k == "eval_every") read_key(v, k, source, &c.eval_every);
+        else if (k == "eval_tokens") read_key(v, k, source, &c.eval_tokens);
+        else if (k == "out") read_key(v, k, source, &c.out);
+        else if (k == "threads") read_key(v, k, source, &c.threads);
+        else
+            ZT_FAIL("%s: unknown configuration key '%s' (keys are the train flags with "
+                    "underscores, e.g. micro_batch; see zerotrain train --help)",
+                    source.c_str(), k.c_str());
+    }
+}
+
+void load_train_config_file(TrainConfig& c, const std::string& path) {
+    std::ifstream in(path);
+    ZT_CHECK(in.good(), "--config: cannot open '%s'", path.c_str());
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(in);
+    } catch (const std::exception& e) {
+        ZT_FAIL("--config: '%s' is not valid JSON: %s", path.c_str(), e.what());
+    }
+    apply_train_config_json(c, j, path);
+}
+
+void validate_train_config(const TrainConfig& c) {
+    ZT_CHECK(c.zero_stage >= 0 && c.zero_stage <= 3,
+             "--zero-stage %d: expected a ZeRO stage from 0 to 3", c.zero_stage);
+    ZT_CHECK(c.zero_stage == 0,
+             "--zero-stage %d: sharded stages 1-3 need the multi-rank ZeRO engine, which this "
+             "build does not have yet; use --zero-stage 0",
+             c.zero_stage);
+    ZT_CHECK(c.device == "cpu" || c.device == "cuda", "--device '%s': expected cpu or cuda",
+             c.device.c_str());
+    ZT_CHECK(c.device == "cpu",
+             "--device cuda: this build has no CUDA backend yet; use --device cpu");
+    ZT_CHECK(c.precision == "fp32" || c.precision == "bf16",
+             "--precision '%s': expected fp32 or bf16", c.precision.c_str());
+    ZT_CHECK(c.precision == "fp32",
+             "--precision bf16: the CPU backend trains in fp32 only; use --precision fp32");
+    ZT_CHECK(c.comm == "local" || c.comm == "mpi" || c.comm == "ring" || c.comm == "nccl",
+             "--comm '%s': expected local, mpi, ring or nccl", c.comm.c_str());
+    ZT_CHECK(c.comm == "local",
+             "--comm %s: this build runs a single process only; use --comm local",
+             c.comm.c_str());
+    ZT_CHECK(c.recompute == "none" || c.recompute == "attn" || c.recompute == "full",
+             "--recompute '%s': expected none, attn or full", c.recompute.c_str());
+    ZT_CHECK(c.recompute == "none",
+             "--recompute %s: activation recompute is not implemented yet; use --recompute none",
+             c.recompute.c_str());
+    ZT_CHECK(c.seq_len > 0, "--seq-len %d: must be a positive number of tokens", c.seq_len);
+    ZT_CHECK(c.micro_batch > 0, "--micro-batch %d: must be a positive number of sequences",
+             c.micro_batch);
+    ZT_CHECK(c.grad_accum > 0, "--grad-accum %d: must be a positive number of micro-batches",
+             c.grad_accum);
+    ZT_CHECK(c.steps > 0, "--steps %d: must be a positive number of optimizer steps", c.steps);
+    ZT_CHECK(std::isfinite(c.lr) && c.lr > 0, "--lr %g: must be a positive number", c.lr);
+    ZT_CHECK(c.min_lr < 0 || (std::isfinite(c.min_lr) && c.min_lr <= c.lr),
+             "--min-lr %g: must be between 0 and --lr %g", c.min_lr, c.lr);
+    ZT_CHECK(c.warmup >= 0, "--warmup %d: must be >= 0 steps", c.warmup);
+    ZT_CHECK(std::isfinite(c.weight_decay) && c.weight_decay >= 0,
+             "--weight-decay %g: must be >= 0", c.weight_decay);
+    ZT_CHECK(std::isfinite(c.grad_clip) && c.grad_clip >= 0,
+             "--grad-clip %g: must be >= 0 (0 disables clipping)", c.grad_clip);
+    ZT_CHECK(c.beta1 >= 0 && c.beta1 < 1, "beta1 %g: must be in [0, 1)", c.beta1);
+    ZT_CHECK(c.beta2 >= 0 && c.beta2 < 1, "beta2 %g: must be in [0, 1)", c.beta2);
+    ZT_CHECK(c.eval_every >= 0, "--eval-every %d: must be >= 0 (0: evaluate at the end only)",
+             c.eval_every);
+    ZT_CHECK(c.threads >= 0, "--threads %d: must be >= 0 (0: all cores)", c.threads);
+}
+
+double lr_at_step(const TrainConfig& c, int64_t step) {
+    double lr = c.lr, min_lr = c.resolved_min_lr();
+    if (step < c.warmup) return lr * double(step + 1) / double(c.warmup);
+    int64_t decay_steps = int64_t(c.steps) - c.warmup;
+    if (decay_steps <= 1) return lr;
+    double progress = double(step - c.warmup) / double(decay_steps - 1);
+    if (progress > 1) progress = 1;
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+}  // namespace zt

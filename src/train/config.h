@@ -1,0 +1,54 @@
+// Training configuration: defaults < --config file < command-line flags.
+//
+// Keys are the flag names with underscores (--micro-batch -> micro_batch), in
+// the config file, in RUN_DIR/config.json and in the metrics' run line. Every
+// value is validated before training starts, and a refusal names the flag,
+// the value and what would be accepted.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace zt {
+
+struct TrainConfig {
+    std::string model = "test-tiny";  // preset name or Hugging Face config.json
+    std::string data = "synthetic";   // synthetic | shard directory | one .bin shard
+    int zero_stage = 0;
+    std::string device = "cpu";
+    std::string precision = "fp32";
+    std::string comm = "local";
+    int seq_len = 64;
+    int micro_batch = 16;
+    int grad_accum = 1;
+    int steps = 300;
+    double lr = 3e-3;
+    double min_lr = -1;  // < 0: lr / 10
+    int warmup = 20;
+    double weight_decay = 0.1;
+    double grad_clip = 1.0;
+    double beta1 = 0.9;
+    double beta2 = 0.95;
+    uint64_t seed = 1337;
+    std::string recompute = "none";
+    int eval_every = 100;    // 0: only at the end
+    int64_t eval_tokens = 32768;  // <= 0: the whole validation split
+    std::string out;         // empty: runs/run-<time>
+    int threads = 0;         // 0: OpenMP's default
+
+    double resolved_min_lr() const { return min_lr < 0 ? lr / 10.0 : min_lr; }
+};
+
+nlohmann::ordered_json train_config_to_json(const TrainConfig& c);
+// Applies the keys of a JSON object; refuses unknown keys and wrong types by name.
+void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std::string& source);
+void load_train_config_file(TrainConfig& c, const std::string& path);
+// Refuses every invalid or unsupported value, naming the flag.
+void validate_train_config(const TrainConfig& c);
+
+// Learning rate at optimizer step `step` (0-based): linear warmup to lr over
+// `warmup` steps, then cosine decay to min_lr at the last step.
+double lr_at_step(const TrainConfig& c, int64_t step);
+
+}  // namespace zt

@@ -1,0 +1,25 @@
+// The training loop: data, micro-batches with gradient accumulation, the
+// engine's optimizer step, LR schedule, evaluation, metrics and progress.
+#pragma once
+
+#include <string>
+
+#include "train/config.h"
+
+namespace zt {
+
+struct TrainSummary {
+    double first_loss = 0;
+    double final_loss = 0;
+    double final_eval_loss = -1;  // < 0: no evaluation ran
+    double tokens_per_s = 0;
+    std::string run_dir;
+};
+
+// Runs a whole training job; throws zt::Error on invalid input before any step.
+TrainSummary run_training(const TrainConfig& cfg);
+
+// A GEMM's achieved FLOP/s on this machine, the denominator of CPU MFU.
+double measure_cpu_peak_flops();
+
+}  // namespace zt

@@ -1,0 +1,85 @@
+// Helpers shared by the test files: temporary directories, raw float files,
+// running the zerotrain binary, and error measures that fail on NaN.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace zt_test {
+
+// A fresh directory removed when the object goes out of scope.
+class TempDir {
+public:
+    TempDir() {
+        std::string tmpl = (std::filesystem::temp_directory_path() / "zt-test-XXXXXX").string();
+        path_ = mkdtemp(tmpl.data()) ? tmpl : "";
+        if (path_.empty()) ADD_FAILURE() << "mkdtemp failed";
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    const std::string& path() const { return path_; }
+    std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+private:
+    std::string path_;
+};
+
+template <typename T>
+inline void write_raw(const std::string& path, const T* data, size_t n) {
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(data), std::streamsize(n * sizeof(T)));
+    ASSERT_TRUE(f.good()) << "cannot write " << path;
+}
+
+inline std::vector<float> read_floats(const std::string& path) {
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
+    EXPECT_TRUE(f.good()) << "cannot read " << path;
+    std::vector<float> v(size_t(f.tellg()) / sizeof(float));
+    f.seekg(0);
+    f.read(reinterpret_cast<char*>(v.data()), std::streamsize(v.size() * sizeof(float)));
+    return v;
+}
+
+// ||a - b|| / ||b|| in double; NaN if either holds a NaN.
+inline double rel_error(const float* a, const float* b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = double(a[i]) - double(b[i]);
+        num += d * d;
+        den += double(b[i]) * double(b[i]);
+    }
+    if (den == 0) return std::sqrt(num);
+    return std::sqrt(num / den);
+}
+
+struct CommandResult {
+    int exit_code = -1;
+    std::string output;  // stdout and stderr together
+};
+
+// Runs a shell command, capturing its output and exit status.
+inline CommandResult run_command(const std::string& cmd) {
+    CommandResult r;
+    std::FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+    if (!p) return r;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+    int status = pclose(p);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return r;
+}
+
+inline std::string zerotrain_binary() { return ZT_BINARY; }
+inline std::string source_dir() { return ZT_SOURCE_DIR; }
+
+}  // namespace zt_test
