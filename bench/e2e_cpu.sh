@@ -6,6 +6,7 @@
 #
 # Usage: bench/e2e_cpu.sh [BUILD_DIR]    (env: THREADS, STEPS)
 set -euo pipefail
+export LC_ALL=C
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build}"
 threads="${THREADS:-$(nproc)}"

@@ -117,7 +117,7 @@ def main():
                             lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
     V = c["vocab_size"]
     data = torch.randint(0, V, (a.micro_batch, a.seq_len + 1))
-    x, y = data[:, :-1], data[:, 1:]
+    x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
     t0 = None
     for s in range(a.warmup_steps + a.steps):
         if s == a.warmup_steps:
