@@ -175,3 +175,32 @@ TEST(ModelMemory, LedgerCountsEngineAndActivations) {
 }
 
 }  // namespace
+
+namespace {
+
+// With zero gradients AdamW's update is 0, so only decay moves a weight:
+// matrices shrink by (1 - lr * wd); norms and embeddings only when asked.
+TEST(EngineDecay, NormsBiasesAndEmbeddingsOnlyWhenAsked) {
+    ModelConfig cfg = model_preset("test-tiny-gpt2");
+    for (bool all : {false, true}) {
+        EngineOptions opt;
+        opt.weight_decay = 0.5f;
+        opt.decay_all = all;
+        Engine e(cfg, opt, nullptr);
+        e.init_params(4);
+        std::vector<float> before(e.all_params(), e.all_params() + e.numel());
+        e.zero_grads();
+        e.step(0.1f, 1);
+        int64_t base = 0;
+        for (const auto& u : e.layout().units) {
+            for (const auto& t : u.tensors) {
+                int64_t i = base + t.offset;
+                float expect = t.decay || all ? before[size_t(i)] * (1.0f - 0.1f * 0.5f) : before[size_t(i)];
+                EXPECT_FLOAT_EQ(e.all_params()[i], expect) << t.name << " decay_all=" << all;
+            }
+            base += u.numel;
+        }
+    }
+}
+
+}  // namespace

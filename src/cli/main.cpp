@@ -64,6 +64,8 @@ void add_train_options(CLI::App* t, zt::TrainConfig& c, std::string* config_path
     t->add_option("--weight-decay", c.weight_decay,
                   "AdamW decoupled weight decay (matrices only; not norms, biases, embeddings)")
         ->capture_default_str();
+    t->add_flag("--weight-decay-all", c.weight_decay_all,
+                "apply weight decay to norms, biases and embeddings too");
     t->add_option("--grad-clip", c.grad_clip, "clip the global gradient norm (0: off)")
         ->capture_default_str();
     t->add_option("--seed", c.seed, "seed of initialisation and data order")

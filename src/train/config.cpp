@@ -26,6 +26,7 @@ nlohmann::ordered_json train_config_to_json(const TrainConfig& c) {
     j["min_lr"] = c.resolved_min_lr();
     j["warmup"] = c.warmup;
     j["weight_decay"] = c.weight_decay;
+    j["weight_decay_all"] = c.weight_decay_all;
     j["grad_clip"] = c.grad_clip;
     j["beta1"] = c.beta1;
     j["beta2"] = c.beta2;
@@ -43,7 +44,9 @@ namespace {
 template <typename T>
 void read_key(const nlohmann::json& v, const std::string& key, const std::string& source, T* out) {
     try {
-        if constexpr (std::is_same_v<T, std::string>) {
+        if constexpr (std::is_same_v<T, bool>) {
+            ZT_CHECK(v.is_boolean(), "%s: '%s' must be true or false", source.c_str(), key.c_str());
+        } else if constexpr (std::is_same_v<T, std::string>) {
             ZT_CHECK(v.is_string(), "%s: '%s' must be a string", source.c_str(), key.c_str());
         } else if constexpr (std::is_integral_v<T>) {
             ZT_CHECK(v.is_number_integer(), "%s: '%s' must be an integer", source.c_str(),
@@ -78,6 +81,7 @@ void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std:
         else if (k == "min_lr") read_key(v, k, source, &c.min_lr);
         else if (k == "warmup") read_key(v, k, source, &c.warmup);
         else if (k == "weight_decay") read_key(v, k, source, &c.weight_decay);
+        else if (k == "weight_decay_all") read_key(v, k, source, &c.weight_decay_all);
         else if (k == "grad_clip") read_key(v, k, source, &c.grad_clip);
         else if (k == "beta1") read_key(v, k, source, &c.beta1);
         else if (k == "beta2") read_key(v, k, source, &c.beta2);

@@ -27,6 +27,7 @@ struct TrainConfig {
     double min_lr = -1;  // < 0: lr / 10
     int warmup = 20;
     double weight_decay = 0.1;
+    bool weight_decay_all = false;  // also decay norms, biases and embeddings
     double grad_clip = 1.0;
     double beta1 = 0.9;
     double beta2 = 0.95;

@@ -174,6 +174,7 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
     eopt.beta2 = float(cfg.beta2);
     eopt.weight_decay = float(cfg.weight_decay);
     eopt.grad_clip = float(cfg.grad_clip);
+    eopt.decay_all = cfg.weight_decay_all;
     Engine engine(mcfg, eopt, &ledger);
     engine.init_params(cfg.seed);
     Model model(mcfg, B, T, &ledger);

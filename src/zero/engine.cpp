@@ -77,7 +77,8 @@ StepResult Engine::step(float lr, int64_t step) {
         for (const auto& t : layout_.units[size_t(u)].tensors) {
             int64_t o = base + t.offset;
             cpu::adamw_update(params_.data() + o, grads_.data() + o, adam_m_.data() + o,
-                              adam_v_.data() + o, t.numel, h, t.decay);
+                              adam_v_.data() + o, t.numel, h,
+                              t.decay || opt_.decay_all);
         }
     }
     return r;

@@ -24,6 +24,7 @@ struct EngineOptions {
     float adam_eps = 1e-8f;
     float weight_decay = 0.1f;
     float grad_clip = 1.0f;  // global-norm clip; 0 = off
+    bool decay_all = false;  // decay norms, biases and embeddings too
 };
 
 struct StepResult {
