@@ -1,0 +1,12 @@
+// The zerotrain subcommands. Each file src/cli/cmd_<name>.cpp adds its
+// subcommand, options and callback to the application; main.cpp calls them.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace zt::cli {
+
+// zerotrain bench-comm (src/cli/cmd_bench_comm.cpp)
+void add_bench_comm_command(CLI::App& app);
+
+}  // namespace zt::cli

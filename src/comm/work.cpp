@@ -1,0 +1,116 @@
+#include "comm/work.h"
+
+#include "core/check.h"
+#include "prof/timer.h"
+
+namespace zt {
+
+const char* comm_op_name(CommOp op) {
+    switch (op) {
+        case CommOp::all_reduce: return "all_reduce";
+        case CommOp::reduce_scatter: return "reduce_scatter";
+        case CommOp::all_gather: return "all_gather";
+        case CommOp::broadcast: return "broadcast";
+        case CommOp::send: return "send";
+        case CommOp::recv: return "recv";
+        case CommOp::barrier: return "barrier";
+        case CommOp::count: break;
+    }
+    return "?";
+}
+
+double CommStats::busy_s() const {
+    double s = 0;
+    for (const auto& o : ops) s += o.busy_s;
+    return s;
+}
+
+double CommStats::exposed_s() const {
+    double s = 0;
+    for (const auto& o : ops) s += o.exposed_s;
+    return s;
+}
+
+int64_t comm_wire_bytes(CommOp op, int64_t full_bytes, int world) {
+    if (world <= 1) return 0;
+    int64_t n = world;
+    switch (op) {
+        case CommOp::all_reduce: return 2 * (n - 1) * full_bytes / n;
+        case CommOp::reduce_scatter:
+        case CommOp::all_gather:
+        case CommOp::broadcast: return (n - 1) * full_bytes / n;
+        case CommOp::send: return full_bytes;
+        case CommOp::recv:
+        case CommOp::barrier:
+        case CommOp::count: return 0;
+    }
+    return 0;
+}
+
+int comm_ring_steps(CommOp op, int world) {
+    if (world <= 1) return 0;
+    switch (op) {
+        case CommOp::all_reduce:
+        case CommOp::barrier: return 2 * (world - 1);
+        case CommOp::reduce_scatter:
+        case CommOp::all_gather:
+        case CommOp::broadcast: return world - 1;
+        case CommOp::send:
+        case CommOp::recv: return 1;
+        case CommOp::count: return 0;
+    }
+    return 0;
+}
+
+namespace detail {
+
+void WorkState::complete() {
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        finished = true;
+    }
+    cv.notify_all();
+}
+
+void WorkState::fail(const std::string& message) {
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        error = message.empty() ? "communication failed" : message;
+        finished = true;
+    }
+    cv.notify_all();
+}
+
+std::shared_ptr<WorkState> make_work_state(CommOp op, std::shared_ptr<ExposedSink> sink) {
+    auto s = std::make_shared<WorkState>();
+    s->op = op;
+    s->sink = std::move(sink);
+    return s;
+}
+
+}  // namespace detail
+
+void Work::wait() {
+    if (!state_) return;
+    double t0 = now_seconds();
+    std::string error;
+    {
+        std::unique_lock<std::mutex> lock(state_->mu);
+        state_->cv.wait(lock, [&] { return state_->finished; });
+        error = state_->error;
+    }
+    double waited = now_seconds() - t0;
+    if (state_->sink) {
+        std::lock_guard<std::mutex> lock(state_->sink->mu);
+        if (state_->sink->stats) (*state_->sink->stats)[state_->op].exposed_s += waited;
+    }
+    ZT_CHECK(error.empty(), "%s failed: %s", comm_op_name(state_->op), error.c_str());
+}
+
+bool Work::done() const {
+    if (!state_) return true;
+    std::lock_guard<std::mutex> lock(state_->mu);
+    return state_->finished;
+}
+
+}  // namespace zt
