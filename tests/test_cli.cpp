@@ -82,7 +82,8 @@ TEST(Cli, RefusesBadFlags) {
     expect_refused(zerotrain("train --grad-accum 0" + out), {"--grad-accum 0"});
     expect_refused(zerotrain("train --lr -1" + out), {"--lr -1"});
     expect_refused(zerotrain("train --zero-stage 5" + out), {"--zero-stage 5", "0 to 3"});
-    expect_refused(zerotrain("train --zero-stage 2" + out), {"--zero-stage 2"});
+    expect_refused(zerotrain("train --offload-optimizer" + out), {"--offload-optimizer"});
+    expect_refused(zerotrain("train --comm nccl" + out), {"--comm nccl"});
     expect_refused(zerotrain("train --device tpu" + out), {"--device 'tpu'"});
     expect_refused(zerotrain("train --data " + (dir / "nothing-here") + out), {"nothing-here"});
     std::ofstream(dir / "conf.json") << R"({"micro_batch": 2, "learning_rate": 1})";

@@ -46,7 +46,7 @@ void run_golden(const std::string& preset) {
     opt.adam_eps = 1e-8f;
     opt.weight_decay = kWd;
     opt.grad_clip = kClip;
-    Engine engine(cfg, opt, nullptr);
+    Engine engine(cfg, opt, nullptr, nullptr);
     randomise(engine);
     Model model(cfg, kB, kT, nullptr);
     const ModelLayout& layout = engine.layout();

@@ -87,7 +87,7 @@ class ModelArch : public ::testing::TestWithParam<std::string> {};
 TEST_P(ModelArch, CausalMaskHidesTheFuture) {
     ModelConfig cfg = model_preset(GetParam());
     const int B = 2, T = 16, cut = 9;
-    Engine engine(cfg, EngineOptions{}, nullptr);
+    Engine engine(cfg, EngineOptions{}, nullptr, nullptr);
     random_model(engine, 3);
     Model model(cfg, B, T, nullptr);
     std::vector<int32_t> a(size_t(B) * T), b;
@@ -120,7 +120,7 @@ TEST_P(ModelArch, OverfitsOneBatch) {
     const int B = 4, T = 32;
     EngineOptions opt;
     opt.weight_decay = 0;
-    Engine engine(cfg, opt, nullptr);
+    Engine engine(cfg, opt, nullptr, nullptr);
     engine.init_params(1);
     Model model(cfg, B, T, nullptr);
     std::vector<int32_t> in(size_t(B) * T), tgt(size_t(B) * T);
@@ -151,7 +151,7 @@ TEST(ModelErrors, RefusesSeqLenAboveMaximum) {
 
 TEST(ModelErrors, RefusesTokensOutsideVocabulary) {
     ModelConfig cfg = model_preset("test-tiny");
-    Engine engine(cfg, EngineOptions{}, nullptr);
+    Engine engine(cfg, EngineOptions{}, nullptr, nullptr);
     engine.init_params(1);
     Model model(cfg, 1, 4, nullptr);
     std::vector<int32_t> in = {1, 2, cfg.vocab_size, 3}, tgt = {1, 2, 3, 4};
@@ -162,7 +162,7 @@ TEST(ModelMemory, LedgerCountsEngineAndActivations) {
     ModelConfig cfg = model_preset("test-tiny");
     MemoryLedger ledger;
     {
-        Engine engine(cfg, EngineOptions{}, &ledger);
+        Engine engine(cfg, EngineOptions{}, nullptr, &ledger);
         int64_t n = count_params(cfg);
         EXPECT_EQ(ledger.current(MemCategory::params), 4 * n);
         EXPECT_EQ(ledger.current(MemCategory::grads), 4 * n);
@@ -186,7 +186,7 @@ TEST(EngineDecay, NormsBiasesAndEmbeddingsOnlyWhenAsked) {
         EngineOptions opt;
         opt.weight_decay = 0.5f;
         opt.decay_all = all;
-        Engine e(cfg, opt, nullptr);
+        Engine e(cfg, opt, nullptr, nullptr);
         e.init_params(4);
         std::vector<float> before(e.all_params(), e.all_params() + e.numel());
         e.zero_grads();

@@ -8,5 +8,7 @@ namespace zt::cli {
 
 // zerotrain bench-comm (src/cli/cmd_bench_comm.cpp)
 void add_bench_comm_command(CLI::App& app);
+// zerotrain estimate (src/cli/cmd_estimate.cpp)
+void add_estimate_command(CLI::App& app);
 
 }  // namespace zt::cli

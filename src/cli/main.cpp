@@ -7,6 +7,8 @@
 #include <cstring>
 #include <string>
 
+#include "cli/commands.h"
+#include "comm/launch.h"
 #include "core/check.h"
 #include "model/config.h"
 #include "train/config.h"
@@ -44,14 +46,31 @@ void add_train_options(CLI::App* t, zt::TrainConfig& c, std::string* config_path
                   "synthetic, a directory of .bin token shards (names with 'train' / 'val'), or "
                   "one .bin shard")
         ->capture_default_str();
-    t->add_option("--zero-stage", c.zero_stage, "ZeRO stage; this build runs stage 0 only")
+    t->add_option("--zero-stage", c.zero_stage,
+                  "ZeRO stage: 0 replicated, 1 shards optimizer state, 2 also gradients, 3 also "
+                  "parameters")
         ->capture_default_str();
+    t->add_option("--nproc", c.nproc,
+                  "start N local ranks through mpirun (under mpirun/srun the launcher decides)");
     t->add_option("--device", c.device, "cpu (the CUDA backend is not in this build)")
         ->capture_default_str();
     t->add_option("--precision", c.precision, "fp32 (bf16 needs the CUDA backend)")
         ->capture_default_str();
-    t->add_option("--comm", c.comm, "communicator; this build runs one process: local")
+    t->add_option("--comm", c.comm,
+                  "communicator: auto (local for one rank, else mpi), local, mpi, ring")
         ->capture_default_str();
+    t->add_option("--sim-bandwidth-gbps", c.sim_bandwidth_gbps,
+                  "simulate a network of this many gigabits/s (0: real speed)")
+        ->capture_default_str();
+    t->add_option("--sim-latency-us", c.sim_latency_us, "simulated per-message latency")
+        ->capture_default_str();
+    t->add_option("--comm-timeout-s", c.comm_timeout_s,
+                  "abort every rank when a collective waits longer than this")
+        ->capture_default_str();
+    t->add_flag("--offload-optimizer", c.offload_optimizer,
+                "keep optimizer state in host memory (GPU only; refused with --device cpu)");
+    t->add_flag("--offload-params", c.offload_params,
+                "keep parameters in host memory (GPU only; refused with --device cpu)");
     t->add_option("--seq-len", c.seq_len, "tokens per sequence (T)")->capture_default_str();
     t->add_option("--micro-batch", c.micro_batch, "sequences per micro-batch (B)")
         ->capture_default_str();
@@ -99,13 +118,19 @@ int run(int argc, char** argv) {
     CLI::App* train = app.add_subcommand(
         "train", "train a model (no flags: a small model on synthetic data, under a minute)");
     add_train_options(train, cfg, &config_path);
+    zt::cli::add_bench_comm_command(app);
+    zt::cli::add_estimate_command(app);
 
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     }
-    if (train->parsed()) zt::run_training(cfg);
+    if (train->parsed()) {
+        // --nproc N outside a launcher: start N ranks of this same command.
+        if (cfg.nproc > 1 && !zt::under_launcher()) return zt::launch_local_ranks(cfg.nproc, argc, argv);
+        zt::run_training(cfg);
+    }
     return 0;
 }
 

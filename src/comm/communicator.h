@@ -5,7 +5,8 @@
 // backend's communication thread (or stream), so the caller's computation
 // overlaps it; `op` is `op_async(...).wait()`. Buffers must stay alive and
 // untouched until the Work completes. Counts are ELEMENT counts, never bytes;
-// dtypes are f32 or bf16 (bf16 reductions accumulate in f32 and round once).
+// dtypes are f32 or bf16 (bf16 travels as bf16; each combining step adds in
+// f32 and rounds to bf16 once, i.e. once per ring hop, as NCCL does).
 //
 // Accounting, on every backend: calls, bytes on the wire per rank (the ring
 // algorithm's, see comm_wire_bytes), time in flight on the communication
@@ -91,6 +92,7 @@ public:
     // buf (count) = reduction over ranks of buf (count).
     virtual Work all_reduce_async(void* buf, int64_t count, DType dtype, ReduceOp op) = 0;
     // send (world * recv_count): rank r receives the reduction of block r into recv (recv_count).
+    // recv may be block rank() of send (in place); any other overlap is refused.
     virtual Work reduce_scatter_async(const void* send, void* recv, int64_t recv_count, DType dtype,
                                       ReduceOp op) = 0;
     // send (send_count) from every rank -> recv (world * send_count), block r from rank r.

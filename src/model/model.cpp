@@ -173,6 +173,12 @@ Model::~Model() {
 
 int64_t Model::activation_bytes() const { return int64_t(arena_.capacity()); }
 
+int64_t Model::activation_bytes_for(const ModelConfig& cfg, int B, int T) {
+    Sizer sizer;
+    plan_acts(cfg, B, T, [&](int64_t n) { sizer.add(n); });
+    return int64_t(Arena::aligned(sizer.bytes));
+}
+
 void Model::check_tokens(const int32_t* tokens, const char* what, int32_t min_id) const {
     int64_t N = int64_t(B_) * T_;
     for (int64_t i = 0; i < N; i++) {

@@ -52,6 +52,8 @@ public:
     int batch() const { return B_; }
     int seq_len() const { return T_; }
     int64_t activation_bytes() const;
+    // The same number without building a model (estimates).
+    static int64_t activation_bytes_for(const ModelConfig& cfg, int B, int T);
 
     // One training micro-batch: forward, loss, backward with d(loss_i) = loss_scale
     // for every position i. inputs, targets (B, T). Returns the mean loss over the

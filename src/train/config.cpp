@@ -1,6 +1,7 @@
 #include "train/config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 
 #include "core/check.h"
@@ -12,12 +13,20 @@ nlohmann::ordered_json train_config_to_json(const TrainConfig& c) {
     j["model"] = c.model;
     j["data"] = c.data;
     j["zero_stage"] = c.zero_stage;
-    j["nproc"] = 1;
+    j["nproc"] = c.nproc;
     j["device"] = c.device;
     j["precision"] = c.precision;
     j["comm"] = c.comm;
-    j["sim_bandwidth_gbps"] = 0;
-    j["sim_latency_us"] = 0;
+    j["sim_bandwidth_gbps"] = c.sim_bandwidth_gbps;
+    j["sim_latency_us"] = c.sim_latency_us;
+    j["comm_timeout_s"] = c.comm_timeout_s;
+    j["overlap_comm"] = c.overlap_comm;
+    j["reduce_bucket_size"] = c.reduce_bucket_size;
+    j["allgather_bucket_size"] = c.allgather_bucket_size;
+    j["prefetch_bucket_size"] = c.prefetch_bucket_size;
+    j["param_persistence_threshold"] = c.param_persistence_threshold;
+    j["offload_optimizer"] = c.offload_optimizer;
+    j["offload_params"] = c.offload_params;
     j["seq_len"] = c.seq_len;
     j["micro_batch"] = c.micro_batch;
     j["grad_accum"] = c.grad_accum;
@@ -60,7 +69,106 @@ void read_key(const nlohmann::json& v, const std::string& key, const std::string
     }
 }
 
+// Keys of DeepSpeed's configuration that change nothing here, or that
+// zerotrain decides itself; a warning names each one found.
+bool is_ignored_deepspeed_key(const std::string& k) {
+    static const char* keys[] = {"steps_per_print", "wall_clock_breakdown", "optimizer",
+                                 "scheduler", "zero_allow_untested_optimizer",
+                                 "gradient_predivide_factor", "prescale_gradients",
+                                 "communication_data_type", "flops_profiler", "tensorboard",
+                                 "wandb", "csv_monitor", "dump_state", "train_batch_size_auto"};
+    for (const char* name : keys)
+        if (k == name) return true;
+    return false;
+}
+
+void warn_ignored(const std::string& source, const std::string& key) {
+    std::fprintf(stderr, "zerotrain: warning: %s: DeepSpeed key '%s' is ignored by zerotrain\n",
+                 source.c_str(), key.c_str());
+}
+
+void apply_zero_optimization(TrainConfig& c, const nlohmann::json& z, const std::string& source) {
+    ZT_CHECK(z.is_object(), "%s: 'zero_optimization' must be an object", source.c_str());
+    static const char* ignored[] = {"contiguous_gradients", "round_robin_gradients",
+                                    "sub_group_size", "stage3_max_live_parameters",
+                                    "stage3_max_reuse_distance", "elastic_checkpoint",
+                                    "stage3_gather_16bit_weights_on_model_save",
+                                    "reduce_scatter", "allgather_partitions", "load_from_fp32_weights",
+                                    "ignore_unused_parameters", "memory_efficient_linear"};
+    for (auto it = z.begin(); it != z.end(); ++it) {
+        const std::string& k = it.key();
+        const auto& v = it.value();
+        std::string name = "zero_optimization." + k;
+        if (k == "stage") {
+            read_key(v, name, source, &c.zero_stage);
+        } else if (k == "overlap_comm") {
+            read_key(v, name, source, &c.overlap_comm);
+        } else if (k == "reduce_bucket_size") {
+            double x;
+            read_key(v, name, source, &x);
+            c.reduce_bucket_size = int64_t(x);
+        } else if (k == "allgather_bucket_size") {
+            double x;
+            read_key(v, name, source, &x);
+            c.allgather_bucket_size = int64_t(x);
+        } else if (k == "stage3_prefetch_bucket_size") {
+            double x;
+            read_key(v, name, source, &x);
+            c.prefetch_bucket_size = int64_t(x);
+        } else if (k == "stage3_param_persistence_threshold") {
+            double x;
+            read_key(v, name, source, &x);
+            c.param_persistence_threshold = int64_t(x);
+        } else if (k == "offload_optimizer" || k == "offload_param") {
+            ZT_CHECK(v.is_object() && v.contains("device") && v["device"].is_string(),
+                     "%s: '%s' must be an object with a string 'device'", source.c_str(),
+                     name.c_str());
+            std::string dev = v["device"];
+            ZT_CHECK(dev == "cpu" || dev == "none",
+                     "%s: %s.device '%s': expected cpu or none", source.c_str(), name.c_str(),
+                     dev.c_str());
+            (k == "offload_optimizer" ? c.offload_optimizer : c.offload_params) = dev == "cpu";
+        } else {
+            bool known_ignored = false;
+            for (const char* n : ignored) known_ignored |= k == n;
+            ZT_CHECK(known_ignored, "%s: unknown configuration key '%s'", source.c_str(),
+                     name.c_str());
+            warn_ignored(source, name);
+        }
+    }
+}
+
 }  // namespace
+
+// DeepSpeed's names for what we support. Returns false when the key is not one of them.
+bool apply_deepspeed_key(TrainConfig& c, const std::string& k, const nlohmann::json& v,
+                         const std::string& source) {
+    if (k == "train_micro_batch_size_per_gpu") {
+        read_key(v, k, source, &c.micro_batch);
+    } else if (k == "gradient_accumulation_steps") {
+        read_key(v, k, source, &c.grad_accum);
+    } else if (k == "train_batch_size") {
+        read_key(v, k, source, &c.train_batch_size);
+    } else if (k == "gradient_clipping") {
+        read_key(v, k, source, &c.grad_clip);
+    } else if (k == "bf16" || k == "fp16") {
+        ZT_CHECK(v.is_object(), "%s: '%s' must be an object", source.c_str(), k.c_str());
+        bool enabled = v.value("enabled", false);
+        if (k == "bf16") {
+            if (enabled) c.precision = "bf16";
+        } else {
+            ZT_CHECK(!enabled, "%s: fp16.enabled: zerotrain trains in fp32 or bf16, not fp16",
+                     source.c_str());
+        }
+    } else if (k == "zero_optimization") {
+        apply_zero_optimization(c, v, source);
+    } else if (is_ignored_deepspeed_key(k)) {
+        warn_ignored(source, k);
+    } else {
+        return false;
+    }
+    return true;
+}
 
 void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std::string& source) {
     ZT_CHECK(j.is_object(), "%s: the configuration must be a JSON object", source.c_str());
@@ -70,6 +178,19 @@ void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std:
         if (k == "model") read_key(v, k, source, &c.model);
         else if (k == "data") read_key(v, k, source, &c.data);
         else if (k == "zero_stage") read_key(v, k, source, &c.zero_stage);
+        else if (k == "nproc") read_key(v, k, source, &c.nproc);
+        else if (k == "sim_bandwidth_gbps") read_key(v, k, source, &c.sim_bandwidth_gbps);
+        else if (k == "sim_latency_us") read_key(v, k, source, &c.sim_latency_us);
+        else if (k == "comm_timeout_s") read_key(v, k, source, &c.comm_timeout_s);
+        else if (k == "overlap_comm") read_key(v, k, source, &c.overlap_comm);
+        else if (k == "reduce_bucket_size") read_key(v, k, source, &c.reduce_bucket_size);
+        else if (k == "allgather_bucket_size") read_key(v, k, source, &c.allgather_bucket_size);
+        else if (k == "prefetch_bucket_size") read_key(v, k, source, &c.prefetch_bucket_size);
+        else if (k == "param_persistence_threshold")
+            read_key(v, k, source, &c.param_persistence_threshold);
+        else if (k == "offload_optimizer") read_key(v, k, source, &c.offload_optimizer);
+        else if (k == "offload_params") read_key(v, k, source, &c.offload_params);
+        else if (apply_deepspeed_key(c, k, v, source)) continue;
         else if (k == "device") read_key(v, k, source, &c.device);
         else if (k == "precision") read_key(v, k, source, &c.precision);
         else if (k == "comm") read_key(v, k, source, &c.comm);
@@ -113,10 +234,7 @@ void load_train_config_file(TrainConfig& c, const std::string& path) {
 void validate_train_config(const TrainConfig& c) {
     ZT_CHECK(c.zero_stage >= 0 && c.zero_stage <= 3,
              "--zero-stage %d: expected a ZeRO stage from 0 to 3", c.zero_stage);
-    ZT_CHECK(c.zero_stage == 0,
-             "--zero-stage %d: sharded stages 1-3 need the multi-rank ZeRO engine, which this "
-             "build does not have yet; use --zero-stage 0",
-             c.zero_stage);
+    ZT_CHECK(c.nproc >= 0, "--nproc %d: must be a positive number of ranks", c.nproc);
     ZT_CHECK(c.device == "cpu" || c.device == "cuda", "--device '%s': expected cpu or cuda",
              c.device.c_str());
     ZT_CHECK(c.device == "cpu",
@@ -125,11 +243,33 @@ void validate_train_config(const TrainConfig& c) {
              "--precision '%s': expected fp32 or bf16", c.precision.c_str());
     ZT_CHECK(c.precision == "fp32",
              "--precision bf16: the CPU backend trains in fp32 only; use --precision fp32");
-    ZT_CHECK(c.comm == "local" || c.comm == "mpi" || c.comm == "ring" || c.comm == "nccl",
-             "--comm '%s': expected local, mpi, ring or nccl", c.comm.c_str());
-    ZT_CHECK(c.comm == "local",
-             "--comm %s: this build runs a single process only; use --comm local",
-             c.comm.c_str());
+    ZT_CHECK(c.comm == "auto" || c.comm == "local" || c.comm == "mpi" || c.comm == "ring" ||
+                 c.comm == "nccl",
+             "--comm '%s': expected auto, local, mpi, ring or nccl", c.comm.c_str());
+    ZT_CHECK(c.comm != "nccl", "--comm nccl: NCCL needs --device cuda; use mpi or ring on CPU");
+    ZT_CHECK(std::isfinite(c.sim_bandwidth_gbps) && c.sim_bandwidth_gbps >= 0,
+             "--sim-bandwidth-gbps %g: must be >= 0 (0: unlimited)", c.sim_bandwidth_gbps);
+    ZT_CHECK(std::isfinite(c.sim_latency_us) && c.sim_latency_us >= 0,
+             "--sim-latency-us %g: must be >= 0", c.sim_latency_us);
+    ZT_CHECK(std::isfinite(c.comm_timeout_s) && c.comm_timeout_s > 0,
+             "--comm-timeout-s %g: must be a positive number of seconds", c.comm_timeout_s);
+    ZT_CHECK(c.reduce_bucket_size > 0, "reduce_bucket_size %lld: must be positive",
+             (long long)c.reduce_bucket_size);
+    ZT_CHECK(c.allgather_bucket_size > 0, "allgather_bucket_size %lld: must be positive",
+             (long long)c.allgather_bucket_size);
+    ZT_CHECK(c.prefetch_bucket_size >= 0, "stage3_prefetch_bucket_size %lld: must be >= 0",
+             (long long)c.prefetch_bucket_size);
+    ZT_CHECK(c.param_persistence_threshold >= 0,
+             "stage3_param_persistence_threshold %lld: must be >= 0",
+             (long long)c.param_persistence_threshold);
+    ZT_CHECK(!c.offload_optimizer,
+             "--offload-optimizer: with --device cpu the optimizer state already lives in host "
+             "memory; offload applies to --device cuda, which this build does not have");
+    ZT_CHECK(!c.offload_params,
+             "--offload-params: with --device cpu the parameters already live in host memory; "
+             "offload applies to --device cuda, which this build does not have");
+    ZT_CHECK(c.train_batch_size >= 0, "train_batch_size %lld: must be positive",
+             (long long)c.train_batch_size);
     ZT_CHECK(c.recompute == "none" || c.recompute == "attn" || c.recompute == "full",
              "--recompute '%s': expected none, attn or full", c.recompute.c_str());
     ZT_CHECK(c.recompute == "none",

@@ -16,9 +16,20 @@ struct TrainConfig {
     std::string model = "test-tiny";  // preset name or Hugging Face config.json
     std::string data = "synthetic";   // synthetic | shard directory | one .bin shard
     int zero_stage = 0;
+    int nproc = 0;  // > 0: start this many local ranks through mpirun
     std::string device = "cpu";
     std::string precision = "fp32";
-    std::string comm = "local";
+    std::string comm = "auto";  // auto: local for one rank, mpi for several
+    double sim_bandwidth_gbps = 0;  // gigabits/s; 0 = unlimited (no simulation)
+    double sim_latency_us = 0;
+    double comm_timeout_s = 300;
+    bool overlap_comm = true;
+    int64_t reduce_bucket_size = int64_t(50) << 20;  // elements (DeepSpeed's key)
+    int64_t allgather_bucket_size = int64_t(50) << 20;
+    int64_t prefetch_bucket_size = int64_t(50) << 20;  // stage3_prefetch_bucket_size
+    int64_t param_persistence_threshold = int64_t(1) << 16;  // stage3_param_persistence_threshold
+    bool offload_optimizer = false;
+    bool offload_params = false;
     int seq_len = 64;
     int micro_batch = 16;
     int grad_accum = 1;
@@ -37,13 +48,21 @@ struct TrainConfig {
     int64_t eval_tokens = 32768;  // <= 0: the whole validation split
     std::string out;         // empty: runs/run-<time>
     int threads = 0;         // 0: OpenMP's default
+    // DeepSpeed's train_batch_size when given: must equal world * micro_batch * grad_accum.
+    int64_t train_batch_size = 0;
 
     double resolved_min_lr() const { return min_lr < 0 ? lr / 10.0 : min_lr; }
 };
 
 nlohmann::ordered_json train_config_to_json(const TrainConfig& c);
-// Applies the keys of a JSON object; refuses unknown keys and wrong types by name.
+// Applies the keys of a JSON object; refuses unknown keys and wrong types by
+// name. DeepSpeed's keys are accepted for what zerotrain supports
+// (train_micro_batch_size_per_gpu, gradient_accumulation_steps,
+// train_batch_size, gradient_clipping, bf16.enabled, zero_optimization.*);
+// DeepSpeed keys that are knowingly ignored print a warning.
 void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std::string& source);
+bool apply_deepspeed_key(TrainConfig& c, const std::string& key, const nlohmann::json& value,
+                         const std::string& source);
 void load_train_config_file(TrainConfig& c, const std::string& path);
 // Refuses every invalid or unsupported value, naming the flag.
 void validate_train_config(const TrainConfig& c);

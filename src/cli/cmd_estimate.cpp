@@ -1,0 +1,100 @@
+// zerotrain estimate: per-rank memory for a model, world size, stage and precision.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/check.h"
+#include "model/config.h"
+#include "zero/estimate.h"
+
+namespace zt::cli {
+
+namespace {
+
+struct EstimateArgs {
+    std::string model;
+    int world = 1;
+    int stage = -1;  // -1: every stage
+    std::string precision = "fp32";
+    int micro_batch = 0;
+    int seq_len = 0;
+    bool offload_optimizer = false;
+    bool json = false;
+};
+
+double gib(int64_t b) { return double(b) / double(int64_t(1) << 30); }
+
+void run_estimate(const EstimateArgs& a) {
+    EstimateInput in;
+    in.model = resolve_model(a.model);
+    in.world = a.world;
+    in.precision = a.precision;
+    in.micro_batch = a.micro_batch;
+    in.seq_len = a.seq_len;
+    in.offload_optimizer = a.offload_optimizer;
+    ZT_CHECK(a.world >= 1, "--world-size %d: must be >= 1", a.world);
+    ZT_CHECK(a.stage >= -1 && a.stage <= 3, "--zero-stage %d: expected 0 to 3", a.stage);
+    ZT_CHECK((a.micro_batch > 0) == (a.seq_len > 0),
+             "--micro-batch and --seq-len go together (activations need both)");
+    ZT_CHECK(a.seq_len <= in.model.max_seq, "--seq-len %d exceeds the model's maximum of %d",
+             a.seq_len, in.model.max_seq);
+    if (!a.json) {
+        std::printf("%s\n", describe_model(in.model).c_str());
+        std::printf("world size %d, %s%s%s, bytes per rank (GiB)\n", a.world, a.precision.c_str(),
+                    a.offload_optimizer ? ", optimizer offloaded to host" : "",
+                    a.micro_batch > 0
+                        ? strprintf(", activations for %d x %d tokens", a.micro_batch, a.seq_len).c_str()
+                        : "");
+        std::printf("%-6s %10s %10s %10s %12s %10s %10s %12s\n", "stage", "params", "grads",
+                    "optimizer", "activations", "buffers", "total", "host_optim");
+    }
+    for (int s = 0; s <= 3; s++) {
+        if (a.stage >= 0 && s != a.stage) continue;
+        in.stage = s;
+        MemoryEstimate e = estimate_memory(in);
+        if (a.json) {
+            nlohmann::ordered_json j = {{"model", in.model.name},
+                                        {"n_params", count_params(in.model)},
+                                        {"world_size", a.world},
+                                        {"zero_stage", s},
+                                        {"precision", a.precision},
+                                        {"micro_batch", a.micro_batch},
+                                        {"seq_len", a.seq_len},
+                                        {"offload_optimizer", a.offload_optimizer},
+                                        {"mem_bytes",
+                                         {{"params", e.params},
+                                          {"grads", e.grads},
+                                          {"optimizer", e.optimizer},
+                                          {"activations", e.activations},
+                                          {"buffers", e.buffers},
+                                          {"peak", e.peak()}}},
+                                        {"host_optimizer_bytes", e.host_optimizer}};
+            std::printf("%s\n", j.dump().c_str());
+        } else {
+            std::printf("%-6d %10.3f %10.3f %10.3f %12.3f %10.3f %10.3f %12.3f\n", s, gib(e.params),
+                        gib(e.grads), gib(e.optimizer), gib(e.activations), gib(e.buffers),
+                        gib(e.peak()), gib(e.host_optimizer));
+        }
+    }
+}
+
+}  // namespace
+
+void add_estimate_command(CLI::App& app) {
+    auto args = std::make_shared<EstimateArgs>();
+    CLI::App* c = app.add_subcommand(
+        "estimate", "per-rank memory of model states, activations and buffers by ZeRO stage");
+    c->add_option("--model", args->model, "preset or Hugging Face config.json")->required();
+    c->add_option("--world-size", args->world, "number of ranks")->required();
+    c->add_option("--zero-stage", args->stage, "one stage (default: all four)");
+    c->add_option("--precision", args->precision, "fp32 or bf16 (fp32 master weights)")
+        ->capture_default_str();
+    c->add_option("--micro-batch", args->micro_batch, "sequences per micro-batch (activations)");
+    c->add_option("--seq-len", args->seq_len, "tokens per sequence (activations)");
+    c->add_flag("--offload-optimizer", args->offload_optimizer,
+                "optimizer state in host memory");
+    c->add_flag("--json", args->json, "one JSON object per stage");
+    c->callback([args] { run_estimate(*args); });
+}
+
+}  // namespace zt::cli

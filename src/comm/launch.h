@@ -1,0 +1,44 @@
+// Rank discovery and local launch.
+//
+// discover_ranks() reads what the launcher set, first match wins:
+//   mpirun (OpenMPI)  OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK
+//   PMI (MPICH, srun --mpi=pmi2)  PMI_RANK / PMI_SIZE (local: MPI_LOCALRANKID, PMI_LOCAL_RANK)
+//   Slurm srun        SLURM_PROCID / SLURM_STEP_NUM_TASKS (else SLURM_NTASKS) / SLURM_LOCALID
+//   torchrun          RANK / WORLD_SIZE / LOCAL_RANK
+// and none of them means rank 0 of 1. A half-set pair, a value that is not
+// an integer, or a rank outside [0, world) is an error naming the variable.
+//
+// launch_local_ranks() is `--nproc N`: it re-executes this binary N times
+// under the mpiexec the build linked against and returns its exit status.
+#pragma once
+
+#include <string>
+
+namespace zt {
+
+struct RankInfo {
+    int rank = 0;
+    int world = 1;
+    int local_rank = 0;
+    std::string source;  // "mpirun", "pmi", "slurm", "torchrun" or "none"
+};
+
+RankInfo discover_ranks();
+
+// True when any launcher's rank or size variable is set (this process is one
+// of several ranks, or was started by a launcher as a single rank).
+bool under_launcher();
+
+// Runs `ZT_MPIEXEC --allow-run-as-root --oversubscribe --bind-to none -np N
+// /path/to/this/exe argv[1..]` with `--nproc N` / `--nproc=N` removed from
+// argv, waits, and returns its exit status (128 + signal when it was killed).
+// Refuses nproc < 1, a build without MPI, and being called under a launcher.
+int launch_local_ranks(int nproc, int argc, char** argv);
+
+// Ends the whole job with exit_code: MPI_Abort when MPI is running (so no
+// peer rank is left waiting in a collective), otherwise _Exit. For the CLI's
+// top-level error handler when world > 1: returning normally would reach
+// MPI_Finalize, which waits for ranks that may be waiting for this one.
+[[noreturn]] void abort_all_ranks(int exit_code);
+
+}  // namespace zt

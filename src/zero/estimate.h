@@ -1,0 +1,32 @@
+// Memory estimate per rank for a model, world size, ZeRO stage and precision:
+// the same formulas the engine's ledger measures (DESIGN.md's ledger rule),
+// so `zerotrain estimate` and a run's mem_bytes can be compared directly.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+
+namespace zt {
+
+struct EstimateInput {
+    ModelConfig model;
+    int world = 1;
+    int stage = 0;
+    std::string precision = "fp32";  // fp32 | bf16 (bf16: fp32 master weights and moments)
+    int micro_batch = 0;             // 0: no activations estimated
+    int seq_len = 0;
+    bool offload_optimizer = false;  // optimizer state (and master weights) in host memory
+    int64_t prefetch_elements = int64_t(50) << 20;  // stage 3 gather-ahead window
+};
+
+struct MemoryEstimate {
+    int64_t params = 0, grads = 0, optimizer = 0, activations = 0, buffers = 0;
+    int64_t host_optimizer = 0;  // with offload: bytes kept in host memory instead
+    int64_t peak() const { return params + grads + optimizer + activations + buffers; }
+};
+
+MemoryEstimate estimate_memory(const EstimateInput& in);
+
+}  // namespace zt
