@@ -103,6 +103,7 @@ void add_train_options(CLI::App* t, zt::TrainConfig& c, std::string* config_path
 }
 
 int run(int argc, char** argv) {
+    zt::set_error_rank(zt::discover_ranks().rank);  // so even early errors name their rank
     CLI::App app{"zerotrain: train LLaMA- and GPT-2-style models with ZeRO sharding"};
     app.require_subcommand(1);
     app.set_help_all_flag("--help-all", "help for every subcommand");
@@ -136,16 +137,28 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
+namespace {
+
+// One rank's error must not leave the others waiting in a collective: under a
+// launcher with several ranks, end the whole job.
+int fail_job(const char* what) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "zerotrain: error: %s\n", what);
+    bool several_ranks = false;
+    try {
+        several_ranks = zt::discover_ranks().world > 1;
+    } catch (const std::exception&) {
+    }
+    if (several_ranks) zt::abort_all_ranks(1);
+    return 1;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     try {
         return run(argc, argv);
-    } catch (const zt::Error& e) {
-        std::fflush(stdout);
-        std::fprintf(stderr, "zerotrain: error: %s\n", e.what());
-        return 1;
     } catch (const std::exception& e) {
-        std::fflush(stdout);
-        std::fprintf(stderr, "zerotrain: error: %s\n", e.what());
-        return 1;
+        return fail_job(e.what());
     }
 }
