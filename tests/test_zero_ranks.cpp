@@ -132,6 +132,44 @@ TEST(ZeroRanks, MemoryAndWireBytesFollowTheFormulas) {
     }
 }
 
+// `zerotrain estimate` against the ledger of a real run at world size 4.
+// Stages 0-2 follow a deterministic schedule and must agree within 5% (they
+// agree exactly). Stage 3's estimate is an upper bound, not a prediction: it
+// assumes the whole prefetch window gathered while two units' gradients are
+// live, which the schedule never quite reaches. On test-tiny, where transient
+// buffers are a third of the peak, it comes out 15% high; the assertion is
+// that it never under-predicts and stays under 20% over. The 5% target is
+// not met for stage 3 on models this small.
+TEST(ZeroRanks, EstimatePredictsMeasuredPeak) {
+    REQUIRE_MPI();
+    for (int stage = 0; stage <= 3; stage++) {
+        TempDir dir;
+        RunLog r = train(dir / "run", 4, stage, 4, 1, 3);
+        auto est = zt_test::run_command(zt_test::zerotrain_binary() +
+                                        " estimate --model test-tiny --world-size 4 --micro-batch 4"
+                                        " --seq-len 32 --json --zero-stage " + std::to_string(stage));
+        ASSERT_EQ(est.exit_code, 0) << est.output;
+        auto e = nlohmann::json::parse(est.output)["mem_bytes"];
+        for (const auto& rk : r.summary["ranks"]) {
+            const auto& m = rk["mem_bytes"];
+            for (const char* k : {"params", "grads", "optimizer", "activations"})
+                EXPECT_EQ(m[k].get<int64_t>(), e[k].get<int64_t>()) << "stage " << stage << " " << k;
+            double measured = m["peak"], predicted = e["peak"];
+            double rel = (predicted - measured) / measured;
+            if (stage <= 2) {
+                EXPECT_TRUE(std::fabs(rel) <= 0.05) << "stage " << stage << " peak " << measured
+                                                    << " estimated " << predicted;
+            } else {
+                EXPECT_TRUE(rel >= 0 && rel <= 0.20) << "stage 3 peak " << measured
+                                                     << " estimated " << predicted;
+            }
+            if (rk["rank"] == 0)
+                std::printf("stage %d: measured peak %.0f, estimated %.0f (%+.1f%%)\n", stage,
+                            measured, predicted, 100 * rel);
+        }
+    }
+}
+
 TEST(ZeroRanks, RefusesBadSetupsOnEveryRank) {
     REQUIRE_MPI();
     TempDir dir;

@@ -66,16 +66,18 @@ std::unique_ptr<Communicator> make_communicator(const CommOptions& opt) {
 #if ZT_HAVE_MPI
         comm = b == "mpi" ? make_mpi_communicator(opt) : make_ring_communicator(opt);
 #else
-        ZT_FAIL("--comm %s: this build has no MPI; install an MPI (Debian: libopenmpi-dev) and "
-                "rebuild with -DZT_MPI=ON, or use --comm local",
-                b.c_str());
+        ZT_FAIL(
+            "--comm %s: this build has no MPI; install an MPI (Debian: libopenmpi-dev) and "
+            "rebuild with -DZT_MPI=ON, or use --comm local",
+            b.c_str());
 #endif
     } else if (b == "nccl") {
 #if ZT_HAVE_CUDA
         comm = make_nccl_communicator(opt);
 #else
-        ZT_FAIL("--comm nccl: this build has no CUDA/NCCL; rebuild with -DZT_CUDA=ON where the "
-                "CUDA toolkit, cuDNN and NCCL are installed, or use --comm mpi, ring or local");
+        ZT_FAIL(
+            "--comm nccl: this build has no CUDA/NCCL; rebuild with -DZT_CUDA=ON where the "
+            "CUDA toolkit, cuDNN and NCCL are installed, or use --comm mpi, ring or local");
 #endif
     } else {
         ZT_FAIL("--comm '%s': expected local, mpi, ring or nccl", b.c_str());

@@ -32,7 +32,10 @@ struct LauncherVars {
 
 const std::vector<LauncherVars>& launchers() {
     static const std::vector<LauncherVars> l = {
-        {"mpirun", "OMPI_COMM_WORLD_RANK", {"OMPI_COMM_WORLD_SIZE"}, {"OMPI_COMM_WORLD_LOCAL_RANK"}},
+        {"mpirun",
+         "OMPI_COMM_WORLD_RANK",
+         {"OMPI_COMM_WORLD_SIZE"},
+         {"OMPI_COMM_WORLD_LOCAL_RANK"}},
         {"pmi", "PMI_RANK", {"PMI_SIZE"}, {"MPI_LOCALRANKID", "PMI_LOCAL_RANK"}},
         {"slurm", "SLURM_PROCID", {"SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"}, {"SLURM_LOCALID"}},
         {"torchrun", "RANK", {"WORLD_SIZE"}, {"LOCAL_RANK"}},
@@ -71,8 +74,8 @@ RankInfo discover_ranks() {
         info.source = l.source;
         info.rank = env_int(l.rank, l.source);
         info.world = env_int(world_var, l.source);
-        ZT_CHECK(info.world >= 1, "%s=%d (set by %s): the world size must be at least 1",
-                 world_var, info.world, l.source);
+        ZT_CHECK(info.world >= 1, "%s=%d (set by %s): the world size must be at least 1", world_var,
+                 info.world, l.source);
         ZT_CHECK(info.rank < info.world, "%s=%d is not below %s=%d (set by %s)", l.rank, info.rank,
                  world_var, info.world, l.source);
         if (const char* local_var = first_set(l.local_rank)) {
@@ -97,10 +100,11 @@ int launch_local_ranks(int nproc, int argc, char** argv) {
 #if !ZT_HAVE_MPI
     (void)argc;
     (void)argv;
-    ZT_FAIL("--nproc %d: this build has no MPI, so it cannot start ranks; install an MPI "
-            "(Debian: libopenmpi-dev) and rebuild with -DZT_MPI=ON, or start the ranks with an "
-            "outside launcher",
-            nproc);
+    ZT_FAIL(
+        "--nproc %d: this build has no MPI, so it cannot start ranks; install an MPI "
+        "(Debian: libopenmpi-dev) and rebuild with -DZT_MPI=ON, or start the ranks with an "
+        "outside launcher",
+        nproc);
 #else
     ZT_CHECK(nproc >= 1, "--nproc %d: expected a number of ranks >= 1", nproc);
     ZT_CHECK(!under_launcher(),
@@ -114,9 +118,9 @@ int launch_local_ranks(int nproc, int argc, char** argv) {
     exe[size_t(n)] = '\0';
 
     std::string np = std::to_string(nproc);
-    std::vector<std::string> args = {ZT_MPIEXEC,  "--allow-run-as-root", "--oversubscribe",
-                                     "--bind-to", "none",                "-np",
-                                     np,          exe.data()};
+    std::vector<std::string> args = {
+        ZT_MPIEXEC, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", np,
+        exe.data()};
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], "--nproc")) {
             i++;  // and its value

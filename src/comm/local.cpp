@@ -11,7 +11,7 @@ namespace zt {
 namespace {
 
 class LocalBackend final : public QueuedBackend {
-public:
+  public:
     int rank() const override { return 0; }
     int world_size() const override { return 1; }
     const char* name() const override { return "local"; }
@@ -35,7 +35,7 @@ public:
     }
     void barrier() override {}
 
-private:
+  private:
     static void copy(void* dst, const void* src, int64_t count, DType dtype) {
         if (dst != src && count > 0) std::memcpy(dst, src, size_t(count) * dtype_size(dtype));
     }

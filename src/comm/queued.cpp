@@ -18,7 +18,9 @@ namespace {
 
 constexpr uint8_t kNoReduce = 0xff;
 
-bool is_collective(CommOp op) { return op != CommOp::send && op != CommOp::recv; }
+bool is_collective(CommOp op) {
+    return op != CommOp::send && op != CommOp::recv;
+}
 
 const char* reduce_name(uint8_t r) {
     if (r == uint8_t(ReduceOp::sum)) return "sum";
@@ -29,8 +31,7 @@ const char* reduce_name(uint8_t r) {
 bool overlaps(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
     auto pa = reinterpret_cast<uintptr_t>(a);
     auto pb = reinterpret_cast<uintptr_t>(b);
-    return a_bytes > 0 && b_bytes > 0 && pa < pb + uint64_t(b_bytes) &&
-           pb < pa + uint64_t(a_bytes);
+    return a_bytes > 0 && b_bytes > 0 && pa < pb + uint64_t(b_bytes) && pb < pa + uint64_t(a_bytes);
 }
 
 }  // namespace
@@ -43,8 +44,8 @@ bool comm_signatures_match(const CommSignature& a, const CommSignature& b) {
 std::string comm_signature_string(const CommSignature& s) {
     CommOp op = s.op < uint8_t(CommOp::count) ? CommOp(s.op) : CommOp::count;
     const char* dt = s.dtype <= uint8_t(DType::f16) ? dtype_name(DType(s.dtype)) : "?";
-    std::string out = strprintf("%s #%llu (%lld x %s", comm_op_name(op),
-                                (unsigned long long)s.seq, (long long)s.count, dt);
+    std::string out = strprintf("%s #%llu (%lld x %s", comm_op_name(op), (unsigned long long)s.seq,
+                                (long long)s.count, dt);
     if (s.reduce != kNoReduce) out += strprintf(", %s", reduce_name(s.reduce));
     if (op == CommOp::broadcast) out += strprintf(", root %d", s.root);
     if (op == CommOp::send) out += strprintf(", to rank %d", s.root);
@@ -91,7 +92,8 @@ QueuedCommunicator::QueuedCommunicator(std::unique_ptr<QueuedBackend> backend, Q
         comm_thread_.join();
         throw;
     }
-    if (opt_.timeout_s > 0 && world_ > 1) watchdog_thread_ = std::thread([this] { run_watchdog(); });
+    if (opt_.timeout_s > 0 && world_ > 1)
+        watchdog_thread_ = std::thread([this] { run_watchdog(); });
 }
 
 QueuedCommunicator::~QueuedCommunicator() {
@@ -286,8 +288,8 @@ void QueuedCommunicator::run_thread() {
     try {
         backend_->stop();
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "zerotrain: warning: %s communicator shutdown: %s\n",
-                     backend_->name(), e.what());
+        std::fprintf(stderr, "zerotrain: warning: %s communicator shutdown: %s\n", backend_->name(),
+                     e.what());
     }
 }
 
@@ -313,16 +315,30 @@ void QueuedCommunicator::run_one(Request& r) {
     try {
         if (is_collective(r.op) && opt_.check_signatures && world_ > 1) check_signature(r.sig);
         switch (r.op) {
-            case CommOp::all_reduce: backend_->all_reduce(r.recv, r.count, r.dtype, r.reduce); break;
+            case CommOp::all_reduce:
+                backend_->all_reduce(r.recv, r.count, r.dtype, r.reduce);
+                break;
             case CommOp::reduce_scatter:
                 backend_->reduce_scatter(r.send, r.recv, r.count, r.dtype, r.reduce);
                 break;
-            case CommOp::all_gather: backend_->all_gather(r.send, r.recv, r.count, r.dtype); break;
-            case CommOp::broadcast: backend_->broadcast(r.recv, r.count, r.dtype, r.peer); break;
-            case CommOp::send: backend_->send(r.send, r.count, r.dtype, r.peer); break;
-            case CommOp::recv: backend_->recv(r.recv, r.count, r.dtype, r.peer); break;
-            case CommOp::barrier: backend_->barrier(); break;
-            case CommOp::count: error = "invalid operation"; break;
+            case CommOp::all_gather:
+                backend_->all_gather(r.send, r.recv, r.count, r.dtype);
+                break;
+            case CommOp::broadcast:
+                backend_->broadcast(r.recv, r.count, r.dtype, r.peer);
+                break;
+            case CommOp::send:
+                backend_->send(r.send, r.count, r.dtype, r.peer);
+                break;
+            case CommOp::recv:
+                backend_->recv(r.recv, r.count, r.dtype, r.peer);
+                break;
+            case CommOp::barrier:
+                backend_->barrier();
+                break;
+            case CommOp::count:
+                error = "invalid operation";
+                break;
         }
     } catch (const std::exception& e) {
         error = strprintf("%s on the %s communicator failed: %s",

@@ -38,11 +38,11 @@ namespace zt {
 // What ranks compare before a collective. Fixed size and trivially copyable:
 // backends exchange it as raw bytes.
 struct CommSignature {
-    uint64_t seq = 0;     // collective sequence number on this communicator
-    int64_t count = 0;    // element count as passed (per-rank block for rs/ag)
-    int32_t root = -1;    // broadcast root, -1 otherwise
-    uint8_t op = 0;       // CommOp
-    uint8_t dtype = 0;    // DType
+    uint64_t seq = 0;       // collective sequence number on this communicator
+    int64_t count = 0;      // element count as passed (per-rank block for rs/ag)
+    int32_t root = -1;      // broadcast root, -1 otherwise
+    uint8_t op = 0;         // CommOp
+    uint8_t dtype = 0;      // DType
     uint8_t reduce = 0xff;  // ReduceOp for all_reduce / reduce_scatter, 0xff otherwise
     uint8_t pad = 0;
 };
@@ -57,7 +57,7 @@ std::string comm_signature_string(const CommSignature& s);
 // Arguments have been checked (ranges, dtype f32/bf16, no forbidden overlap,
 // world > 1 for send/recv); counts are element counts and may be 0.
 class QueuedBackend {
-public:
+  public:
     virtual ~QueuedBackend() = default;
     virtual int rank() const = 0;
     virtual int world_size() const = 0;
@@ -91,7 +91,7 @@ public:
 };
 
 struct QueuedOptions {
-    double timeout_s = 300;      // watchdog; <= 0: off
+    double timeout_s = 300;        // watchdog; <= 0: off
     bool check_signatures = true;  // default from env ZT_COMM_CHECK (0 or 1)
 };
 
@@ -99,7 +99,7 @@ struct QueuedOptions {
 bool comm_check_from_env();
 
 class QueuedCommunicator final : public Communicator {
-public:
+  public:
     // Starts the communication thread, which runs backend->start() before this
     // returns (its error, if any, is rethrown here).
     QueuedCommunicator(std::unique_ptr<QueuedBackend> backend, QueuedOptions opt);
@@ -122,7 +122,7 @@ public:
     CommStats stats() const override;
     void reset_stats() override;
 
-private:
+  private:
     struct Request {
         CommOp op = CommOp::barrier;
         const void* send = nullptr;
@@ -156,7 +156,7 @@ private:
     std::deque<Request> queue_;
     uint64_t next_seq_ = 0;      // collectives issued; guarded by queue_mu_
     uint64_t next_p2p_seq_ = 0;  // sends and recvs issued; guarded by queue_mu_
-    std::string broken_;     // first failure; later ops fail with it. guarded by queue_mu_
+    std::string broken_;         // first failure; later ops fail with it. guarded by queue_mu_
     std::thread comm_thread_;
     std::vector<CommSignature> all_sigs_;  // comm thread only
 

@@ -225,6 +225,10 @@ void Engine::grads_ready(int unit) {
         buf.reset();
         return;
     }
+    // One reduction in flight: the previous unit's finishes before this one is
+    // issued, so it overlapped this unit's backward and the transient memory
+    // stays two units' gradients (see estimate.cpp), whatever the network speed.
+    drain_reduces(true);
     auto p = std::make_unique<PendingReduce>();
     p->unit = unit;
     p->full = std::move(buf);
@@ -232,7 +236,7 @@ void Engine::grads_ready(int unit) {
     p->work = comm_->reduce_scatter_async(p->full->data(), p->staging.data(), us.shard, DType::f32,
                                           ReduceOp::avg);
     pending_.push_back(std::move(p));
-    drain_reduces(!opt_.overlap_comm);
+    if (!opt_.overlap_comm) drain_reduces(true);
 }
 
 void Engine::zero_grads() {

@@ -31,16 +31,17 @@ MemoryEstimate estimate_memory(const EstimateInput& in) {
     if (in.micro_batch > 0 && in.seq_len > 0)
         e.activations = Model::activation_bytes_for(in.model, in.micro_batch, in.seq_len);
 
-    // Transient buffers at their peak (the engine's behaviour, see engine.h):
-    // stages 2/3 hold the gradient of the unit in backward, one more whose
-    // reduce-scatter is in flight, and the tied embedding's gradient through
-    // the whole backward; stage 3 also holds gathered units: the one in use
-    // plus the prefetch window (at most the window's elements).
-    if (in.stage >= 2 && in.world > 1) {
+    // Transient buffers at their peak (the engine's schedule, see engine.h):
+    // stages 2/3 hold the gradient of the unit in backward plus the previous
+    // unit's, whose reduce-scatter is in flight, and its reduced block; with
+    // tied embeddings the embedding's gradient lives through the whole
+    // backward. Stage 3 also holds gathered units: the one in use plus the
+    // prefetch window, never more than the whole model.
+    if (in.stage >= 2) {
         int64_t largest = 0;
         for (int u = 1; u < ml.n_units(); u++) largest = std::max(largest, zl.units[size_t(u)].padded);
-        int64_t g = 2 * (largest + largest / in.world);
-        if (in.model.tie_embeddings) g += zl.units[0].padded + zl.units[0].shard;
+        int64_t g = in.world > 1 ? 2 * largest + largest / in.world : largest;
+        if (in.model.tie_embeddings) g += zl.units[0].padded;
         e.buffers += wbytes * g;
     }
     if (in.stage == 3) {

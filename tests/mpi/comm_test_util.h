@@ -21,10 +21,12 @@ namespace zt_mpi_test {
 
 // A host buffer of f32 or bf16 read and written as floats.
 class TypedBuf {
-public:
+  public:
     TypedBuf(zt::DType dtype, int64_t n, float fill = 0) : dtype_(dtype) {
-        if (dtype == zt::DType::f32) f_.assign(size_t(n), fill);
-        else h_.assign(size_t(n), zt::f32_to_bf16(fill).bits);
+        if (dtype == zt::DType::f32)
+            f_.assign(size_t(n), fill);
+        else
+            h_.assign(size_t(n), zt::f32_to_bf16(fill).bits);
     }
     void* data() { return dtype_ == zt::DType::f32 ? (void*)f_.data() : (void*)h_.data(); }
     char* bytes() { return static_cast<char*>(data()); }
@@ -33,24 +35,32 @@ public:
         return dtype_ == zt::DType::f32 ? f_[size_t(i)] : zt::bf16_to_f32(zt::bf16{h_[size_t(i)]});
     }
     void set(int64_t i, float v) {
-        if (dtype_ == zt::DType::f32) f_[size_t(i)] = v;
-        else h_[size_t(i)] = zt::f32_to_bf16(v).bits;
+        if (dtype_ == zt::DType::f32)
+            f_[size_t(i)] = v;
+        else
+            h_[size_t(i)] = zt::f32_to_bf16(v).bits;
     }
 
-private:
+  private:
     zt::DType dtype_;
     std::vector<float> f_;
     std::vector<uint16_t> h_;
 };
 
 // Inputs: small integers (see the file comment).
-inline float sum_input(int rank, int64_t i) { return float((i * 7 + rank * 13) % 9) - 4; }  // |x| <= 4
+inline float sum_input(int rank, int64_t i) {
+    return float((i * 7 + rank * 13) % 9) - 4;
+}  // |x| <= 4
 // avg inputs: a(i) + c(rank) with sum_r c(r) = 0, so the mean is exactly a(i).
-inline float avg_mean(int64_t i) { return float(i % 11) - 5; }
+inline float avg_mean(int64_t i) {
+    return float(i % 11) - 5;
+}
 inline float avg_input(int rank, int world, int64_t i) {
     return avg_mean(i) + float(2 * rank - (world - 1));
 }
-inline float gather_input(int rank, int64_t i) { return float((rank * 31 + i * 3) % 17) - 8; }
+inline float gather_input(int rank, int64_t i) {
+    return float((rank * 31 + i * 3) % 17) - 8;
+}
 
 // The referee: an mpi (or, at world 1 without MPI, local) communicator that
 // is not under test, created on first use and destroyed by shutdown().

@@ -32,7 +32,8 @@ int arg_int(int argc, char** argv, const char* name, int fallback) {
     size_t len = std::strlen(name);
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], name) && i + 1 < argc) return std::atoi(argv[i + 1]);
-        if (!std::strncmp(argv[i], name, len) && argv[i][len] == '=') return std::atoi(argv[i] + len + 1);
+        if (!std::strncmp(argv[i], name, len) && argv[i][len] == '=')
+            return std::atoi(argv[i] + len + 1);
     }
     return fallback;
 }
@@ -50,11 +51,12 @@ int run_launch(int argc, char** argv) {
     ZT_CHECK(x == float(comm->world_size()), "all_reduce of ones gave %g, world %d", x,
              comm->world_size());
     int expect_world = arg_int(argc, argv, "--expect-world", 0);
-    ZT_CHECK(expect_world == 0 || comm->world_size() == expect_world,
-             "world size %d, expected %d", comm->world_size(), expect_world);
+    ZT_CHECK(expect_world == 0 || comm->world_size() == expect_world, "world size %d, expected %d",
+             comm->world_size(), expect_world);
     int rank = comm->rank(), world = comm->world_size();
     comm.reset();
-    if (rank == arg_int(argc, argv, "--exit-rank", -1)) return arg_int(argc, argv, "--exit-code", 0);
+    if (rank == arg_int(argc, argv, "--exit-rank", -1))
+        return arg_int(argc, argv, "--exit-code", 0);
     std::printf("rank %d of %d: ok\n", rank, world);
     return 0;
 }
@@ -100,8 +102,9 @@ int run_fault(const std::string& mode, const std::string& backend, double timeou
 int main(int argc, char** argv) {
     try {
         if (argc < 2) {
-            std::fprintf(stderr, "usage: zt_comm_fault mismatch|skip|hang|kill|ok BACKEND "
-                                 "[--timeout S] | launch --nproc N\n");
+            std::fprintf(stderr,
+                         "usage: zt_comm_fault mismatch|skip|hang|kill|ok BACKEND "
+                         "[--timeout S] | launch --nproc N\n");
             return 2;
         }
         std::string mode = argv[1];

@@ -22,10 +22,16 @@ zt::Communicator& referee() {
     return *g_referee;
 }
 
-void shutdown_referee() { g_referee.reset(); }
+void shutdown_referee() {
+    g_referee.reset();
+}
 
-int world_size() { return referee().world_size(); }
-int world_rank() { return referee().rank(); }
+int world_size() {
+    return referee().world_size();
+}
+int world_rank() {
+    return referee().rank();
+}
 
 int64_t global_errors(int64_t local) {
     // f32 sums integers exactly below 2^24; cap each rank's count well below.

@@ -17,7 +17,9 @@
 
 namespace zt {
 // GoogleTest prints parameters through PrintTo: "f32" rather than raw bytes.
-inline void PrintTo(DType t, std::ostream* os) { *os << dtype_name(t); }
+inline void PrintTo(DType t, std::ostream* os) {
+    *os << dtype_name(t);
+}
 }  // namespace zt
 
 namespace zt_mpi_test {
@@ -32,7 +34,7 @@ const std::vector<int64_t> kBlockCounts = {1, 2, 7, 31, 1000, 65537};
 using Param = std::tuple<std::string, DType>;
 
 class CommTest : public testing::TestWithParam<Param> {
-protected:
+  protected:
     void SetUp() override {
         backend_ = std::get<0>(GetParam());
         dtype_ = std::get<1>(GetParam());
@@ -101,8 +103,8 @@ TEST_P(CommTest, ReduceScatterSumAndAvg) {
                 if (op == ReduceOp::avg) expected = avg_mean(k);
                 errors += !(recv.get(i) == expected);
             }
-            expect_no_errors(errors, what(op == ReduceOp::sum ? "reduce_scatter sum"
-                                                               : "reduce_scatter avg", c));
+            expect_no_errors(
+                errors, what(op == ReduceOp::sum ? "reduce_scatter sum" : "reduce_scatter avg", c));
         }
     }
 }
@@ -137,15 +139,16 @@ TEST_P(CommTest, AllGather) {
             comm_->all_gather(src, recv.data(), c, dtype_);
             int64_t errors = 0;
             for (int b = 0; b < n_; b++)
-                for (int64_t i = 0; i < c; i++) errors += !(recv.get(b * c + i) == gather_input(b, i));
+                for (int64_t i = 0; i < c; i++)
+                    errors += !(recv.get(b * c + i) == gather_input(b, i));
             expect_no_errors(errors, what(in_place ? "all_gather in place" : "all_gather", c));
         }
     }
 }
 
 TEST_P(CommTest, BroadcastFromEveryRoot) {
-    for (int64_t count : {int64_t(1), int64_t(7), int64_t(1000), int64_t(65537),
-                          int64_t((1 << 20) + 3)}) {
+    for (int64_t count :
+         {int64_t(1), int64_t(7), int64_t(1000), int64_t(65537), int64_t((1 << 20) + 3)}) {
         for (int root = 0; root < n_; root++) {
             TypedBuf buf(dtype_, count, -100);
             if (r_ == root)
@@ -268,7 +271,8 @@ TEST_P(CommTest, AsyncManyOutstandingCompleteInOrder) {
                 o.count = 300 + k;
                 o.out = std::make_unique<TypedBuf>(dtype_, o.count, -100);
                 if (r_ == k % n_)
-                    for (int64_t i = 0; i < o.count; i++) o.out->set(i, gather_input(k % n_, i + k));
+                    for (int64_t i = 0; i < o.count; i++)
+                        o.out->set(i, gather_input(k % n_, i + k));
                 o.work = comm_->broadcast_async(o.out->data(), o.count, dtype_, k % n_);
                 break;
         }
@@ -399,11 +403,13 @@ TEST_P(CommTest, InvalidArgumentsAreRefused) {
         }
         return std::string("(no error)");
     };
-    EXPECT_NE(message_of([&] { comm_->all_reduce(a.data(), 4, DType::f16, ReduceOp::sum); })
-                  .find("use f32 or bf16"),
+    EXPECT_NE(message_of([&] {
+                  comm_->all_reduce(a.data(), 4, DType::f16, ReduceOp::sum);
+              }).find("use f32 or bf16"),
               std::string::npos);
-    EXPECT_NE(message_of([&] { comm_->all_reduce(a.data(), -1, dtype_, ReduceOp::sum); })
-                  .find("negative"),
+    EXPECT_NE(message_of([&] {
+                  comm_->all_reduce(a.data(), -1, dtype_, ReduceOp::sum);
+              }).find("negative"),
               std::string::npos);
     EXPECT_NE(message_of([&] { comm_->broadcast(a.data(), 4, dtype_, n_); }).find("root"),
               std::string::npos);
@@ -414,8 +420,9 @@ TEST_P(CommTest, InvalidArgumentsAreRefused) {
     int64_t es = int64_t(zt::dtype_size(dtype_));
     void* bad = base + ((r_ * 8 + 1) % (8 * n_)) * es;
     if (bad != base + r_ * 8 * es) {
-        EXPECT_NE(message_of([&] { comm_->reduce_scatter(base, bad, 8, dtype_, ReduceOp::sum); })
-                      .find("overlaps"),
+        EXPECT_NE(message_of([&] {
+                      comm_->reduce_scatter(base, bad, 8, dtype_, ReduceOp::sum);
+                  }).find("overlaps"),
                   std::string::npos);
     }
     // Still usable afterwards.

@@ -23,7 +23,7 @@ std::string error_of(const std::function<void()>& f) {
 
 // Unsets every launcher variable for its lifetime and restores them after.
 class ScopedLauncherEnv {
-public:
+  public:
     ScopedLauncherEnv() {
         for (const char* n : kNames) {
             if (const char* v = std::getenv(n)) saved_[n] = v;
@@ -35,13 +35,21 @@ public:
         for (auto& [n, v] : saved_) setenv(n.c_str(), v.c_str(), 1);
     }
 
-private:
-    static constexpr const char* kNames[] = {
-        "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-        "PMI_RANK",             "PMI_SIZE",             "MPI_LOCALRANKID",
-        "PMI_LOCAL_RANK",       "SLURM_PROCID",         "SLURM_STEP_NUM_TASKS",
-        "SLURM_NTASKS",         "SLURM_LOCALID",        "RANK",
-        "WORLD_SIZE",           "LOCAL_RANK"};
+  private:
+    static constexpr const char* kNames[] = {"OMPI_COMM_WORLD_RANK",
+                                             "OMPI_COMM_WORLD_SIZE",
+                                             "OMPI_COMM_WORLD_LOCAL_RANK",
+                                             "PMI_RANK",
+                                             "PMI_SIZE",
+                                             "MPI_LOCALRANKID",
+                                             "PMI_LOCAL_RANK",
+                                             "SLURM_PROCID",
+                                             "SLURM_STEP_NUM_TASKS",
+                                             "SLURM_NTASKS",
+                                             "SLURM_LOCALID",
+                                             "RANK",
+                                             "WORLD_SIZE",
+                                             "LOCAL_RANK"};
     std::map<std::string, std::string> saved_;
 };
 

@@ -31,7 +31,9 @@ MpiBackend::MpiBackend(const char* name) : name_(name) {
     world_ = rt.world_size();
 }
 
-MpiBackend::~MpiBackend() { MpiRuntime::instance().release(); }
+MpiBackend::~MpiBackend() {
+    MpiRuntime::instance().release();
+}
 
 void MpiBackend::start() {
     ZT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
@@ -133,7 +135,9 @@ void MpiBackend::recv(void* buf, int64_t count, DType dtype, int peer) {
     } while (off < count);
 }
 
-void MpiBackend::barrier() { ZT_MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiBackend::barrier() {
+    ZT_MPI_CHECK(MPI_Barrier(comm_));
+}
 
 bool MpiBackend::exchange_signatures(const CommSignature& mine, std::vector<CommSignature>& all) {
     all.resize(size_t(world_));
@@ -142,7 +146,9 @@ bool MpiBackend::exchange_signatures(const CommSignature& mine, std::vector<Comm
     return true;
 }
 
-void MpiBackend::abort_job(int exit_code) { mpi_abort_job(exit_code); }
+void MpiBackend::abort_job(int exit_code) {
+    mpi_abort_job(exit_code);
+}
 
 // ---- construction ------------------------------------------------------------
 

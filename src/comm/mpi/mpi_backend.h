@@ -23,7 +23,7 @@
 namespace zt {
 
 class MpiBackend : public QueuedBackend {
-public:
+  public:
     explicit MpiBackend(const char* name);
     ~MpiBackend() override;
 
@@ -46,8 +46,10 @@ public:
     bool exchange_signatures(const CommSignature& mine, std::vector<CommSignature>& all) override;
     [[noreturn]] void abort_job(int exit_code) override;
 
-protected:
-    MPI_Datatype mpi_type(DType dtype) const { return dtype == DType::f32 ? MPI_FLOAT : bf16_type_; }
+  protected:
+    MPI_Datatype mpi_type(DType dtype) const {
+        return dtype == DType::f32 ? MPI_FLOAT : bf16_type_;
+    }
     MPI_Op mpi_sum(DType dtype) const { return dtype == DType::f32 ? MPI_SUM : bf16_sum_; }
 
     const char* name_;

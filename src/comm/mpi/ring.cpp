@@ -30,7 +30,9 @@ int64_t env_int(const char* name, int64_t fallback, int64_t lo, int64_t hi) {
     return x;
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
 
 }  // namespace
 
@@ -86,7 +88,8 @@ void RingBackend::run_ring(DType dtype, int tag) {
 
     const Step& first = steps.front();
     for (int64_t j = 0; j * chunk < first.send_len; j++)
-        post_send(first.send + j * chunk * int64_t(esize), std::min(chunk, first.send_len - j * chunk));
+        post_send(first.send + j * chunk * int64_t(esize),
+                  std::min(chunk, first.send_len - j * chunk));
     size_t posted = 0;
     while (posted < order.size() && posted < size_t(window_)) post_recv(posted++);
 
@@ -123,8 +126,8 @@ void RingBackend::all_reduce(void* buf, int64_t count, DType dtype, ReduceOp op)
     steps_.clear();
     for (int s = 0; s < n - 1; s++) {  // reduce-scatter: rank r ends owning block r+1
         int sb = mod(r - s), rb = mod(r - s - 1);
-        steps_.push_back({at(sb), len(sb), at(rb), at(rb), len(rb),
-                          op == ReduceOp::avg && s == n - 2});
+        steps_.push_back(
+            {at(sb), len(sb), at(rb), at(rb), len(rb), op == ReduceOp::avg && s == n - 2});
     }
     for (int s = 0; s < n - 1; s++) {  // all-gather of the owned blocks
         int sb = mod(r + 1 - s), rb = mod(r - s);
@@ -154,8 +157,8 @@ void RingBackend::reduce_scatter(const void* send, void* recv, int64_t recv_coun
         int b = mod(r - s - 2);
         const char* from = s == 0 ? in + mod(r - 1) * bytes : steps_.back().dst;
         char* dst = s == n - 2 ? static_cast<char*>(recv) : acc_.data() + (s % 2) * bytes;
-        steps_.push_back({from, recv_count, dst, in + b * bytes, recv_count,
-                          op == ReduceOp::avg && s == n - 2});
+        steps_.push_back(
+            {from, recv_count, dst, in + b * bytes, recv_count, op == ReduceOp::avg && s == n - 2});
     }
     run_ring(dtype, kReduceScatterTag);
 }
@@ -170,8 +173,8 @@ void RingBackend::all_gather(const void* send, void* recv, int64_t send_count, D
     steps_.clear();
     for (int s = 0; s < n - 1; s++) {
         int sb = mod(r - s), rb = mod(r - s - 1);
-        steps_.push_back({out + sb * bytes, send_count, out + rb * bytes, nullptr, send_count,
-                          false});
+        steps_.push_back(
+            {out + sb * bytes, send_count, out + rb * bytes, nullptr, send_count, false});
     }
     run_ring(dtype, kAllGatherTag);
 }
@@ -207,8 +210,8 @@ void RingBackend::broadcast(void* buf, int64_t count, DType dtype, int root) {
             ZT_MPI_CHECK(MPI_Wait(&recvs[j % window_], MPI_STATUS_IGNORE));
             if (pos != world_ - 1) {
                 MPI_Request req;
-                ZT_MPI_CHECK(MPI_Isend(p + j * chunk * esize, size_of(j), type, next,
-                                       kBroadcastTag, comm_, &req));
+                ZT_MPI_CHECK(MPI_Isend(p + j * chunk * esize, size_of(j), type, next, kBroadcastTag,
+                                       comm_, &req));
                 sends.push_back(req);
             }
             if (posted < nchunks) post_recv(posted++);
@@ -223,8 +226,7 @@ void RingBackend::broadcast(void* buf, int64_t count, DType dtype, int root) {
 void RingBackend::barrier() {
     for (int k = 1; k < world_; k <<= 1) {
         ZT_MPI_CHECK(MPI_Sendrecv(nullptr, 0, MPI_BYTE, mod(rank_ + k), kBarrierTag, nullptr, 0,
-                                  MPI_BYTE, mod(rank_ - k), kBarrierTag, comm_,
-                                  MPI_STATUS_IGNORE));
+                                  MPI_BYTE, mod(rank_ - k), kBarrierTag, comm_, MPI_STATUS_IGNORE));
     }
 }
 

@@ -23,7 +23,7 @@
 namespace zt {
 
 class RingBackend final : public MpiBackend {
-public:
+  public:
     RingBackend();
 
     void all_reduce(void* buf, int64_t count, DType dtype, ReduceOp op) override;
@@ -33,7 +33,7 @@ public:
     void broadcast(void* buf, int64_t count, DType dtype, int root) override;
     void barrier() override;
 
-private:
+  private:
     // One ring step: send a region to the right neighbour, receive a region
     // from the left one into dst (dst = received + add when add is set, then
     // dst /= world when divide is set). For steps after the first, the region

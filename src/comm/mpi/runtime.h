@@ -27,16 +27,16 @@ namespace zt {
 
 }  // namespace zt
 
-#define ZT_MPI_CHECK(call)                                                  \
-    do {                                                                    \
-        int zt_mpi_rc_ = (call);                                            \
+#define ZT_MPI_CHECK(call)                                                                    \
+    do {                                                                                      \
+        int zt_mpi_rc_ = (call);                                                              \
         if (zt_mpi_rc_ != MPI_SUCCESS) ::zt::mpi_fail(#call, zt_mpi_rc_, __FILE__, __LINE__); \
     } while (0)
 
 namespace zt {
 
 class MpiRuntime {
-public:
+  public:
     // Initialises MPI on the first call (from the thread that creates the
     // first communicator) and sets the error rank to the world rank.
     static MpiRuntime& instance();
@@ -52,7 +52,7 @@ public:
 
     ~MpiRuntime();
 
-private:
+  private:
     MpiRuntime();
     int rank_ = 0;
     int world_ = 1;
