@@ -8,9 +8,10 @@
 // dtypes are f32 or bf16 (bf16 travels as bf16; each combining step adds in
 // f32 and rounds to bf16 once, i.e. once per ring hop, as NCCL does).
 //
-// Accounting, on every backend: calls, bytes on the wire per rank (the ring
-// algorithm's, see comm_wire_bytes), time in flight on the communication
-// thread, and exposed time: how long callers waited in Work::wait().
+// Accounting, on every backend: calls and bytes on the wire per rank (the ring
+// algorithm's, see comm_wire_bytes), counted when an operation is issued;
+// time in flight on the communication thread, counted when it completes; and
+// exposed time: how long callers waited in Work::wait().
 #pragma once
 
 #include <array>

@@ -139,6 +139,14 @@ Work QueuedCommunicator::issue(Request r) {
              name, backend_->name(), broken_.c_str());
     r.sig.seq = is_collective(r.op) ? next_seq_++ : next_p2p_seq_++;
     r.state = detail::make_work_state(r.op, sink_);
+    {
+        // Calls and bytes belong to the moment of issue, so a step's traffic
+        // is what the step issued, however late the wire finishes it.
+        std::lock_guard<std::mutex> stats_lock(sink_->mu);
+        CommOpStats& s = stats_[r.op];
+        s.calls += 1;
+        s.wire_bytes += comm_wire_bytes(r.op, r.full_bytes, world_);
+    }
     Work w(r.state);
     queue_.push_back(std::move(r));
     lock.unlock();
@@ -351,10 +359,7 @@ void QueuedCommunicator::run_one(Request& r) {
     }
     if (error.empty()) {
         std::lock_guard<std::mutex> lock(sink_->mu);
-        CommOpStats& s = stats_[r.op];
-        s.calls += 1;
-        s.wire_bytes += comm_wire_bytes(r.op, r.full_bytes, world_);
-        s.busy_s += t1 - t0;
+        stats_[r.op].busy_s += t1 - t0;
     }
     if (error.empty()) {
         r.state->complete();

@@ -9,8 +9,8 @@
 // Invariants:
 //   - Every backend primitive runs on the communication thread, one at a time,
 //     in issue order; handles complete in issue order.
-//   - Stats are updated before the handle completes, so after wait() returns
-//     the stats include the operation.
+//   - Calls and wire bytes are counted when an operation is issued, busy time
+//     before its handle completes, so after wait() returns the stats include it.
 //   - Collective sequence numbers count collectives (not send/recv) issued on
 //     this communicator; every rank must issue the same collectives in the
 //     same order. Before each collective the ranks exchange signatures (op,

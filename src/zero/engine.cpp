@@ -53,11 +53,18 @@ Engine::Engine(const ModelConfig& cfg, const EngineOptions& opt, Communicator* c
     adam_m_ = LedgerBuffer<float>(ledger, MemCategory::optimizer, opt_n);
     adam_v_ = LedgerBuffer<float>(ledger, MemCategory::optimizer, opt_n);
     unit_grad_bufs_.resize(size_t(layout_.n_units()));
+    pending_param_gather_.resize(size_t(layout_.n_units()));
     gathered_.resize(size_t(layout_.n_units()));
 }
 
 Engine::~Engine() {
     // Outstanding operations write into buffers we are about to free.
+    for (auto& w : pending_param_gather_) {
+        try {
+            w.wait();
+        } catch (...) {
+        }
+    }
     for (auto& w : pending_all_reduce_) {
         try {
             w.wait();
@@ -159,7 +166,13 @@ void Engine::prefetch_after(int unit) {
 
 const float* Engine::acquire(int unit) {
     check_unit(unit);
-    if (opt_.stage <= 2) return full_unit(unit);
+    if (opt_.stage <= 2) {
+        // Stages 1/2: the all-gather of this unit's updated parameters, issued
+        // after the last step, overlapped the units before it.
+        pending_param_gather_[size_t(unit)].wait();
+        pending_param_gather_[size_t(unit)] = Work();
+        return full_unit(unit);
+    }
     if (!trace_recorded_) trace_.push_back(unit);
     Gathered& g = gather_unit(unit);
     prefetch_after(unit);
@@ -325,14 +338,15 @@ StepResult Engine::step(float lr, int64_t step) {
     }
 
     if ((s == 1 || s == 2) && world_ > 1) {
-        std::vector<Work> gathers;
+        // Issued in the order the next forward acquires the units; each is
+        // waited for only when its unit is acquired.
         for (int u = 0; u < layout_.n_units(); u++) {
             const UnitShard& us = zl_.units[size_t(u)];
             float* full = full_unit(u);
-            gathers.push_back(
-                comm_->all_gather_async(full + rank_ * us.shard, full, us.shard, DType::f32));
+            pending_param_gather_[size_t(u)] =
+                comm_->all_gather_async(full + rank_ * us.shard, full, us.shard, DType::f32);
+            if (!opt_.overlap_comm) pending_param_gather_[size_t(u)].wait();
         }
-        for (auto& w : gathers) w.wait();
     }
     return r;
 }
@@ -347,7 +361,7 @@ std::vector<float> Engine::full_params() {
         const UnitShard& us = zl_.units[size_t(u)];
         const float* src;
         if (opt_.stage <= 2) {
-            src = full_unit(u);
+            src = acquire(u);
         } else {
             tmp.assign(size_t(us.padded), 0.0f);
             const float* shard = params_shard_.data() + us.shard_offset;
@@ -368,6 +382,7 @@ void Engine::load_full_params(const float* params) {
     for (int u = 0; u < layout_.n_units(); u++) {
         const UnitShard& us = zl_.units[size_t(u)];
         if (opt_.stage <= 2) {
+            acquire(u);  // no gather may still be writing the unit
             std::memcpy(full_unit(u), params + o, size_t(us.numel) * sizeof(float));
         } else {
             int64_t begin = rank_ * us.shard, end = std::min(begin + us.shard, us.numel);

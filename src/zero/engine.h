@@ -10,6 +10,8 @@
 //   2     | full            | shard, reduce-scatter     | shard      | update shard, all-gather params
 //   3     | shard           | shard, reduce-scatter     | shard      | update shard; acquire gathers
 //
+// Stages 1/2 issue the all-gather of updated parameters at the end of step()
+// and wait for a unit's only when the next forward acquires it.
 // Stages 0/1 keep full gradients and reduce once, at the last micro-batch of a
 // step; stage 1 reduce-scatters in place (its other blocks are then stale and
 // unused), so stages 0-2 all move 2Ψ a step: ZeRO's volume for data parallelism. Stages 2/3 reduce-scatter every micro-batch into the gradient shard
@@ -128,6 +130,7 @@ private:
     LedgerBuffer<float> adam_m_;       // (full_padded) stage 0, (shard_total) stages 1-3
     LedgerBuffer<float> adam_v_;
 
+    std::vector<Work> pending_param_gather_;  // stages 1/2, by unit: gathers after a step
     std::vector<Work> pending_all_reduce_;  // stages 0/1: all-reduce (0), reduce-scatter (1)
     std::deque<std::unique_ptr<PendingReduce>> pending_;   // stages 2/3, issue order
     std::vector<std::unique_ptr<LedgerBuffer<float>>> unit_grad_bufs_;  // stages 2/3
