@@ -1,0 +1,139 @@
+// Device memory: DeviceBuffer (one owned cudaMalloc array) and DeviceArena (one
+// cudaMalloc block per memory category, bump-allocated, freed all at once).
+//
+// Invariant: every byte these hold is counted in a MemoryLedger under the
+// category it was created with, from construction to destruction, so the GPU's
+// `mem_bytes` are counted, not estimated. Plain cudaMalloc only: no managed
+// memory, no stream-ordered pools whose size the ledger cannot see.
+// Allocations are 256-byte aligned (cuBLASLt's preferred alignment).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "ops/cuda/cuda_check.h"
+#include "prof/memory.h"
+
+namespace zt::cuda {
+
+// An owning device array of n elements of T; ledger may be null (not counted).
+// Contents are not initialised.
+template <typename T>
+class DeviceBuffer {
+  public:
+    DeviceBuffer() = default;
+    explicit DeviceBuffer(int64_t n, MemoryLedger* ledger = nullptr,
+                          MemCategory cat = MemCategory::buffers)
+        : ledger_(ledger), cat_(cat), n_(n) {
+        ZT_CHECK(n >= 0, "DeviceBuffer: negative element count %lld", (long long)n);
+        if (n_ == 0) return;
+        ZT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&data_), bytes()));
+        if (ledger_) ledger_->add(cat_, int64_t(bytes()));
+    }
+    ~DeviceBuffer() { release(); }
+    DeviceBuffer(const DeviceBuffer&) = delete;
+    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+    DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+    DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+        if (this != &o) {
+            release();
+            ledger_ = o.ledger_;
+            cat_ = o.cat_;
+            n_ = std::exchange(o.n_, 0);
+            data_ = std::exchange(o.data_, nullptr);
+        }
+        return *this;
+    }
+
+    T* data() { return data_; }
+    const T* data() const { return data_; }
+    int64_t size() const { return n_; }
+    size_t bytes() const { return size_t(n_) * sizeof(T); }
+
+    // Synchronous copies of the first n elements, for setup and tests.
+    void copy_from_host(const T* host, int64_t n) {
+        ZT_CHECK(n >= 0 && n <= n_, "DeviceBuffer: copy of %lld elements into %lld", (long long)n,
+                 (long long)n_);
+        if (n > 0)
+            ZT_CUDA_CHECK(cudaMemcpy(data_, host, size_t(n) * sizeof(T), cudaMemcpyHostToDevice));
+    }
+    void copy_to_host(T* host, int64_t n) const {
+        ZT_CHECK(n >= 0 && n <= n_, "DeviceBuffer: copy of %lld elements out of %lld", (long long)n,
+                 (long long)n_);
+        if (n > 0)
+            ZT_CUDA_CHECK(cudaMemcpy(host, data_, size_t(n) * sizeof(T), cudaMemcpyDeviceToHost));
+    }
+
+  private:
+    void release() {
+        if (data_) {
+            ZT_CUDA_WARN(cudaFree(data_));
+            if (ledger_) ledger_->sub(cat_, int64_t(bytes()));
+        }
+        data_ = nullptr;
+        n_ = 0;
+    }
+
+    MemoryLedger* ledger_ = nullptr;
+    MemCategory cat_ = MemCategory::buffers;
+    int64_t n_ = 0;
+    T* data_ = nullptr;
+};
+
+// One device block for one ledger category (activations of a step, gathered
+// parameters of a unit, ...), handed out by bumping an offset.
+class DeviceArena {
+  public:
+    DeviceArena() = default;
+    // Reserves capacity_bytes (rounded up to kAlign) with one cudaMalloc, zeroed once.
+    DeviceArena(MemoryLedger* ledger, MemCategory cat, size_t capacity_bytes,
+                std::string name = "device-arena");
+    ~DeviceArena();
+    DeviceArena(const DeviceArena&) = delete;
+    DeviceArena& operator=(const DeviceArena&) = delete;
+    DeviceArena(DeviceArena&& other) noexcept;
+    DeviceArena& operator=(DeviceArena&& other) noexcept;
+
+    // n elements of T, aligned to kAlign. Contents are whatever the block held
+    // (zero only until the first reset); use alloc_zeroed where zeros matter.
+    template <typename T>
+    T* alloc(size_t n) {
+        return static_cast<T*>(alloc_bytes(n * sizeof(T)));
+    }
+    // n zeroed elements of T; the zeroing is ordered on `stream`.
+    template <typename T>
+    T* alloc_zeroed(size_t n, cudaStream_t stream) {
+        void* p = alloc_bytes(n * sizeof(T));
+        if (n > 0) ZT_CUDA_CHECK(cudaMemsetAsync(p, 0, n * sizeof(T), stream));
+        return static_cast<T*>(p);
+    }
+    void* alloc_bytes(size_t bytes);
+    // Forgets every allocation; the caller guarantees no kernel still uses them.
+    void reset() { used_ = 0; }
+
+    size_t capacity() const { return capacity_; }
+    size_t used() const { return used_; }
+    size_t high_water() const { return high_water_; }
+    MemCategory category() const { return cat_; }
+    const std::string& name() const { return name_; }
+
+    static constexpr size_t kAlign = 256;
+    static size_t aligned(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
+
+  private:
+    void release();
+
+    MemoryLedger* ledger_ = nullptr;
+    MemCategory cat_ = MemCategory::buffers;
+    uint8_t* base_ = nullptr;
+    size_t capacity_ = 0;
+    size_t used_ = 0;
+    size_t high_water_ = 0;
+    std::string name_;
+};
+
+}  // namespace zt::cuda
