@@ -137,9 +137,9 @@ TEST(ZeroRanks, MemoryAndWireBytesFollowTheFormulas) {
 // agree exactly). Stage 3's estimate is an upper bound, not a prediction: it
 // assumes the whole prefetch window gathered while two units' gradients are
 // live, which the schedule never quite reaches. On test-tiny, where transient
-// buffers are a third of the peak, it comes out 15% high; the assertion is
-// that it never under-predicts and stays under 20% over. The 5% target is
-// not met for stage 3 on models this small.
+// buffers are a quarter of the peak, it comes out 7.5% high (4% on `tiny`);
+// the assertion is that it never under-predicts and stays under 10% over.
+// The 5% target is not met for stage 3 on models this small.
 TEST(ZeroRanks, EstimatePredictsMeasuredPeak) {
     REQUIRE_MPI();
     for (int stage = 0; stage <= 3; stage++) {
@@ -160,7 +160,7 @@ TEST(ZeroRanks, EstimatePredictsMeasuredPeak) {
                 EXPECT_TRUE(std::fabs(rel) <= 0.05) << "stage " << stage << " peak " << measured
                                                     << " estimated " << predicted;
             } else {
-                EXPECT_TRUE(rel >= 0 && rel <= 0.20) << "stage 3 peak " << measured
+                EXPECT_TRUE(rel >= 0 && rel <= 0.10) << "stage 3 peak " << measured
                                                      << " estimated " << predicted;
             }
             if (rk["rank"] == 0)

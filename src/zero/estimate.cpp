@@ -47,10 +47,9 @@ MemoryEstimate estimate_memory(const EstimateInput& in) {
     if (in.stage == 3) {
         int64_t largest = 0;
         for (const auto& u : zl.units) largest = std::max(largest, u.padded);
-        int64_t window = std::min(in.prefetch_elements, full);
-        int64_t gathered = largest + window;
-        if (in.model.tie_embeddings) gathered += zl.units[0].padded;
-        e.buffers += wbytes * std::min(gathered, 2 * full);
+        // A unit is gathered at most once at a time (the tied head reuses the
+        // embedding's buffer), so the gathered set never exceeds the model.
+        e.buffers += wbytes * std::min(largest + in.prefetch_elements, full);
     }
     return e;
 }
