@@ -46,8 +46,8 @@ TEST(BenchComm, LocalJsonRowsVerify) {
     std::set<std::string> ops;
     int64_t previous = 0;
     for (const auto& j : rows) {
-        for (const char* k : {"op", "comm", "world_size", "bytes", "time_s", "algbw_gbps",
-                              "busbw_gbps", "errors"})
+        for (const char* k :
+             {"op", "comm", "world_size", "bytes", "time_s", "algbw_gbps", "busbw_gbps", "errors"})
             ASSERT_TRUE(j.contains(k)) << "row lacks " << k << ": " << j.dump();
         ops.insert(j["op"].get<std::string>());
         EXPECT_EQ(j["comm"], "local");

@@ -25,8 +25,9 @@ using zt::CommOp;
 using zt::DType;
 
 class FakeComm final : public zt::Communicator {
-public:
-    explicit FakeComm(int world, double inner_delay_s = 0) : world_(world), delay_s_(inner_delay_s) {}
+  public:
+    explicit FakeComm(int world, double inner_delay_s = 0)
+        : world_(world), delay_s_(inner_delay_s) {}
     ~FakeComm() override {
         for (auto& t : threads_) t.join();
     }
@@ -62,7 +63,7 @@ public:
 
     bool fail_next = false;
 
-private:
+  private:
     zt::Work issue(CommOp op, int64_t full_bytes) {
         stats_[op].calls++;
         stats_[op].wire_bytes += zt::comm_wire_bytes(op, full_bytes, world_);
@@ -146,9 +147,15 @@ TEST(SimNet, OpTimeMatchesModel) {
         double model = zt::simnet_modeled_seconds(c.op, full, kWorld, kGbps, kLatencyUs);
         double t = fastest_of(5, model * 1.1, [&] {
             switch (c.op) {
-                case CommOp::all_reduce: comm->all_reduce(nullptr, c.count, DType::f32, zt::ReduceOp::sum); break;
-                case CommOp::reduce_scatter: comm->reduce_scatter(nullptr, nullptr, c.count, DType::f32, zt::ReduceOp::sum); break;
-                default: comm->all_gather(nullptr, nullptr, c.count, DType::f32); break;
+                case CommOp::all_reduce:
+                    comm->all_reduce(nullptr, c.count, DType::f32, zt::ReduceOp::sum);
+                    break;
+                case CommOp::reduce_scatter:
+                    comm->reduce_scatter(nullptr, nullptr, c.count, DType::f32, zt::ReduceOp::sum);
+                    break;
+                default:
+                    comm->all_gather(nullptr, nullptr, c.count, DType::f32);
+                    break;
             }
         });
         // 10%: the issue's bound. The precise sleep ends within ~0.1 ms of the
@@ -164,7 +171,8 @@ TEST(SimNet, SlowInnerBackendSetsTheTime) {
     // the two (200), not their sum (300).
     auto comm = make_sim(0.2);
     int64_t n = all_reduce_count_for(0.1);
-    double t = fastest_of(3, 0.29, [&] { comm->all_reduce(nullptr, n, DType::f32, zt::ReduceOp::sum); });
+    double t =
+        fastest_of(3, 0.29, [&] { comm->all_reduce(nullptr, n, DType::f32, zt::ReduceOp::sum); });
     EXPECT_GE(t, 0.2);
     EXPECT_LT(t, 0.2 + 0.1 * 0.9) << "the model's time must not add to the inner op's";
 }
@@ -214,7 +222,8 @@ TEST(SimNet, ComputeOverlapsTheTransfer) {
         t.busy_s = s[CommOp::all_reduce].busy_s;
         if (t.clean()) break;
     }
-    EXPECT_LT(t.issue_s, 0.01) << "issuing must not spend the simulated time on the caller's thread";
+    EXPECT_LT(t.issue_s, 0.01)
+        << "issuing must not spend the simulated time on the caller's thread";
     // ~50 ms exposed, not 200: only what the compute did not cover. 20 ms of
     // slack: the link thread's and the caller's wake-ups.
     EXPECT_NEAR(t.exposed_s, t.expected_exposed(), 0.02) << "compute took " << t.compute_s << " s";
@@ -243,8 +252,9 @@ TEST(SimNet, StatsAreTheInnerCountsWithSimulatedTime) {
     EXPECT_EQ(s[CommOp::recv].calls, 1);
     EXPECT_EQ(s[CommOp::recv].wire_bytes, 0);
     EXPECT_EQ(s[CommOp::barrier].calls, 1);
-    double model_ar = zt::simnet_modeled_seconds(CommOp::all_reduce, n * 4, kWorld, kGbps, kLatencyUs) +
-                      zt::simnet_modeled_seconds(CommOp::all_reduce, n * 2, kWorld, kGbps, kLatencyUs);
+    double model_ar =
+        zt::simnet_modeled_seconds(CommOp::all_reduce, n * 4, kWorld, kGbps, kLatencyUs) +
+        zt::simnet_modeled_seconds(CommOp::all_reduce, n * 2, kWorld, kGbps, kLatencyUs);
     // Busy time is the simulated time in flight: the model, unless the link
     // thread woke later than the model's end (it then counts the inner op as
     // done when it saw it). 10 ms per op covers a loaded machine's wake-ups.
@@ -300,7 +310,8 @@ TEST(SimNet, DestroyingDrainsOutstandingOps) {
     zt::Work w;
     {
         auto comm = make_sim();
-        w = comm->all_reduce_async(nullptr, all_reduce_count_for(0.02), DType::f32, zt::ReduceOp::sum);
+        w = comm->all_reduce_async(nullptr, all_reduce_count_for(0.02), DType::f32,
+                                   zt::ReduceOp::sum);
     }
     EXPECT_TRUE(w.done());
     w.wait();

@@ -157,6 +157,9 @@ BenchCommSettings parse_flags(const BenchCommFlags& f) {
         parse_number("--sim-latency-us", f.sim_latency_us, "a latency >= 0 in microseconds");
     s.timeout_s = parse_number("--comm-timeout-s", f.timeout_s, "seconds >= 0 (0 = no watchdog)");
     s.json = f.json;
+    ZT_CHECK(!(s.comm == "local" && s.nproc > 1),
+             "--comm local runs one process, but --nproc is %d; use --comm mpi or --comm ring",
+             s.nproc);
     return s;
 }
 
@@ -181,7 +184,7 @@ std::vector<std::string> own_command_line() {
 // The benchmark's memory: host memory for the CPU backends; for nccl, device
 // memory with a host mirror in which the data is written and checked.
 class BenchBuffer {
-public:
+  public:
     BenchBuffer(size_t bytes, bool on_device) : host_(bytes), on_device_(on_device) {
 #if ZT_HAVE_CUDA
         if (on_device_) cuda_check(cudaMalloc(&device_, bytes), "cudaMalloc");
@@ -197,8 +200,12 @@ public:
     BenchBuffer(const BenchBuffer&) = delete;
     BenchBuffer& operator=(const BenchBuffer&) = delete;
 
-    void* data() { return on_device_ ? device_ : host_.data(); }  // what the communicator gets
-    unsigned char* host() { return host_.data(); }
+    void* data() {
+        return on_device_ ? device_ : host_.data();
+    }  // what the communicator gets
+    unsigned char* host() {
+        return host_.data();
+    }
 
     void upload(size_t bytes) {
 #if ZT_HAVE_CUDA
@@ -219,7 +226,7 @@ public:
 #endif
     }
 
-private:
+  private:
 #if ZT_HAVE_CUDA
     static void cuda_check(cudaError_t e, const char* call) {
         ZT_CHECK(e == cudaSuccess, "bench-comm: %s failed: %s", call, cudaGetErrorString(e));
@@ -276,15 +283,20 @@ struct Case {
 // a: the all-reduce buffer, or the reduce-scatter / all-gather input; b: their output.
 Work issue(Communicator& comm, const Case& c, BenchBuffer& a, BenchBuffer& b) {
     switch (c.op) {
-        case CommOp::all_reduce: return comm.all_reduce_async(a.data(), c.count, c.dtype, ReduceOp::sum);
+        case CommOp::all_reduce:
+            return comm.all_reduce_async(a.data(), c.count, c.dtype, ReduceOp::sum);
         case CommOp::reduce_scatter:
             return comm.reduce_scatter_async(a.data(), b.data(), c.block(), c.dtype, ReduceOp::sum);
-        case CommOp::all_gather: return comm.all_gather_async(a.data(), b.data(), c.block(), c.dtype);
-        default: ZT_FAIL("bench-comm does not measure %s", comm_op_name(c.op));
+        case CommOp::all_gather:
+            return comm.all_gather_async(a.data(), b.data(), c.block(), c.dtype);
+        default:
+            ZT_FAIL("bench-comm does not measure %s", comm_op_name(c.op));
     }
 }
 
-size_t elem(const Case& c) { return dtype_size(c.dtype); }
+size_t elem(const Case& c) {
+    return dtype_size(c.dtype);
+}
 
 void fill_inputs(const Case& c, const Pattern& p, BenchBuffer& a) {
     unsigned char* h = a.host();
@@ -296,11 +308,13 @@ void fill_inputs(const Case& c, const Pattern& p, BenchBuffer& a) {
             break;
         case CommOp::all_gather: {
             int64_t first = int64_t(c.rank) * c.block();
-            for (int64_t k = 0; k < c.block(); k++) store(h, k, p.value(c.rank, first + k), c.dtype);
+            for (int64_t k = 0; k < c.block(); k++)
+                store(h, k, p.value(c.rank, first + k), c.dtype);
             a.upload(size_t(c.block()) * elem(c));
             break;
         }
-        default: break;
+        default:
+            break;
     }
 }
 
@@ -325,7 +339,8 @@ int64_t count_errors(const Case& c, const Pattern& p, BenchBuffer& a, BenchBuffe
             for (int64_t j = 0; j < c.count; j++)
                 errors += !(load(b.host(), j, c.dtype) == p.value(int(j / c.block()), j));
             break;
-        default: break;
+        default:
+            break;
     }
     return errors;
 }
@@ -416,9 +431,10 @@ std::vector<int64_t> bench_sizes(const BenchCommSettings& s, int64_t unit, std::
              "multiple of world size x element size = %lld bytes; use --max-bytes >= %lld",
              (long long)s.max_bytes, (long long)unit, (long long)unit);
     if (rounded) {
-        *note = strprintf("sizes rounded down to a multiple of world size x element size = %lld "
-                          "bytes, so every rank holds the same number of elements",
-                          (long long)unit);
+        *note = strprintf(
+            "sizes rounded down to a multiple of world size x element size = %lld "
+            "bytes, so every rank holds the same number of elements",
+            (long long)unit);
         if (!dropped.empty()) *note += "; dropped (below one element per rank): " + dropped;
     }
     return sizes;
@@ -471,19 +487,17 @@ void print_json_row(const Communicator& comm, CommOp op, const Row& r) {
 void run_bench_comm(const BenchCommFlags& flags) {
     BenchCommSettings s = parse_flags(flags);
 
-    if (s.nproc > 0 && !under_launcher()) {
-        if (s.nproc > 1) {
-            // Start the ranks through mpirun and hand back their exit status.
-            std::vector<std::string> args = own_command_line();
-            std::vector<char*> argv;
-            for (auto& a : args) argv.push_back(a.data());
-            argv.push_back(nullptr);
-            std::fflush(stdout);
-            int status = launch_local_ranks(s.nproc, int(args.size()), argv.data());
-            std::fflush(stdout);
-            std::fflush(stderr);
-            std::exit(status);
-        }
+    if (s.nproc > 1 && !under_launcher()) {
+        // Start the ranks through mpirun and hand back their exit status.
+        std::vector<std::string> args = own_command_line();
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        std::fflush(stdout);
+        int status = launch_local_ranks(s.nproc, int(args.size()), argv.data());
+        std::fflush(stdout);
+        std::fflush(stderr);
+        std::exit(status);
     }
     RankInfo ranks = discover_ranks();
     ZT_CHECK(s.nproc == 0 || s.nproc == ranks.world,
@@ -519,9 +533,10 @@ void run_bench_comm(const BenchCommFlags& flags) {
         b = std::make_unique<BenchBuffer>(max_bytes, on_device);
         reduce_buf = std::make_unique<BenchBuffer>(2 * sizeof(float), on_device);
     } catch (const std::bad_alloc&) {
-        ZT_FAIL("--max-bytes %lld: cannot allocate the 2 x %lld bytes each rank needs; use a "
-                "smaller --max-bytes",
-                (long long)max_bytes, (long long)max_bytes);
+        ZT_FAIL(
+            "--max-bytes %lld: cannot allocate the 2 x %lld bytes each rank needs; use a "
+            "smaller --max-bytes",
+            (long long)max_bytes, (long long)max_bytes);
     }
 
     int64_t total_errors = 0;

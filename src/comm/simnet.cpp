@@ -47,7 +47,7 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
 }
 
 class SimNetCommunicator final : public Communicator {
-public:
+  public:
     SimNetCommunicator(std::unique_ptr<Communicator> inner, double bandwidth_gbps,
                        double latency_us)
         : inner_(std::move(inner)),
@@ -81,11 +81,11 @@ public:
     }
     Work reduce_scatter_async(const void* send, void* recv, int64_t recv_count, DType dtype,
                               ReduceOp op) override {
-        return issue(CommOp::reduce_scatter, recv_count * world_ * int64_t(dtype_size(dtype)),
-                     [&] { return inner_->reduce_scatter_async(send, recv, recv_count, dtype, op); });
+        return issue(CommOp::reduce_scatter, recv_count * world_ * int64_t(dtype_size(dtype)), [&] {
+            return inner_->reduce_scatter_async(send, recv, recv_count, dtype, op);
+        });
     }
-    Work all_gather_async(const void* send, void* recv, int64_t send_count,
-                          DType dtype) override {
+    Work all_gather_async(const void* send, void* recv, int64_t send_count, DType dtype) override {
         return issue(CommOp::all_gather, send_count * world_ * int64_t(dtype_size(dtype)),
                      [&] { return inner_->all_gather_async(send, recv, send_count, dtype); });
     }
@@ -124,7 +124,7 @@ public:
         own_ = CommStats{};
     }
 
-private:
+  private:
     struct Pending {
         Work inner;
         std::shared_ptr<detail::WorkState> outer;
@@ -214,10 +214,9 @@ double simnet_modeled_seconds(CommOp op, int64_t full_bytes, int world, double b
     // A recv sends nothing itself, but it lasts as long as the send it receives.
     CommOp wire_op = op == CommOp::recv ? CommOp::send : op;
     double alpha = double(comm_ring_steps(op, world)) * latency_us * 1e-6;
-    double beta = bandwidth_gbps > 0
-                      ? double(comm_wire_bytes(wire_op, full_bytes, world)) * 8.0 /
-                            (bandwidth_gbps * 1e9)
-                      : 0.0;
+    double beta = bandwidth_gbps > 0 ? double(comm_wire_bytes(wire_op, full_bytes, world)) * 8.0 /
+                                           (bandwidth_gbps * 1e9)
+                                     : 0.0;
     return alpha + beta;
 }
 

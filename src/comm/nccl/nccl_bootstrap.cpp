@@ -64,7 +64,7 @@ bool started_by_mpi_launcher(const RankInfo& ranks) {
 
 // A file descriptor closed when it goes out of scope.
 class Socket {
-public:
+  public:
     Socket() = default;
     explicit Socket(int fd) : fd_(fd) {}
     ~Socket() {
@@ -79,7 +79,7 @@ public:
     Socket& operator=(const Socket&) = delete;
     int fd() const { return fd_; }
 
-private:
+  private:
     int fd_ = -1;
 };
 
@@ -184,9 +184,8 @@ void serve_id(const void* id, size_t n, const RankInfo& ranks, double timeout_s)
         last_error = std::strerror(errno);
     }
     ::freeaddrinfo(found);
-    ZT_CHECK(listener.fd() >= 0,
-             "nccl bootstrap: rank 0 cannot listen on port %s (%s): %s%s", port.c_str(),
-             port_from.c_str(), last_error.c_str(),
+    ZT_CHECK(listener.fd() >= 0, "nccl bootstrap: rank 0 cannot listen on port %s (%s): %s%s",
+             port.c_str(), port_from.c_str(), last_error.c_str(),
              port_from == "MASTER_PORT"
                  ? "; if the launcher holds MASTER_PORT itself, set ZT_BOOTSTRAP_PORT to a free "
                    "port on every rank"
@@ -284,15 +283,15 @@ void fetch_id(void* id, size_t n, const RankInfo& ranks, double timeout_s) {
         // Rank 0 may not be listening yet: retry with a growing pause (at most 1 s).
         double left = deadline - now_seconds();
         if (left <= 0) break;
-        std::this_thread::sleep_for(std::min<std::chrono::duration<double>>(
-            backoff, std::chrono::duration<double>(left)));
+        std::this_thread::sleep_for(
+            std::min<std::chrono::duration<double>>(backoff, std::chrono::duration<double>(left)));
         backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
     }
-    ZT_FAIL("nccl bootstrap: rank %d could not get the NCCL id from rank 0 at %s:%s (MASTER_ADDR, "
-            "%s) within %g s, %d attempts; last error: %s. Is rank 0 running, and is the port "
-            "reachable from this host?",
-            ranks.rank, addr, port.c_str(), port_from.c_str(), timeout_s, attempts,
-            last_error.c_str());
+    ZT_FAIL(
+        "nccl bootstrap: rank %d could not get the NCCL id from rank 0 at %s:%s (MASTER_ADDR, "
+        "%s) within %g s, %d attempts; last error: %s. Is rank 0 running, and is the port "
+        "reachable from this host?",
+        ranks.rank, addr, port.c_str(), port_from.c_str(), timeout_s, attempts, last_error.c_str());
 }
 
 }  // namespace

@@ -35,20 +35,20 @@
 #include "prof/timer.h"
 
 // The error prefix names the rank (set_error_rank runs before any call).
-#define ZT_COMM_CUDA_CHECK(call)                                                         \
-    do {                                                                                 \
-        cudaError_t zt_cuda_e_ = (call);                                                 \
-        if (zt_cuda_e_ != cudaSuccess)                                                   \
-            ZT_FAIL("%s failed: %s (%s)", #call, cudaGetErrorString(zt_cuda_e_),         \
-                    cudaGetErrorName(zt_cuda_e_));                                       \
+#define ZT_COMM_CUDA_CHECK(call)                                                 \
+    do {                                                                         \
+        cudaError_t zt_cuda_e_ = (call);                                         \
+        if (zt_cuda_e_ != cudaSuccess)                                           \
+            ZT_FAIL("%s failed: %s (%s)", #call, cudaGetErrorString(zt_cuda_e_), \
+                    cudaGetErrorName(zt_cuda_e_));                               \
     } while (0)
 
-#define ZT_NCCL_CHECK(call)                                                              \
-    do {                                                                                 \
-        ncclResult_t zt_nccl_r_ = (call);                                                \
-        if (zt_nccl_r_ != ncclSuccess)                                                   \
+#define ZT_NCCL_CHECK(call)                                                                 \
+    do {                                                                                    \
+        ncclResult_t zt_nccl_r_ = (call);                                                   \
+        if (zt_nccl_r_ != ncclSuccess)                                                      \
             ZT_FAIL("%s failed: %s (NCCL %d.%d.%d)", #call, ncclGetErrorString(zt_nccl_r_), \
-                    NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);                                 \
+                    NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);                                    \
     } while (0)
 
 namespace zt {
@@ -57,18 +57,23 @@ namespace {
 
 ncclDataType_t nccl_dtype(DType dtype) {
     switch (dtype) {
-        case DType::f32: return ncclFloat32;
-        case DType::bf16: return ncclBfloat16;
-        case DType::f16: break;
+        case DType::f32:
+            return ncclFloat32;
+        case DType::bf16:
+            return ncclBfloat16;
+        case DType::f16:
+            break;
     }
     ZT_FAIL("nccl: dtype %s is not supported; expected f32 or bf16", dtype_name(dtype));
 }
 
-ncclRedOp_t nccl_reduce_op(ReduceOp op) { return op == ReduceOp::avg ? ncclAvg : ncclSum; }
+ncclRedOp_t nccl_reduce_op(ReduceOp op) {
+    return op == ReduceOp::avg ? ncclAvg : ncclSum;
+}
 
 // Restores the caller's current device after an operation sets ours.
 class DeviceGuard {
-public:
+  public:
     explicit DeviceGuard(int device) {
         ZT_COMM_CUDA_CHECK(cudaGetDevice(&previous_));
         if (previous_ != device) ZT_COMM_CUDA_CHECK(cudaSetDevice(device));
@@ -80,12 +85,12 @@ public:
     DeviceGuard(const DeviceGuard&) = delete;
     DeviceGuard& operator=(const DeviceGuard&) = delete;
 
-private:
+  private:
     int previous_ = 0;
 };
 
 class NcclCommunicator final : public Communicator {
-public:
+  public:
     NcclCommunicator(const RankInfo& ranks, const ncclUniqueId& id, double timeout_s)
         : rank_(ranks.rank),
           world_(ranks.world),
@@ -120,7 +125,7 @@ public:
     int world_size() const override { return world_; }
     const char* backend_name() const override { return "nccl"; }
 
-private:
+  private:
     // The device, stream, events and barrier buffer, then the NCCL
     // communicator last (it is the step that waits for the peers).
     void init(const ncclUniqueId& id) {
@@ -157,7 +162,7 @@ private:
         stream_ = nullptr;
     }
 
-public:
+  public:
     Work all_reduce_async(void* buf, int64_t count, DType dtype, ReduceOp op) override {
         check_count("all_reduce", count);
         size_t bytes = size_t(count) * dtype_size(dtype);
@@ -183,19 +188,17 @@ public:
                        });
     }
 
-    Work all_gather_async(const void* send, void* recv, int64_t send_count,
-                          DType dtype) override {
+    Work all_gather_async(const void* send, void* recv, int64_t send_count, DType dtype) override {
         check_count("all_gather", send_count);
         size_t block = size_t(send_count) * dtype_size(dtype);
         check_device_buffer("all_gather", "send", send, block);
         check_device_buffer("all_gather", "recv", recv, block * size_t(world_));
         check_in_place("all_gather", recv, block * size_t(world_), send, block,
                        static_cast<const char*>(recv) + block * size_t(rank_) == send);
-        return enqueue(CommOp::all_gather, int64_t(block) * world_,
-                       [&](ncclComm_t c, cudaStream_t s) {
-                           return ncclAllGather(send, recv, size_t(send_count), nccl_dtype(dtype),
-                                                c, s);
-                       });
+        return enqueue(
+            CommOp::all_gather, int64_t(block) * world_, [&](ncclComm_t c, cudaStream_t s) {
+                return ncclAllGather(send, recv, size_t(send_count), nccl_dtype(dtype), c, s);
+            });
     }
 
     Work broadcast_async(void* buf, int64_t count, DType dtype, int root) override {
@@ -251,7 +254,7 @@ public:
         compute_stream_ = stream;
     }
 
-private:
+  private:
     struct InFlight {
         std::shared_ptr<detail::WorkState> state;
         CommOp op = CommOp::barrier;
@@ -316,13 +319,20 @@ private:
         f.state = detail::make_work_state(op, sink_);
         f.start = take_event();
         f.end = take_event();
-        ZT_COMM_CUDA_CHECK(cudaEventRecord(ready_, compute_stream_));
-        ZT_COMM_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
-        ZT_COMM_CUDA_CHECK(cudaEventRecord(f.start, stream_));
-        ncclResult_t r = launch(comm_, stream_);
-        ZT_CHECK(r == ncclSuccess, "nccl %s #%llu failed at issue: %s: %s", comm_op_name(op),
-                 (unsigned long long)f.seq, ncclGetErrorString(r), ncclGetLastError(comm_));
-        ZT_COMM_CUDA_CHECK(cudaEventRecord(f.end, stream_));
+        try {
+            ZT_COMM_CUDA_CHECK(cudaEventRecord(ready_, compute_stream_));
+            ZT_COMM_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
+            ZT_COMM_CUDA_CHECK(cudaEventRecord(f.start, stream_));
+            ncclResult_t r = launch(comm_, stream_);
+            ZT_CHECK(r == ncclSuccess, "nccl %s #%llu failed at issue: %s: %s", comm_op_name(op),
+                     (unsigned long long)f.seq, ncclGetErrorString(r), ncclGetLastError(comm_));
+            ZT_COMM_CUDA_CHECK(cudaEventRecord(f.end, stream_));
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(queue_mu_);
+            free_events_.push_back(f.start);
+            free_events_.push_back(f.end);
+            throw;
+        }
         {
             std::lock_guard<std::mutex> lock(sink_->mu);
             stats_[op].calls++;
@@ -368,9 +378,10 @@ private:
                                  ncclGetLastError(comm_));
             double waited = now_seconds() - f.issued_s;
             if (timeout_s_ > 0 && waited > timeout_s_)
-                return strprintf("still running after %.0f s (--comm-timeout-s %g): a peer may "
-                                 "have died or issued a different collective",
-                                 waited, timeout_s_);
+                return strprintf(
+                    "still running after %.0f s (--comm-timeout-s %g): a peer may "
+                    "have died or issued a different collective",
+                    waited, timeout_s_);
             // Spin briefly (small ops finish in microseconds), then back off to
             // at most 200 us per poll so a long wait costs little CPU.
             if (pause < microseconds(200)) pause += microseconds(pause.count() < 20 ? 1 : 20);
@@ -407,9 +418,9 @@ private:
                 }
                 f.state->complete();
             } else {
-                std::string message = strprintf("rank %d: nccl %s #%llu: %s", rank_,
-                                                 comm_op_name(f.op), (unsigned long long)f.seq,
-                                                 error.c_str());
+                std::string message =
+                    strprintf("rank %d: nccl %s #%llu: %s", rank_, comm_op_name(f.op),
+                              (unsigned long long)f.seq, error.c_str());
                 abort_comm(message);
                 f.state->fail(message);
             }
@@ -427,8 +438,7 @@ private:
             if (!broken_.empty()) return;
             broken_ = why;
         }
-        std::fprintf(stderr, "zerotrain: error: %s; aborting the NCCL communicator\n",
-                     why.c_str());
+        std::fprintf(stderr, "zerotrain: error: %s; aborting the NCCL communicator\n", why.c_str());
         std::lock_guard<std::mutex> issue_lock(issue_mu_);
         report(ncclCommAbort(comm_), "ncclCommAbort");
         comm_ = nullptr;
@@ -445,12 +455,12 @@ private:
     const int device_;
     const double timeout_s_;
 
-    ncclComm_t comm_ = nullptr;       // written under issue_mu_ (abort sets it null)
-    cudaStream_t stream_ = nullptr;   // the comm stream
+    ncclComm_t comm_ = nullptr;      // written under issue_mu_ (abort sets it null)
+    cudaStream_t stream_ = nullptr;  // the comm stream
     cudaStream_t compute_stream_ = cudaStreamLegacy;  // guarded by issue_mu_
-    cudaEvent_t ready_ = nullptr;     // "compute reached this point"; used under issue_mu_
-    float* barrier_buf_ = nullptr;    // (1) device float for barrier_async
-    uint64_t next_seq_ = 0;           // guarded by issue_mu_
+    cudaEvent_t ready_ = nullptr;   // "compute reached this point"; used under issue_mu_
+    float* barrier_buf_ = nullptr;  // (1) device float for barrier_async
+    uint64_t next_seq_ = 0;         // guarded by issue_mu_
 
     std::shared_ptr<detail::ExposedSink> sink_;  // sink_->mu guards stats_
     CommStats stats_;
@@ -458,10 +468,10 @@ private:
     std::mutex issue_mu_;
     std::mutex queue_mu_;
     std::condition_variable queue_cv_;
-    std::deque<InFlight> queue_;              // guarded by queue_mu_
-    std::vector<cudaEvent_t> free_events_;    // guarded by queue_mu_
-    std::string broken_;                      // first failure; guarded by queue_mu_
-    bool stopping_ = false;                   // guarded by queue_mu_
+    std::deque<InFlight> queue_;            // guarded by queue_mu_
+    std::vector<cudaEvent_t> free_events_;  // guarded by queue_mu_
+    std::string broken_;                    // first failure; guarded by queue_mu_
+    bool stopping_ = false;                 // guarded by queue_mu_
     std::thread completion_thread_;
 };
 
