@@ -147,3 +147,34 @@ TEST(Cli, HelpListsTrainFlags) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Cli, AcceptsDeepSpeedKeys) {
+    TempDir dir;
+    std::ofstream(dir / "ds.json") << R"({"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2,
+        "train_batch_size": 4, "gradient_clipping": 0.7, "steps_per_print": 10, "steps": 2,
+        "seq_len": 16, "eval_tokens": 256,
+        "zero_optimization": {"stage": 2, "reduce_bucket_size": 5e8, "stage3_prefetch_bucket_size": 1e6,
+                              "stage3_param_persistence_threshold": 1e4, "contiguous_gradients": true}})";
+    auto r = zerotrain("train --config " + (dir / "ds.json") + " --out " + (dir / "r"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("'steps_per_print' is ignored"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("'zero_optimization.contiguous_gradients' is ignored"), std::string::npos);
+    std::ifstream f(dir / "r/config.json");
+    auto j = nlohmann::json::parse(f);
+    EXPECT_EQ(j["micro_batch"], 2);
+    EXPECT_EQ(j["grad_accum"], 2);
+    EXPECT_EQ(j["zero_stage"], 2);
+    EXPECT_DOUBLE_EQ(j["grad_clip"].get<double>(), 0.7);
+    EXPECT_EQ(j["reduce_bucket_size"], 500000000);
+    EXPECT_EQ(j["prefetch_bucket_size"], 1000000);
+    EXPECT_EQ(j["param_persistence_threshold"], 10000);
+
+    std::ofstream(dir / "bad.json") << R"({"zero_optimization": {"stage": 1, "sub_groups": 3}})";
+    r = zerotrain("train --config " + (dir / "bad.json") + " --out " + (dir / "r2"));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.output.find("zero_optimization.sub_groups"), std::string::npos) << r.output;
+}
+
+}  // namespace

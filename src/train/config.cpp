@@ -87,6 +87,15 @@ void warn_ignored(const std::string& source, const std::string& key) {
                  source.c_str(), key.c_str());
 }
 
+// zero_optimization's element-count keys and the fields they set (null: not one).
+int64_t* element_count_field(TrainConfig& c, const std::string& key) {
+    if (key == "reduce_bucket_size") return &c.reduce_bucket_size;
+    if (key == "allgather_bucket_size") return &c.allgather_bucket_size;
+    if (key == "stage3_prefetch_bucket_size") return &c.prefetch_bucket_size;
+    if (key == "stage3_param_persistence_threshold") return &c.param_persistence_threshold;
+    return nullptr;
+}
+
 void apply_zero_optimization(TrainConfig& c, const nlohmann::json& z, const std::string& source) {
     ZT_CHECK(z.is_object(), "%s: 'zero_optimization' must be an object", source.c_str());
     static const char* ignored[] = {"contiguous_gradients", "round_robin_gradients",
@@ -103,22 +112,11 @@ void apply_zero_optimization(TrainConfig& c, const nlohmann::json& z, const std:
             read_key(v, name, source, &c.zero_stage);
         } else if (k == "overlap_comm") {
             read_key(v, name, source, &c.overlap_comm);
-        } else if (k == "reduce_bucket_size") {
+        } else if (int64_t* count = element_count_field(c, k)) {
+            // DeepSpeed writes these as numbers such as 5e8: read any number.
             double x;
             read_key(v, name, source, &x);
-            c.reduce_bucket_size = int64_t(x);
-        } else if (k == "allgather_bucket_size") {
-            double x;
-            read_key(v, name, source, &x);
-            c.allgather_bucket_size = int64_t(x);
-        } else if (k == "stage3_prefetch_bucket_size") {
-            double x;
-            read_key(v, name, source, &x);
-            c.prefetch_bucket_size = int64_t(x);
-        } else if (k == "stage3_param_persistence_threshold") {
-            double x;
-            read_key(v, name, source, &x);
-            c.param_persistence_threshold = int64_t(x);
+            *count = int64_t(x);
         } else if (k == "offload_optimizer" || k == "offload_param") {
             ZT_CHECK(v.is_object() && v.contains("device") && v["device"].is_string(),
                      "%s: '%s' must be an object with a string 'device'", source.c_str(),
