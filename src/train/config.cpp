@@ -117,6 +117,11 @@ void apply_zero_optimization(TrainConfig& c, const nlohmann::json& z, const std:
             double x;
             read_key(v, name, source, &x);
             *count = int64_t(x);
+            if (k == "reduce_bucket_size" || k == "allgather_bucket_size")
+                std::fprintf(stderr,
+                             "zerotrain: warning: %s: %s is recorded, but zerotrain reduces and "
+                             "gathers one model unit per collective whatever its value\n",
+                             source.c_str(), name.c_str());
         } else if (k == "offload_optimizer" || k == "offload_param") {
             ZT_CHECK(v.is_object() && v.contains("device") && v["device"].is_string(),
                      "%s: '%s' must be an object with a string 'device'", source.c_str(),

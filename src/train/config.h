@@ -24,7 +24,9 @@ struct TrainConfig {
     double sim_latency_us = 0;
     double comm_timeout_s = 300;
     bool overlap_comm = true;
-    int64_t reduce_bucket_size = int64_t(50) << 20;  // elements (DeepSpeed's key)
+    // DeepSpeed's bucket keys, recorded in the run's config; the engine's
+    // granule is one model unit per collective, so they do not change it.
+    int64_t reduce_bucket_size = int64_t(50) << 20;  // elements
     int64_t allgather_bucket_size = int64_t(50) << 20;
     int64_t prefetch_bucket_size = int64_t(50) << 20;  // stage3_prefetch_bucket_size
     int64_t param_persistence_threshold = int64_t(1) << 16;  // stage3_param_persistence_threshold
