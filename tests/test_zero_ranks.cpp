@@ -64,7 +64,7 @@ TEST(ZeroRanks, EveryStageAndWorldMatchesOneProcess) {
             RunLog ref = train(dir / "ref", 1, 0, world * B, K, steps);
             ASSERT_EQ(ref.steps.size(), size_t(steps));
             for (int stage = 0; stage <= 3; stage++) {
-                RunLog got = train(dir / ("s" + std::to_string(stage)), world, stage, B, K, steps);
+                RunLog got = train(dir / std::string("s").append(std::to_string(stage)), world, stage, B, K, steps);
                 ASSERT_EQ(got.steps.size(), size_t(steps)) << "world " << world << " stage " << stage;
                 double worst = 0;
                 for (int s = 0; s < steps; s++) {

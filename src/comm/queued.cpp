@@ -225,18 +225,24 @@ Work QueuedCommunicator::broadcast_async(void* buf, int64_t count, DType dtype, 
     return issue(std::move(r));
 }
 
-Work QueuedCommunicator::send_async(const void* buf, int64_t count, DType dtype, int peer) {
+// send and recv share their checks; only the direction differs.
+Work QueuedCommunicator::point_to_point(CommOp op, const void* send, void* recv, int64_t count,
+                                        DType dtype, int peer) {
+    const bool sending = op == CommOp::send;
+    const char* name = comm_op_name(op);
     ZT_CHECK(world_ > 1,
-             "send: world size is 1 (backend %s): there is no peer rank to send to; start ranks "
-             "with --nproc N or mpirun and use --comm mpi or ring",
-             backend_->name());
+             "%s: world size is 1 (backend %s): there is no peer rank to %s; start ranks with "
+             "--nproc N or mpirun and use --comm mpi or ring",
+             name, backend_->name(), sending ? "send to" : "receive from");
     ZT_CHECK(peer >= 0 && peer < world_ && peer != rank_,
-             "send: peer %d must be another rank in [0, %d), not this rank %d", peer, world_,
+             "%s: peer %d must be another rank in [0, %d), not this rank %d", name, peer, world_,
              rank_);
-    ZT_CHECK(buf || count == 0, "send: null buffer for %lld elements", (long long)count);
+    ZT_CHECK((sending ? send != nullptr : recv != nullptr) || count == 0,
+             "%s: null buffer for %lld elements", name, (long long)count);
     Request r;
-    r.op = CommOp::send;
-    r.send = buf;
+    r.op = op;
+    r.send = send;
+    r.recv = recv;
     r.count = count;
     r.dtype = dtype;
     r.peer = peer;
@@ -244,23 +250,12 @@ Work QueuedCommunicator::send_async(const void* buf, int64_t count, DType dtype,
     return issue(std::move(r));
 }
 
+Work QueuedCommunicator::send_async(const void* buf, int64_t count, DType dtype, int peer) {
+    return point_to_point(CommOp::send, buf, nullptr, count, dtype, peer);
+}
+
 Work QueuedCommunicator::recv_async(void* buf, int64_t count, DType dtype, int peer) {
-    ZT_CHECK(world_ > 1,
-             "recv: world size is 1 (backend %s): there is no peer rank to receive from; start "
-             "ranks with --nproc N or mpirun and use --comm mpi or ring",
-             backend_->name());
-    ZT_CHECK(peer >= 0 && peer < world_ && peer != rank_,
-             "recv: peer %d must be another rank in [0, %d), not this rank %d", peer, world_,
-             rank_);
-    ZT_CHECK(buf || count == 0, "recv: null buffer for %lld elements", (long long)count);
-    Request r;
-    r.op = CommOp::recv;
-    r.recv = buf;
-    r.count = count;
-    r.dtype = dtype;
-    r.peer = peer;
-    r.full_bytes = count * int64_t(dtype_size(dtype));
-    return issue(std::move(r));
+    return point_to_point(CommOp::recv, nullptr, buf, count, dtype, peer);
 }
 
 Work QueuedCommunicator::barrier_async() {

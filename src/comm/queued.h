@@ -138,6 +138,8 @@ class QueuedCommunicator final : public Communicator {
     };
 
     Work issue(Request r);
+    Work point_to_point(CommOp op, const void* send, void* recv, int64_t count, DType dtype,
+                        int peer);
     void run_thread();
     void run_one(Request& r);
     void check_signature(const CommSignature& mine);
