@@ -65,15 +65,15 @@ Engine::~Engine() {
         } catch (...) {
         }
     }
-    for (auto& w : pending_all_reduce_) {
+    for (auto& w : pending_grad_reduce_) {
         try {
             w.wait();
         } catch (...) {
         }
     }
-    for (auto& p : pending_) {
+    if (in_flight_) {
         try {
-            p->work.wait();
+            in_flight_->work.wait();
         } catch (...) {
         }
     }
@@ -201,17 +201,12 @@ float* Engine::unit_grads(int unit) {
     return buf->data();
 }
 
-void Engine::finish_reduce(PendingReduce& p) {
-    p.work.wait();
-    const UnitShard& us = zl_.units[size_t(p.unit)];
-    add_into(grads_shard_.data() + us.shard_offset, p.staging.data(), us.shard);
-}
-
-void Engine::drain_reduces(bool wait_all) {
-    while (!pending_.empty() && (wait_all || pending_.front()->work.done())) {
-        finish_reduce(*pending_.front());
-        pending_.pop_front();
-    }
+void Engine::finish_in_flight() {
+    if (!in_flight_) return;
+    in_flight_->work.wait();
+    const UnitShard& us = zl_.units[size_t(in_flight_->unit)];
+    add_into(grads_shard_.data() + us.shard_offset, in_flight_->staging.data(), us.shard);
+    in_flight_.reset();
 }
 
 void Engine::grads_ready(int unit) {
@@ -222,12 +217,12 @@ void Engine::grads_ready(int unit) {
             float* g = grads_full_.data() + us.full_offset;
             // Stage 1 needs only its own block reduced: a reduce-scatter in
             // place moves half the bytes of an all-reduce.
-            pending_all_reduce_.push_back(
+            pending_grad_reduce_.push_back(
                 opt_.stage == 0
                     ? comm_->all_reduce_async(g, us.padded, DType::f32, ReduceOp::avg)
                     : comm_->reduce_scatter_async(g, g + rank_ * us.shard, us.shard, DType::f32,
                                                   ReduceOp::avg));
-            if (!opt_.overlap_comm) pending_all_reduce_.back().wait();
+            if (!opt_.overlap_comm) pending_grad_reduce_.back().wait();
         }
         return;
     }
@@ -241,15 +236,15 @@ void Engine::grads_ready(int unit) {
     // One reduction in flight: the previous unit's finishes before this one is
     // issued, so it overlapped this unit's backward and the transient memory
     // stays two units' gradients (see estimate.cpp), whatever the network speed.
-    drain_reduces(true);
+    finish_in_flight();
     auto p = std::make_unique<PendingReduce>();
     p->unit = unit;
     p->full = std::move(buf);
     p->staging = LedgerBuffer<float>(ledger_, MemCategory::buffers, us.shard);
     p->work = comm_->reduce_scatter_async(p->full->data(), p->staging.data(), us.shard, DType::f32,
                                           ReduceOp::avg);
-    pending_.push_back(std::move(p));
-    if (!opt_.overlap_comm) drain_reduces(true);
+    in_flight_ = std::move(p);
+    if (!opt_.overlap_comm) finish_in_flight();
 }
 
 void Engine::zero_grads() {
@@ -274,9 +269,9 @@ void Engine::adamw_unit_range(int unit, float* p, const float* g, float* m, floa
 
 StepResult Engine::step(float lr, int64_t step) {
     const int s = opt_.stage;
-    for (auto& w : pending_all_reduce_) w.wait();
-    pending_all_reduce_.clear();
-    drain_reduces(true);
+    for (auto& w : pending_grad_reduce_) w.wait();
+    pending_grad_reduce_.clear();
+    finish_in_flight();
     if (s == 3) {
         for (int u = 0; u < layout_.n_units(); u++) free_gathered(u);
         if (!trace_.empty()) trace_recorded_ = true;

@@ -24,7 +24,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <vector>
 
@@ -106,8 +105,8 @@ private:
 
     void check_unit(int unit) const;
     float* full_unit(int unit);  // stages 0-2: unit's region in params_full_
-    void finish_reduce(PendingReduce& p);
-    void drain_reduces(bool wait_all);
+    // Waits for the reduce-scatter in flight (if any) and adds its block to the shard.
+    void finish_in_flight();
     Gathered& gather_unit(int unit);
     void prefetch_after(int unit);
     void free_gathered(int unit);
@@ -131,8 +130,8 @@ private:
     LedgerBuffer<float> adam_v_;
 
     std::vector<Work> pending_param_gather_;  // stages 1/2, by unit: gathers after a step
-    std::vector<Work> pending_all_reduce_;  // stages 0/1: all-reduce (0), reduce-scatter (1)
-    std::deque<std::unique_ptr<PendingReduce>> pending_;   // stages 2/3, issue order
+    std::vector<Work> pending_grad_reduce_;  // stages 0/1: all-reduce (0), reduce-scatter (1)
+    std::unique_ptr<PendingReduce> in_flight_;  // stages 2/3: at most one reduction at a time
     std::vector<std::unique_ptr<LedgerBuffer<float>>> unit_grad_bufs_;  // stages 2/3
     std::vector<std::unique_ptr<Gathered>> gathered_;     // stage 3, by unit
     std::vector<int> trace_;        // stage 3: order of acquires in a step
