@@ -102,6 +102,63 @@ struct Fd {
     }
 };
 
+// Byte size a writer's tensor needs; refuses a reserved or empty name, an
+// unknown dtype, a negative dim and overflow, naming the tensor.
+int64_t writer_tensor_bytes(const std::string& name, const std::string& dtype,
+                            const std::vector<int64_t>& shape) {
+    const char* nm = name.c_str();
+    ZT_CHECK(!name.empty() && name != "__metadata__", "safetensors writer: invalid tensor name '%s'",
+             nm);
+    const int64_t esize = safetensors_dtype_size(dtype);
+    ZT_CHECK(esize > 0, "safetensors writer: tensor '%s' has unknown dtype '%s'", nm,
+             dtype.c_str());
+    int64_t expect = esize;
+    for (int64_t d : shape) {
+        ZT_CHECK(d >= 0, "safetensors writer: tensor '%s' has negative dim %lld", nm, (long long)d);
+        ZT_CHECK(!__builtin_mul_overflow(expect, d, &expect),
+                 "safetensors writer: tensor '%s' byte size overflows int64", nm);
+    }
+    return expect;
+}
+
+// The JSON header for tensors laid out back to back in the given order,
+// space-padded so that 8 + its size is a multiple of 8 (the data buffer then
+// starts 8-aligned in the file).
+struct HeaderEntry {
+    const std::string& name;
+    const std::string& dtype;
+    const std::vector<int64_t>& shape;
+    int64_t bytes;
+};
+std::string padded_header(const std::vector<HeaderEntry>& entries,
+                          const std::map<std::string, std::string>& metadata) {
+    json header = json::object();
+    int64_t offset = 0;
+    for (const HeaderEntry& e : entries) {
+        const int64_t end = offset + e.bytes;
+        header[e.name] = {{"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {offset, end}}};
+        offset = end;
+    }
+    if (!metadata.empty()) header["__metadata__"] = metadata;
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    return text;
+}
+
+// Renames tmp over path and fsyncs the directory so the rename is durable;
+// removes tmp if the rename fails.
+void rename_durably(const std::string& tmp, const std::string& path) {
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        ZT_FAIL("safetensors %s: cannot rename %s over it: %s", path.c_str(), tmp.c_str(),
+                std::strerror(err));
+    }
+    std::string dir = std::filesystem::path(path).parent_path().string();
+    Fd dfd{::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+    if (dfd.fd >= 0) ::fsync(dfd.fd);
+}
+
 }  // namespace
 
 int64_t safetensors_dtype_size(const std::string& d) {
@@ -331,22 +388,8 @@ void SafetensorsFile::read_f32(const std::string& name, float* out, int64_t coun
 void SafetensorsWriter::add(const std::string& name, const std::string& dtype,
                             const std::vector<int64_t>& shape, const void* data, int64_t bytes) {
     const char* nm = name.c_str();
-    ZT_CHECK(!name.empty() && name != "__metadata__",
-             "safetensors writer: invalid tensor name "
-             "'%s'",
-             nm);
     ZT_CHECK(!names_.count(name), "safetensors writer: tensor '%s' added twice", nm);
-    const int64_t esize = safetensors_dtype_size(dtype);
-    ZT_CHECK(esize > 0, "safetensors writer: tensor '%s' has unknown dtype '%s'", nm,
-             dtype.c_str());
-    int64_t expect = esize;
-    for (int64_t d : shape) {
-        ZT_CHECK(d >= 0, "safetensors writer: tensor '%s' has negative dim %lld", nm, (long long)d);
-        ZT_CHECK(!__builtin_mul_overflow(expect, d, &expect),
-                 "safetensors writer: tensor '%s' "
-                 "byte size overflows int64",
-                 nm);
-    }
+    const int64_t expect = writer_tensor_bytes(name, dtype, shape);
     ZT_CHECK(bytes == expect,
              "safetensors writer: tensor '%s' (%s) got %lld bytes, shape needs "
              "%lld",
@@ -362,17 +405,10 @@ void SafetensorsWriter::set_metadata(const std::string& key, const std::string& 
 }
 
 void SafetensorsWriter::write(const std::string& path) const {
-    json header = json::object();
-    int64_t offset = 0;
-    for (const Entry& e : entries_) {
-        const int64_t end = offset + int64_t(e.bytes.size());
-        header[e.name] = {{"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {offset, end}}};
-        offset = end;
-    }
-    if (!metadata_.empty()) header["__metadata__"] = metadata_;
-    std::string text = header.dump();
-    // 8-byte length + header padded to a multiple of 8: the data starts 8-aligned.
-    text.append((8 - text.size() % 8) % 8, ' ');
+    std::vector<HeaderEntry> header;
+    for (const Entry& e : entries_)
+        header.push_back({e.name, e.dtype, e.shape, int64_t(e.bytes.size())});
+    const std::string text = padded_header(header, metadata_);
 
     const std::string tmp = path + ".tmp";
     const char* tp = tmp.c_str();
@@ -403,16 +439,127 @@ void SafetensorsWriter::write(const std::string& path) const {
             ZT_FAIL("safetensors %s: fsync failed: %s", tp, std::strerror(err));
         }
     }
-    if (::rename(tp, path.c_str()) != 0) {
-        int err = errno;
-        ::unlink(tp);
-        ZT_FAIL("safetensors %s: cannot rename %s over it: %s", path.c_str(), tp,
-                std::strerror(err));
+    rename_durably(tmp, path);
+}
+
+// ---- streaming writer ------------------------------------------------------
+
+namespace {
+// Pieces smaller than this are gathered before a write(2); larger ones go straight through.
+constexpr size_t kStreamBufferBytes = size_t(1) << 20;
+}  // namespace
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::string path)
+    : path_(std::move(path)), tmp_(path_ + ".tmp") {}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() {
+    if (fd_ >= 0) ::close(fd_);
+    if (header_written_ && !finished_) ::unlink(tmp_.c_str());
+}
+
+void SafetensorsStreamWriter::declare(const std::string& name, const std::string& dtype,
+                                      const std::vector<int64_t>& shape) {
+    const char* nm = name.c_str();
+    ZT_CHECK(!header_written_, "safetensors %s: tensor '%s' declared after the header was written",
+             path_.c_str(), nm);
+    ZT_CHECK(!names_.count(name), "safetensors writer: tensor '%s' declared twice", nm);
+    const int64_t bytes = writer_tensor_bytes(name, dtype, shape);
+    names_[name] = entries_.size();
+    entries_.push_back({name, dtype, shape, bytes});
+}
+
+void SafetensorsStreamWriter::set_metadata(const std::string& key, const std::string& value) {
+    ZT_CHECK(!header_written_, "safetensors %s: metadata '%s' set after the header was written",
+             path_.c_str(), key.c_str());
+    metadata_[key] = value;
+}
+
+void SafetensorsStreamWriter::write_header() {
+    ZT_CHECK(!header_written_, "safetensors %s: header written twice", path_.c_str());
+    std::vector<HeaderEntry> header;
+    for (const Entry& e : entries_) header.push_back({e.name, e.dtype, e.shape, e.bytes});
+    const std::string text = padded_header(header, metadata_);
+
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ZT_CHECK(fd_ >= 0, "safetensors %s: cannot create: %s", tmp_.c_str(), std::strerror(errno));
+    header_written_ = true;  // from here the destructor removes the .tmp unless finished
+    buffer_.reserve(kStreamBufferBytes);
+    const uint64_t n = text.size();
+    put(&n, 8);
+    put(text.data(), text.size());
+    skip_complete();
+}
+
+void SafetensorsStreamWriter::write(const std::string& name, const void* data, int64_t bytes) {
+    const char* nm = name.c_str();
+    ZT_CHECK(header_written_ && !finished_, "safetensors %s: bytes of tensor '%s' written %s",
+             path_.c_str(), nm, finished_ ? "after finish()" : "before write_header()");
+    ZT_CHECK(current_ < entries_.size(),
+             "safetensors %s: bytes of tensor '%s' written after every declared tensor is "
+             "complete",
+             path_.c_str(), nm);
+    const Entry& e = entries_[current_];
+    ZT_CHECK(name == e.name,
+             "safetensors %s: bytes of tensor '%s' written while '%s' is incomplete (%lld of "
+             "%lld bytes); tensors are written in declaration order",
+             path_.c_str(), nm, e.name.c_str(), (long long)current_done_, (long long)e.bytes);
+    ZT_CHECK(bytes >= 0 && bytes <= e.bytes - current_done_,
+             "safetensors %s: tensor '%s' got a %lld-byte piece but has %lld of %lld bytes left",
+             path_.c_str(), nm, (long long)bytes, (long long)(e.bytes - current_done_),
+             (long long)e.bytes);
+    ZT_CHECK(bytes == 0 || data, "safetensors %s: tensor '%s' has null data", path_.c_str(), nm);
+    put(data, size_t(bytes));
+    current_done_ += bytes;
+    skip_complete();
+}
+
+void SafetensorsStreamWriter::finish() {
+    ZT_CHECK(header_written_ && !finished_, "safetensors %s: finish() %s", path_.c_str(),
+             finished_ ? "called twice" : "before write_header()");
+    ZT_CHECK(current_ == entries_.size(),
+             "safetensors %s: finish() with tensor '%s' incomplete (%lld of %lld bytes written)",
+             path_.c_str(), entries_[current_].name.c_str(), (long long)current_done_,
+             (long long)entries_[current_].bytes);
+    flush();
+    if (::fsync(fd_) != 0)
+        ZT_FAIL("safetensors %s: fsync failed: %s", tmp_.c_str(), std::strerror(errno));
+    const int fd = std::exchange(fd_, -1);
+    if (::close(fd) != 0)
+        ZT_FAIL("safetensors %s: close failed: %s", tmp_.c_str(), std::strerror(errno));
+    rename_durably(tmp_, path_);
+    finished_ = true;
+}
+
+void SafetensorsStreamWriter::skip_complete() {
+    while (current_ < entries_.size() && current_done_ == entries_[current_].bytes) {
+        ++current_;
+        current_done_ = 0;
     }
-    // Make the rename itself durable.
-    std::string dir = std::filesystem::path(path).parent_path().string();
-    Fd dfd{::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-    if (dfd.fd >= 0) ::fsync(dfd.fd);
+}
+
+void SafetensorsStreamWriter::put(const void* data, size_t n) {
+    const uint8_t* p = static_cast<const uint8_t*>(data);
+    if (buffer_.size() + n > kStreamBufferBytes) flush();
+    if (n >= kStreamBufferBytes) {
+        write_fd(p, n);
+    } else {
+        buffer_.insert(buffer_.end(), p, p + n);
+    }
+}
+
+void SafetensorsStreamWriter::flush() {
+    write_fd(buffer_.data(), buffer_.size());
+    buffer_.clear();
+}
+
+void SafetensorsStreamWriter::write_fd(const uint8_t* p, size_t n) {
+    while (n > 0) {
+        ssize_t w = ::write(fd_, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) ZT_FAIL("safetensors %s: write failed: %s", tmp_.c_str(), std::strerror(errno));
+        p += w;
+        n -= size_t(w);
+    }
 }
 
 }  // namespace zt

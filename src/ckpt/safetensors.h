@@ -1,4 +1,5 @@
-// Safetensors checkpoint I/O: a read-only mmap reader and an atomic writer.
+// Safetensors checkpoint I/O: a read-only mmap reader, an atomic writer, and an
+// atomic streaming writer for files larger than memory.
 //
 // The format (huggingface/safetensors): 8-byte little-endian u64 header length
 // N, then N bytes of UTF-8 JSON mapping tensor names to {"dtype", "shape",
@@ -101,6 +102,63 @@ class SafetensorsWriter {
     std::vector<Entry> entries_;
     std::map<std::string, size_t> names_;
     std::map<std::string, std::string> metadata_;
+};
+
+// Writes a safetensors file without holding its tensors in memory: declare
+// every tensor (and metadata) first, then write_header(), then each tensor's
+// bytes in declaration order, in as many pieces as the caller likes, then
+// finish(). The file is built at path + ".tmp" and renamed over path by
+// finish() (fsync of the file, rename, fsync of the directory), so path holds
+// either its old content or the complete new file; destroying an unfinished
+// writer removes the .tmp. The file has the same layout SafetensorsWriter
+// produces: offsets in declaration order, header space-padded to 8 bytes.
+//
+// Invariant: bytes written never exceed what the declared shapes need, every
+// piece belongs to the tensor named with it, and finish() refuses to publish a
+// file whose tensors are not all complete.
+class SafetensorsStreamWriter {
+  public:
+    explicit SafetensorsStreamWriter(std::string path);
+    SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+    SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+    ~SafetensorsStreamWriter();
+
+    // Same checks as SafetensorsWriter::add; only before write_header().
+    void declare(const std::string& name, const std::string& dtype,
+                 const std::vector<int64_t>& shape);
+    void set_metadata(const std::string& key, const std::string& value);
+
+    // Creates path + ".tmp" and writes the length and the JSON header.
+    void write_header();
+
+    // Appends `bytes` bytes of tensor `name`, which must be the first
+    // declared tensor not yet complete; refuses more bytes than it has left.
+    void write(const std::string& name, const void* data, int64_t bytes);
+
+    // Checks every tensor is complete, then publishes the file atomically.
+    void finish();
+
+  private:
+    struct Entry {
+        std::string name;
+        std::string dtype;
+        std::vector<int64_t> shape;
+        int64_t bytes = 0;
+    };
+    void put(const void* data, size_t n);  // buffered append to the .tmp
+    void flush();                          // writes out buffer_
+    void write_fd(const uint8_t* p, size_t n);
+    void skip_complete();  // advances current_ past tensors with no bytes left
+
+    std::string path_, tmp_;
+    int fd_ = -1;  // the .tmp while it is open
+    std::vector<Entry> entries_;
+    std::map<std::string, size_t> names_;
+    std::map<std::string, std::string> metadata_;
+    bool header_written_ = false, finished_ = false;
+    size_t current_ = 0;           // entry being written
+    int64_t current_done_ = 0;     // its bytes written so far
+    std::vector<uint8_t> buffer_;  // (< 1 MiB) bytes put but not yet written
 };
 
 }  // namespace zt
