@@ -10,5 +10,7 @@ namespace zt::cli {
 void add_bench_comm_command(CLI::App& app);
 // zerotrain estimate (src/cli/cmd_estimate.cpp)
 void add_estimate_command(CLI::App& app);
+// zerotrain prepare (src/cli/cmd_prepare.cpp)
+void add_prepare_command(CLI::App& app);
 
 }  // namespace zt::cli

@@ -121,6 +121,7 @@ int run(int argc, char** argv) {
     add_train_options(train, cfg, &config_path);
     zt::cli::add_bench_comm_command(app);
     zt::cli::add_estimate_command(app);
+    zt::cli::add_prepare_command(app);
 
     try {
         app.parse(argc, argv);

@@ -1,4 +1,5 @@
-// The distributed sampler and the in-order evaluation reader (see loader.h).
+// The distributed sampler, its read-ahead thread, and the in-order evaluation
+// reader (see loader.h).
 #include "data/loader.h"
 
 #include <algorithm>
@@ -95,6 +96,86 @@ void DataLoader::load(int64_t step, int micro, int32_t* inputs, int32_t* targets
         src_.read_sequence(seqs[size_t(b)], T_, seq.data());
         split_sequence(seq.data(), T_, inputs + size_t(b) * T_, targets + size_t(b) * T_);
     }
+}
+
+PrefetchLoader::PrefetchLoader(const DataLoader& loader, int64_t start_step, int depth)
+    : loader_(loader), depth_(depth) {
+    ZT_CHECK(depth >= 1 && depth <= 64, "prefetch depth %d: expected 1 .. 64 micro-batches", depth);
+    ZT_CHECK(start_step >= 0 &&
+                 start_step <= std::numeric_limits<int64_t>::max() / loader.global_batch() - 1,
+             "prefetch start step %lld out of range", (long long)start_step);
+    const size_t n = size_t(loader.micro_batch()) * size_t(loader.seq_len());
+    ring_.resize(size_t(depth));
+    for (Slot& s : ring_) {
+        s.inputs.resize(n);
+        s.targets.resize(n);
+    }
+    take_ = ready_end_ = start_step * loader.grad_accum();
+    worker_ = std::thread([this] { produce(); });
+}
+
+PrefetchLoader::~PrefetchLoader() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+}
+
+// The worker: loads position ready_end_ into its slot while the ring has
+// room. The slot is filled outside the lock; it is never the one next() is
+// copying from, because next() holds position take_ and the worker only
+// writes positions take_ + 1 .. take_ + depth - 1 until take_ moves on.
+void PrefetchLoader::produce() {
+    const int K = loader_.grad_accum();
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+        cv_.wait(lock, [&] { return stop_ || (!failed_ && ready_end_ < take_ + depth_); });
+        if (stop_) return;
+        const int64_t p = ready_end_;
+        const uint64_t generation = generation_;
+        Slot& slot = ring_[size_t(p % depth_)];
+        lock.unlock();
+        std::exception_ptr error;
+        try {
+            loader_.load(p / K, int(p % K), slot.inputs.data(), slot.targets.data());
+        } catch (...) {
+            error = std::current_exception();
+        }
+        lock.lock();
+        if (generation != generation_) continue;  // next() restarted elsewhere meanwhile
+        slot.error = error;
+        failed_ = bool(error);
+        ready_end_ = p + 1;
+        cv_.notify_all();
+    }
+}
+
+void PrefetchLoader::next(int64_t step, int micro, int32_t* inputs, int32_t* targets) {
+    const int K = loader_.grad_accum();
+    ZT_CHECK(step >= 0 && step <= std::numeric_limits<int64_t>::max() / loader_.global_batch() - 1,
+             "step %lld out of range (0 .. %lld)", (long long)step,
+             (long long)(std::numeric_limits<int64_t>::max() / loader_.global_batch() - 1));
+    ZT_CHECK(micro >= 0 && micro < K, "micro-batch index %d out of range [0, %d) (grad-accum %d)",
+             micro, K, K);
+    const int64_t p = step * K + micro;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (p != take_) {  // out of order: empty the ring and read ahead from p
+        generation_++;
+        take_ = ready_end_ = p;
+        failed_ = false;
+        cv_.notify_all();
+    }
+    cv_.wait(lock, [&] { return ready_end_ > take_; });
+    const Slot& slot = ring_[size_t(p % depth_)];
+    if (slot.error) std::rethrow_exception(slot.error);  // take_ stays: a retry throws again
+    lock.unlock();
+    std::copy(slot.inputs.begin(), slot.inputs.end(), inputs);
+    std::copy(slot.targets.begin(), slot.targets.end(), targets);
+    lock.lock();
+    take_ = p + 1;
+    cv_.notify_all();
 }
 
 void load_eval(const TokenSource& src, int T, int64_t index, int B, int32_t* inputs,

@@ -9,8 +9,11 @@
 // function of (step, micro, rank), with no state carried between calls.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "data/shard.h"
@@ -53,6 +56,54 @@ class DataLoader {
     mutable std::mutex mu_;
     mutable int64_t cached_epoch_ = -1;
     mutable std::vector<uint32_t> perm_;  // (N,) sequence index at each epoch position
+};
+
+// Reads a DataLoader's micro-batches ahead on a background thread, in
+// (step, micro) order from a starting step, into a ring of `depth` buffers,
+// so next() usually only copies. What next() returns is exactly what
+// DataLoader::load returns for the same (step, micro): the loader is a pure
+// function of its arguments and the ring only changes when it is computed.
+// A call out of order (a skipped or repeated micro-batch) is still served
+// correctly: the ring is emptied and reading ahead restarts from there.
+// An exception from the loader reaches the caller of next() for the
+// micro-batch that raised it, and again on each later call for it; reading
+// ahead stops there. The destructor stops and joins the thread, waiting at
+// most for the one load in progress.
+class PrefetchLoader {
+  public:
+    // loader must outlive this object. depth >= 1 buffers of one micro-batch.
+    PrefetchLoader(const DataLoader& loader, int64_t start_step, int depth = 3);
+    ~PrefetchLoader();
+    PrefetchLoader(const PrefetchLoader&) = delete;
+    PrefetchLoader& operator=(const PrefetchLoader&) = delete;
+
+    // Same contract as DataLoader::load: inputs (B, T), targets (B, T).
+    void next(int64_t step, int micro, int32_t* inputs, int32_t* targets);
+
+    const DataLoader& loader() const { return loader_; }
+    int depth() const { return depth_; }
+
+  private:
+    struct Slot {
+        std::vector<int32_t> inputs;   // (B, T)
+        std::vector<int32_t> targets;  // (B, T)
+        std::exception_ptr error;      // what load() threw for this slot's micro-batch
+    };
+    void produce();
+
+    const DataLoader& loader_;
+    const int depth_;
+    std::vector<Slot> ring_;  // micro-batch at linear position p lives in ring_[p % depth]
+
+    // Linear position of (step, micro) is step * K + micro. Guarded by mu_:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    int64_t take_ = 0;         // the position next() expects
+    int64_t ready_end_ = 0;    // positions [take_, ready_end_) are loaded
+    uint64_t generation_ = 0;  // bumped when next() restarts the stream elsewhere
+    bool failed_ = false;      // the slot at ready_end_ - 1 holds an error: stop reading ahead
+    bool stop_ = false;
+    std::thread worker_;  // last member: starts after everything above exists
 };
 
 // Fisher-Yates permutation of 0..n-1 seeded by (seed, epoch); the loader's order.
