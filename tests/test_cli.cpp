@@ -27,7 +27,7 @@ void expect_refused(const CommandResult& r, std::initializer_list<const char*> f
 TEST(Cli, ShortRunWritesMetrics) {
     TempDir dir;
     std::string out = dir / "run";
-    auto r = zerotrain("train --steps 40 --eval-every 20 --eval-tokens 4096 --out " + out);
+    auto r = zerotrain("train --data synthetic --steps 40 --eval-every 20 --eval-tokens 4096 --out " + out);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     std::ifstream f(out + "/metrics.jsonl");
     std::string line;
@@ -68,7 +68,7 @@ TEST(Cli, ShortRunWritesMetrics) {
     EXPECT_LT(last, first - 1.0) << "synthetic data must be learnable: loss " << first << " -> " << last;
 
     // The same run directory is never overwritten.
-    expect_refused(zerotrain("train --steps 1 --out " + out), {"already holds a run"});
+    expect_refused(zerotrain("train --data synthetic --steps 1 --out " + out), {"already holds a run"});
 }
 
 TEST(Cli, RefusesBadFlags) {
@@ -96,7 +96,7 @@ TEST(Cli, RefusesBadFlags) {
 TEST(Cli, ConfigFileAndFlagsCombine) {
     TempDir dir;
     std::ofstream(dir / "conf.json") << R"({"micro_batch": 2, "seq_len": 16, "steps": 3, "eval_every": 0, "eval_tokens": 512})";
-    auto r = zerotrain("train --config " + (dir / "conf.json") + " --steps 2 --out " + (dir / "r"));
+    auto r = zerotrain("train --config " + (dir / "conf.json") + " --data synthetic --steps 2 --out " + (dir / "r"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     std::ifstream f(dir / "r/config.json");
     auto j = nlohmann::json::parse(f);
@@ -157,7 +157,7 @@ TEST(Cli, AcceptsDeepSpeedKeys) {
         "seq_len": 16, "eval_tokens": 256,
         "zero_optimization": {"stage": 2, "reduce_bucket_size": 5e8, "stage3_prefetch_bucket_size": 1e6,
                               "stage3_param_persistence_threshold": 1e4, "contiguous_gradients": true}})";
-    auto r = zerotrain("train --config " + (dir / "ds.json") + " --out " + (dir / "r"));
+    auto r = zerotrain("train --data synthetic --config " + (dir / "ds.json") + " --out " + (dir / "r"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("'steps_per_print' is ignored"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("'zero_optimization.contiguous_gradients' is ignored"), std::string::npos);

@@ -379,6 +379,25 @@ TEST(GenerateSampling, SameSeedSameSequence) {
     EXPECT_NE(generate(gen, prompt, 24, opts).tokens, a) << "the seed must matter";
 }
 
+// A tokenizer smaller than the model's padded vocabulary: ids at or above
+// vocab_limit are never drawn, at any temperature, and greedy picks the best
+// allowed id.
+TEST(GenerateSampling, VocabLimitKeepsIdsInsideTheTokenizer) {
+    RandomModel m(model_preset("test-tiny"), 5);
+    Generator gen(m.cfg, m.params.data(), 64);
+    const std::vector<int32_t> prompt = random_tokens(4, 10, 3);
+    for (float temperature : {0.0f, 1.0f, 3.0f}) {
+        SamplingOptions opts = sampling(temperature, 0, 1.0f);
+        opts.seed = 11;
+        opts.vocab_limit = 10;
+        for (int32_t id : generate(gen, prompt, 48, opts).tokens)
+            EXPECT_LT(id, 10) << "temperature " << temperature;
+    }
+    SamplingOptions bad = sampling(1.0f, 0, 1.0f);
+    bad.vocab_limit = -1;
+    EXPECT_THROW(validate_sampling(bad), zt::Error);
+}
+
 TEST(GenerateSampling, BadOptionsAndLogitsAreRefused) {
     const std::vector<float> logits = {0.0f, 1.0f};
     Rng rng(1);

@@ -36,7 +36,7 @@ RunLog read_run(const std::string& dir) {
 
 RunLog train(const std::string& out, int nproc, int stage, int micro_batch, int grad_accum,
           int steps, const std::string& extra = "") {
-    std::string cmd = zt_test::zerotrain_binary() + " train --model test-tiny --seq-len 32" +
+    std::string cmd = zt_test::zerotrain_binary() + " train --data synthetic --model test-tiny --seq-len 32" +
                       " --micro-batch " + std::to_string(micro_batch) + " --grad-accum " +
                       std::to_string(grad_accum) + " --steps " + std::to_string(steps) +
                       " --zero-stage " + std::to_string(stage) +
@@ -178,7 +178,7 @@ TEST(ZeroRanks, OverlapHidesCommunication) {
     REQUIRE_MPI();
     for (int stage = 0; stage <= 3; stage++) {
         TempDir dir;
-        std::string cmd = zt_test::zerotrain_binary() + " train --nproc 2 --model " +
+        std::string cmd = zt_test::zerotrain_binary() + " train --data synthetic --nproc 2 --model " +
                           zt_test::source_dir() + "/bench/llama-10m.json --micro-batch 4 --seq-len 128" +
                           " --steps 8 --eval-every 0 --eval-tokens 1024 --sim-bandwidth-gbps 8" +
                           " --zero-stage " + std::to_string(stage) + " --out " + (dir / "run");
@@ -205,7 +205,7 @@ TEST(ZeroRanks, OverlapHidesCommunication) {
 TEST(ZeroRanks, RefusesBadSetupsOnEveryRank) {
     REQUIRE_MPI();
     TempDir dir;
-    std::string base = zt_test::zerotrain_binary() + " train --steps 2 --threads 1 --out " + (dir / "r");
+    std::string base = zt_test::zerotrain_binary() + " train --data synthetic --steps 2 --threads 1 --out " + (dir / "r");
     auto r = zt_test::run_command(base + " --nproc 2 --zero-stage 4");
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.output.find("--zero-stage 4"), std::string::npos) << r.output;

@@ -12,5 +12,11 @@ void add_bench_comm_command(CLI::App& app);
 void add_estimate_command(CLI::App& app);
 // zerotrain prepare (src/cli/cmd_prepare.cpp)
 void add_prepare_command(CLI::App& app);
+// zerotrain export (src/cli/cmd_export.cpp)
+void add_export_command(CLI::App& app);
+// zerotrain eval (src/cli/cmd_eval.cpp)
+void add_eval_command(CLI::App& app);
+// zerotrain generate (src/cli/cmd_generate.cpp)
+void add_generate_command(CLI::App& app);
 
 }  // namespace zt::cli

@@ -43,8 +43,9 @@ void add_train_options(CLI::App* t, zt::TrainConfig& c, std::string* config_path
                   "preset (" + preset_list() + ") or a Hugging Face config.json")
         ->capture_default_str();
     t->add_option("--data", c.data,
-                  "synthetic, a directory of .bin token shards (names with 'train' / 'val'), or "
-                  "one .bin shard")
+                  "fortunes (English text from Debian's fortunes package, tokenized once into "
+                  "the cache), synthetic, a directory from zerotrain prepare (.bin shards named "
+                  "'train' / 'val'), or one .bin shard")
         ->capture_default_str();
     t->add_option("--zero-stage", c.zero_stage,
                   "ZeRO stage: 0 replicated, 1 shards optimizer state, 2 also gradients, 3 also "
@@ -98,6 +99,22 @@ void add_train_options(CLI::App* t, zt::TrainConfig& c, std::string* config_path
                   "validation tokens per evaluation (<= 0: the whole split)")
         ->capture_default_str();
     t->add_option("--out", c.out, "run directory (default runs/run-<date>-<time>)");
+    t->add_option("--save-every", c.save_every,
+                  "checkpoint every N steps into RUN_DIR/ckpt (0: only when stopped by "
+                  "SIGINT/SIGTERM, which always saves)")
+        ->capture_default_str();
+    t->add_option("--keep-last", c.keep_last, "keep only the newest K checkpoints (0: all)")
+        ->capture_default_str();
+    t->add_option("--resume", c.resume,
+                  "continue from a checkpoint (step, ckpt or run directory), or auto: the latest "
+                  "in --out (a fresh start when there is none); settings not given take the "
+                  "checkpoint's values; world size and stage may differ");
+    t->add_option("--init-from", c.init_from,
+                  "start from the weights of a Hugging Face LLaMA or GPT-2 folder "
+                  "(config.json + model.safetensors); the model is its config");
+    t->add_option("--sample-tokens", c.sample_tokens,
+                  "tokens of text generated at the end when the data has a tokenizer (0: none)")
+        ->capture_default_str();
     t->add_option("--threads", c.threads, "CPU threads (0: OpenMP's default)")
         ->capture_default_str();
 }
@@ -117,10 +134,13 @@ int run(int argc, char** argv) {
     if (is_train && !wants_help) load_config_from_argv(argc, argv, cfg);
 
     CLI::App* train = app.add_subcommand(
-        "train", "train a model (no flags: a small model on synthetic data, under a minute)");
+        "train", "train a model (no flags: a small model on English text, a few minutes on 2 cores)");
     add_train_options(train, cfg, &config_path);
     zt::cli::add_bench_comm_command(app);
     zt::cli::add_estimate_command(app);
+    zt::cli::add_export_command(app);
+    zt::cli::add_eval_command(app);
+    zt::cli::add_generate_command(app);
     zt::cli::add_prepare_command(app);
 
     try {
@@ -129,9 +149,17 @@ int run(int argc, char** argv) {
         return app.exit(e);
     }
     if (train->parsed()) {
+        for (const CLI::Option* opt : train->get_options()) {
+            if (opt->count() == 0 || opt->get_lnames().empty()) continue;
+            std::string key = opt->get_lnames()[0];
+            for (char& ch : key)
+                if (ch == '-') ch = '_';
+            if (key != "config" && key != "help") cfg.given.insert(key);
+        }
         // --nproc N outside a launcher: start N ranks of this same command.
         if (cfg.nproc > 1 && !zt::under_launcher()) return zt::launch_local_ranks(cfg.nproc, argc, argv);
-        zt::run_training(cfg);
+        zt::TrainSummary summary = zt::run_training(cfg);
+        if (summary.stop_signal) return 128 + summary.stop_signal;  // the shell's convention
     }
     return 0;
 }

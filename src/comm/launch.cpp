@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -96,6 +97,21 @@ bool under_launcher() {
     return false;
 }
 
+#if ZT_HAVE_MPI
+namespace {
+
+volatile pid_t g_launcher_child = 0;
+volatile std::sig_atomic_t g_launcher_signal = 0;
+
+extern "C" void forward_stop_signal(int sig, siginfo_t* info, void*) {
+    g_launcher_signal = sig;
+    // Sent by the kernel for a terminal (si_code > 0): mpirun got it too.
+    if (info && info->si_code <= 0 && g_launcher_child > 0) kill(g_launcher_child, SIGTERM);
+}
+
+}  // namespace
+#endif
+
 int launch_local_ranks(int nproc, int argc, char** argv) {
 #if !ZT_HAVE_MPI
     (void)argc;
@@ -143,11 +159,31 @@ int launch_local_ranks(int nproc, int argc, char** argv) {
                      std::strerror(errno));
         std::_Exit(127);
     }
+    // While the ranks run, SIGINT/SIGTERM sent to this process are passed to
+    // mpirun as SIGTERM, which it forwards to every rank: the ranks stop
+    // cleanly (finish the step, save a checkpoint). A terminal's Ctrl-C
+    // reaches mpirun itself (same process group) and is not passed twice.
+    g_launcher_child = pid;
+    g_launcher_signal = 0;
+    struct sigaction sa {}, old_int {}, old_term {};
+    sa.sa_sigaction = forward_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-        ZT_CHECK(errno == EINTR, "--nproc: waiting for %s failed: %s", ZT_MPIEXEC,
-                 std::strerror(errno));
+    int wait_rc;
+    while ((wait_rc = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
     }
+    int wait_errno = errno;
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+    ZT_CHECK(wait_rc >= 0, "--nproc: waiting for %s failed: %s", ZT_MPIEXEC,
+             std::strerror(wait_errno));
+    const int stop = g_launcher_signal;
+    // Stopped on request: the shell's 128 + signal, whatever mpirun made of
+    // the ranks' own 128 + signal exits.
+    if (stop && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) return 128 + stop;
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
     return 1;

@@ -32,6 +32,8 @@ bool under_launcher();
 // Runs `ZT_MPIEXEC --allow-run-as-root --oversubscribe --bind-to none -np N
 // /path/to/this/exe argv[1..]` with `--nproc N` / `--nproc=N` removed from
 // argv, waits, and returns its exit status (128 + signal when it was killed).
+// SIGINT/SIGTERM sent to this process while it waits reach the ranks as
+// SIGTERM through mpirun (a clean stop), and the status is then 128 + signal.
 // Refuses nproc < 1, a build without MPI, and being called under a launcher.
 int launch_local_ranks(int nproc, int argc, char** argv);
 

@@ -197,6 +197,81 @@ ModelConfig resolve_model(const std::string& preset_or_file) {
     return model_preset(preset_or_file);  // fails with the list of presets
 }
 
+nlohmann::ordered_json model_config_to_json(const ModelConfig& c) {
+    return {{"name", c.name},
+            {"arch", arch_name(c.arch)},
+            {"vocab_size", c.vocab_size},
+            {"d_model", c.d_model},
+            {"n_layer", c.n_layer},
+            {"n_head", c.n_head},
+            {"n_kv_head", c.n_kv_head},
+            {"d_ff", c.d_ff},
+            {"max_seq", c.max_seq},
+            {"norm_eps", c.norm_eps},
+            {"rope_theta", c.rope_theta},
+            {"tie_embeddings", c.tie_embeddings}};
+}
+
+ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& source) {
+    ZT_CHECK(j.is_object(), "%s: the model config must be a JSON object", source.c_str());
+    auto field = [&](const char* k) -> const nlohmann::json& {
+        ZT_CHECK(j.contains(k), "%s: model config has no field '%s'", source.c_str(), k);
+        return j[k];
+    };
+    auto get_int = [&](const char* k) {
+        ZT_CHECK(field(k).is_number_integer(), "%s: model config field '%s' must be an integer",
+                 source.c_str(), k);
+        return j[k].get<int>();
+    };
+    auto get_float = [&](const char* k) {
+        ZT_CHECK(field(k).is_number(), "%s: model config field '%s' must be a number",
+                 source.c_str(), k);
+        return j[k].get<float>();
+    };
+    ModelConfig c;
+    ZT_CHECK(field("name").is_string() && field("arch").is_string() &&
+                 field("tie_embeddings").is_boolean(),
+             "%s: model config fields name, arch (strings) and tie_embeddings (bool) have the "
+             "wrong type", source.c_str());
+    c.name = j["name"].get<std::string>();
+    std::string arch = j["arch"].get<std::string>();
+    ZT_CHECK(arch == "llama" || arch == "gpt2", "%s: model config arch '%s': expected llama or gpt2",
+             source.c_str(), arch.c_str());
+    c.arch = arch == "llama" ? Arch::llama : Arch::gpt2;
+    c.vocab_size = get_int("vocab_size");
+    c.d_model = get_int("d_model");
+    c.n_layer = get_int("n_layer");
+    c.n_head = get_int("n_head");
+    c.n_kv_head = get_int("n_kv_head");
+    c.d_ff = get_int("d_ff");
+    c.max_seq = get_int("max_seq");
+    c.norm_eps = get_float("norm_eps");
+    c.rope_theta = get_float("rope_theta");
+    c.tie_embeddings = j["tie_embeddings"].get<bool>();
+    validate_model_config(c);
+    return c;
+}
+
+std::string model_config_difference(const ModelConfig& a, const ModelConfig& b) {
+    auto num = [](double x) { return strprintf("%g", x); };
+    const std::pair<const char*, std::pair<std::string, std::string>> fields[] = {
+        {"arch", {arch_name(a.arch), arch_name(b.arch)}},
+        {"vocab_size", {num(a.vocab_size), num(b.vocab_size)}},
+        {"d_model", {num(a.d_model), num(b.d_model)}},
+        {"n_layer", {num(a.n_layer), num(b.n_layer)}},
+        {"n_head", {num(a.n_head), num(b.n_head)}},
+        {"n_kv_head", {num(a.n_kv_head), num(b.n_kv_head)}},
+        {"d_ff", {num(a.d_ff), num(b.d_ff)}},
+        {"max_seq", {num(a.max_seq), num(b.max_seq)}},
+        {"norm_eps", {num(a.norm_eps), num(b.norm_eps)}},
+        {"rope_theta", {num(a.rope_theta), num(b.rope_theta)}},
+        {"tie_embeddings", {num(a.tie_embeddings), num(b.tie_embeddings)}}};
+    for (const auto& [name, vals] : fields)
+        if (vals.first != vals.second)
+            return strprintf("%s (%s vs %s)", name, vals.first.c_str(), vals.second.c_str());
+    return "";
+}
+
 int64_t count_params(const ModelConfig& c) {
     int64_t C = c.d_model, H = c.d_ff, V = c.vocab_size, L = c.n_layer;
     int64_t D = c.head_dim(), NH = c.n_head, NKV = c.n_kv_head;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,14 @@ ModelConfig model_preset(const std::string& name);
 
 // Reads a Hugging Face config.json (LlamaConfig or GPT2Config field names).
 ModelConfig model_config_from_hf_json(const std::string& path);
+
+// zerotrain's own record of a config (checkpoint manifests, run configs):
+// every field under its ModelConfig name, read back exactly.
+nlohmann::ordered_json model_config_to_json(const ModelConfig& c);
+// Refuses a missing or mistyped field, naming it and `source`.
+ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& source);
+// The first field in which two configs differ, or "" when the shapes agree (names aside).
+std::string model_config_difference(const ModelConfig& a, const ModelConfig& b);
 
 // Preset name or path to a config.json.
 ModelConfig resolve_model(const std::string& preset_or_file);

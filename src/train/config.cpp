@@ -44,7 +44,12 @@ nlohmann::ordered_json train_config_to_json(const TrainConfig& c) {
     j["eval_every"] = c.eval_every;
     j["eval_tokens"] = c.eval_tokens;
     j["out"] = c.out;
+    j["save_every"] = c.save_every;
+    j["keep_last"] = c.keep_last;
+    j["resume"] = c.resume;
+    j["init_from"] = c.init_from;
     j["threads"] = c.threads;
+    j["sample_tokens"] = c.sample_tokens;
     return j;
 }
 
@@ -175,6 +180,18 @@ bool apply_deepspeed_key(TrainConfig& c, const std::string& k, const nlohmann::j
 
 void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std::string& source) {
     ZT_CHECK(j.is_object(), "%s: the configuration must be a JSON object", source.c_str());
+    // Record what the file sets: its own keys by name, DeepSpeed's by their effect.
+    const nlohmann::ordered_json before = train_config_to_json(c);
+    struct RecordGiven {
+        TrainConfig& c;
+        const nlohmann::json& j;
+        const nlohmann::ordered_json& before;
+        ~RecordGiven() {
+            nlohmann::ordered_json after = train_config_to_json(c);
+            for (auto it = after.begin(); it != after.end(); ++it)
+                if (j.contains(it.key()) || before[it.key()] != it.value()) c.given.insert(it.key());
+        }
+    } record{c, j, before};
     for (auto it = j.begin(); it != j.end(); ++it) {
         const std::string& k = it.key();
         const auto& v = it.value();
@@ -215,6 +232,11 @@ void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std:
         else if (k == "eval_tokens") read_key(v, k, source, &c.eval_tokens);
         else if (k == "out") read_key(v, k, source, &c.out);
         else if (k == "threads") read_key(v, k, source, &c.threads);
+        else if (k == "save_every") read_key(v, k, source, &c.save_every);
+        else if (k == "sample_tokens") read_key(v, k, source, &c.sample_tokens);
+        else if (k == "keep_last") read_key(v, k, source, &c.keep_last);
+        else if (k == "resume") read_key(v, k, source, &c.resume);
+        else if (k == "init_from") read_key(v, k, source, &c.init_from);
         else
             ZT_FAIL("%s: unknown configuration key '%s' (keys are the train flags with "
                     "underscores, e.g. micro_batch; see zerotrain train --help)",
@@ -297,6 +319,16 @@ void validate_train_config(const TrainConfig& c) {
     ZT_CHECK(c.eval_every >= 0, "--eval-every %d: must be >= 0 (0: evaluate at the end only)",
              c.eval_every);
     ZT_CHECK(c.threads >= 0, "--threads %d: must be >= 0 (0: all cores)", c.threads);
+    ZT_CHECK(c.sample_tokens >= 0, "--sample-tokens %d: must be >= 0 (0: no sample)",
+             c.sample_tokens);
+    ZT_CHECK(c.save_every >= 0, "--save-every %d: must be >= 0 (0: save only when stopped)",
+             c.save_every);
+    ZT_CHECK(c.keep_last >= 0, "--keep-last %d: must be >= 0 (0: keep every checkpoint)",
+             c.keep_last);
+    ZT_CHECK(c.resume.empty() || c.init_from.empty(),
+             "--resume and --init-from exclude each other: a checkpoint already holds the weights");
+    ZT_CHECK(c.resume != "auto" || !c.out.empty(),
+             "--resume auto continues the latest checkpoint in --out; give --out RUN_DIR");
 }
 
 double lr_at_step(const TrainConfig& c, int64_t step) {

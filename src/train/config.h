@@ -8,13 +8,16 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 
 namespace zt {
 
 struct TrainConfig {
     std::string model = "test-tiny";  // preset name or Hugging Face config.json
-    std::string data = "synthetic";   // synthetic | shard directory | one .bin shard
+    // fortunes (Debian's fortunes package, prepared once into the cache) |
+    // synthetic | a prepared directory | one .bin shard
+    std::string data = "fortunes";
     int zero_stage = 0;
     int nproc = 0;  // > 0: start this many local ranks through mpirun
     std::string device = "cpu";
@@ -49,9 +52,18 @@ struct TrainConfig {
     int eval_every = 100;    // 0: only at the end
     int64_t eval_tokens = 32768;  // <= 0: the whole validation split
     std::string out;         // empty: runs/run-<time>
+    int save_every = 0;      // checkpoint every N steps (0: only on SIGINT/SIGTERM)
+    int keep_last = 0;       // keep the newest K checkpoints (0: all)
+    std::string resume;      // checkpoint to continue from: a directory, or auto (latest in --out)
+    std::string init_from;   // Hugging Face folder whose weights start the run
     int threads = 0;         // 0: OpenMP's default
+    int sample_tokens = 64;  // a sample generated at the end (data with a tokenizer); 0: none
     // DeepSpeed's train_batch_size when given: must equal world * micro_batch * grad_accum.
     int64_t train_batch_size = 0;
+
+    // Keys (JSON names) set by a flag or a config file rather than left at
+    // their defaults: a resumed run takes the checkpoint's value for the rest.
+    std::set<std::string> given;
 
     double resolved_min_lr() const { return min_lr < 0 ? lr / 10.0 : min_lr; }
 };

@@ -346,6 +346,8 @@ void validate_sampling(const SamplingOptions& opts) {
              "sampling temperature must be a finite number >= 0 (0 = greedy), got %g",
              double(opts.temperature));
     ZT_CHECK(opts.top_k >= 0, "sampling top_k must be >= 0 (0 = off), got %d", opts.top_k);
+    ZT_CHECK(opts.vocab_limit >= 0, "sampling vocab_limit must be >= 0 (0 = off), got %d",
+             opts.vocab_limit);
     ZT_CHECK(opts.top_p > 0.0f && opts.top_p <= 1.0f,
              "sampling top_p must be in (0, 1] (1 = off), got %g", double(opts.top_p));
 }
@@ -461,7 +463,10 @@ GenerationResult generate(Generator& gen, std::span<const int32_t> prompt, int n
         int32_t token;
         {
             ScopedTimer t(&r.sample_s);
-            token = sample_token(logits.data(), c.vocab_size, opts, rng);
+            token = sample_token(logits.data(),
+                                 opts.vocab_limit > 0 ? std::min(opts.vocab_limit, c.vocab_size)
+                                                      : c.vocab_size,
+                                 opts, rng);
         }
         r.tokens.push_back(token);
         const bool go_on = !on_token || on_token(token);

@@ -124,6 +124,9 @@ struct SamplingOptions {
     int top_k = 0;             // keep the k most probable tokens; 0 = off
     float top_p = 1.0f;        // keep the smallest set with mass >= top_p; 1 = off
     uint64_t seed = 0;         // generate() draws from Rng(seed)
+    // > 0: generate() samples only ids below it, for a tokenizer smaller than
+    // the model's vocabulary (presets pad the vocabulary to a multiple of 64).
+    int vocab_limit = 0;
 };
 
 // Refuses a negative or non-finite temperature, a negative top_k, or a top_p

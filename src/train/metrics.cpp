@@ -4,8 +4,8 @@
 
 namespace zt {
 
-MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
-    f_ = std::fopen(path.c_str(), "w");
+MetricsWriter::MetricsWriter(const std::string& path, bool append) : path_(path) {
+    f_ = std::fopen(path.c_str(), append ? "a" : "w");
     ZT_CHECK(f_ != nullptr, "cannot create metrics file '%s'", path.c_str());
 }
 

@@ -12,7 +12,8 @@ namespace zt {
 
 class MetricsWriter {
 public:
-    explicit MetricsWriter(const std::string& path);
+    // append: continue an existing file (a run resumed in its own directory).
+    explicit MetricsWriter(const std::string& path, bool append = false);
     ~MetricsWriter();
     MetricsWriter(const MetricsWriter&) = delete;
     MetricsWriter& operator=(const MetricsWriter&) = delete;

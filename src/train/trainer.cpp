@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <csignal>
+
 #include <algorithm>
 #include <array>
 #include <cstdlib>
@@ -14,10 +16,14 @@
 #include <memory>
 #include <vector>
 
+#include "ckpt/checkpoint.h"
+#include "ckpt/hf.h"
 #include "comm/communicator.h"
 #include "comm/launch.h"
 #include "core/check.h"
+#include "data/default_corpus.h"
 #include "data/loader.h"
+#include "data/prepare.h"
 #include "data/shard.h"
 #include "data/synthetic.h"
 #include "model/config.h"
@@ -25,6 +31,8 @@
 #include "ops/matmul.h"
 #include "prof/memory.h"
 #include "prof/timer.h"
+#include "train/evaluate.h"
+#include "train/generate.h"
 #include "train/metrics.h"
 #include "zero/engine.h"
 
@@ -149,28 +157,6 @@ nlohmann::ordered_json mem_json(const std::array<int64_t, 6>& m) {
     return j;
 }
 
-// Validation loss: rank r evaluates batches r, r + N, ...; every rank runs
-// the same number of forward passes (stage 3's gathers are collectives).
-double evaluate(Model& model, Engine& engine, Communicator& comm, const TokenSource& val,
-                const TrainConfig& cfg, int64_t* tokens_out) {
-    int B = cfg.micro_batch, T = cfg.seq_len, world = comm.world_size();
-    int64_t per_rank = eval_batches(val, T, B, cfg.eval_tokens) / world;
-    ZT_CHECK(per_rank > 0,
-             "the validation data (%s) holds fewer than %d batches of %d x %d tokens (one per "
-             "rank); lower --micro-batch or --seq-len, or add validation data",
-             val.describe().c_str(), world, B, T);
-    std::vector<int32_t> in(size_t(B) * T), tgt(size_t(B) * T);
-    double sum = 0;
-    for (int64_t i = 0; i < per_rank; i++) {
-        load_eval(val, T, i * world + comm.rank(), B, in.data(), tgt.data());
-        sum += model.forward_loss(engine, in.data(), tgt.data());
-    }
-    float mean = float(sum / double(per_rank));
-    if (world > 1) comm.all_reduce(&mean, 1, DType::f32, ReduceOp::avg);
-    *tokens_out = per_rank * world * B * T;
-    return mean;
-}
-
 // Communication of one step, as the difference of two snapshots.
 struct CommDelta {
     CommStats before;
@@ -181,6 +167,138 @@ struct CommDelta {
                 {"all_gather", d(CommOp::all_gather)}};
     }
 };
+
+
+// SIGINT/SIGTERM ask for a clean stop: the step in progress finishes, every
+// rank agrees on it, a checkpoint is saved, and the run ends. A second
+// signal kills as usual (SA_RESETHAND).
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void record_stop_signal(int sig) { g_stop_signal = sig; }
+
+class StopSignals {
+public:
+    StopSignals() {
+        g_stop_signal = 0;
+        struct sigaction sa {};
+        sa.sa_handler = record_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESETHAND;
+        sigaction(SIGINT, &sa, &old_int_);
+        sigaction(SIGTERM, &sa, &old_term_);
+    }
+    ~StopSignals() {
+        sigaction(SIGINT, &old_int_, nullptr);
+        sigaction(SIGTERM, &old_term_, nullptr);
+    }
+    StopSignals(const StopSignals&) = delete;
+    StopSignals& operator=(const StopSignals&) = delete;
+
+private:
+    struct sigaction old_int_ {};
+    struct sigaction old_term_ {};
+};
+
+const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal"; }
+
+// The configuration of a resumed run: the checkpoint's, with what the command
+// line gave explicitly on top. Launch-specific keys come from this launch.
+TrainConfig resumed_config(const Checkpoint& ckpt, const TrainConfig& cli) {
+    nlohmann::json saved = ckpt.manifest().at("train_config");
+    // Threads stay: the split of a reduction over threads decides its rounding.
+    for (const char* k : {"nproc", "out", "resume", "init_from", "comm"}) saved.erase(k);
+    TrainConfig c;
+    apply_train_config_json(c, saved, ckpt.dir() + "/manifest.json");
+    nlohmann::ordered_json given_values = train_config_to_json(cli);
+    nlohmann::json over = nlohmann::json::object();
+    for (const auto& k : cli.given)
+        if (given_values.contains(k)) over[k] = given_values[k];
+    apply_train_config_json(c, over, "the command line");
+    c.given = cli.given;
+    c.out = cli.out;
+    c.resume = cli.resume;
+    c.nproc = cli.nproc;
+    c.comm = cli.comm;
+    return c;
+}
+
+// What must not change across a resume for the data order to continue
+// exactly: the sampler is a function of (seed, seq-len, global batch).
+void check_resume_compatible(const Checkpoint& ckpt, const TrainConfig& cfg, int world) {
+    const auto& saved = ckpt.manifest().at("train_config");
+    const std::string src = ckpt.dir() + "/manifest.json";
+    ZT_CHECK(saved.at("seq_len").get<int>() == cfg.seq_len,
+             "--seq-len %d, but the checkpoint (%s) was trained at %d: the data position would "
+             "not continue; resume with --seq-len %d",
+             cfg.seq_len, src.c_str(), saved.at("seq_len").get<int>(), saved.at("seq_len").get<int>());
+    ZT_CHECK(saved.at("seed").get<uint64_t>() == cfg.seed,
+             "--seed %llu, but the checkpoint (%s) used %llu: the data order would change",
+             (unsigned long long)cfg.seed, src.c_str(),
+             (unsigned long long)saved.at("seed").get<uint64_t>());
+    int64_t g_saved = ckpt.manifest().at("data").at("global_batch_sequences").get<int64_t>();
+    int64_t g = int64_t(world) * cfg.micro_batch * cfg.grad_accum;
+    ZT_CHECK(g == g_saved,
+             "the global batch is %d ranks x micro-batch %d x grad-accum %d = %lld sequences, but "
+             "the checkpoint (%s) was trained with %lld; the data order continues only at the "
+             "same global batch: %s",
+             world, cfg.micro_batch, cfg.grad_accum, (long long)g, src.c_str(), (long long)g_saved,
+             g_saved % world == 0
+                 ? strprintf("e.g. --micro-batch %lld --grad-accum 1", (long long)(g_saved / world)).c_str()
+                 : strprintf("%d ranks cannot split %lld sequences evenly", world,
+                             (long long)g_saved).c_str());
+    ZT_CHECK(ckpt.step() < cfg.steps,
+             "the checkpoint (%s) is at step %lld and --steps is %d: nothing left to train; raise "
+             "--steps",
+             src.c_str(), (long long)ckpt.step(), cfg.steps);
+}
+
+// DIR/meta.json's "tokenizer" object, or null (synthetic data, bare shards).
+nlohmann::ordered_json data_tokenizer(const TrainConfig& cfg) {
+    if (cfg.data == "synthetic") return nullptr;
+    fs::path dir = fs::is_directory(cfg.data) ? fs::path(cfg.data) : fs::path(cfg.data).parent_path();
+    fs::path meta = dir / "meta.json";
+    if (!fs::exists(meta)) return nullptr;
+    std::ifstream f(meta);
+    try {
+        nlohmann::ordered_json j = nlohmann::ordered_json::parse(f);
+        if (j.is_object() && j.contains("tokenizer")) return j["tokenizer"];
+    } catch (const std::exception& e) {
+        ZT_FAIL("%s is not valid JSON: %s", meta.c_str(), e.what());
+    }
+    return nullptr;
+}
+
+// A short sample from the trained weights, the start of a new document.
+// full_params() is a collective in stage 3, so every rank takes part.
+void print_sample(Engine& engine, const ModelConfig& mcfg, const std::string& data_dir,
+                  const TrainConfig& cfg, bool root) {
+    std::vector<float> params = engine.full_params();
+    if (!root) return;
+    std::unique_ptr<Tokenizer> tok = load_data_tokenizer(data_dir);
+    std::vector<uint32_t> start = tok->document_start();
+    if (start.empty()) return;  // nothing to start from without BOS
+    std::vector<int32_t> prompt(start.begin(), start.end());
+    int n = std::min(cfg.sample_tokens, mcfg.max_seq - int(prompt.size()) + 1);
+    Generator gen(mcfg, params.data(), int(prompt.size()) + n);
+    SamplingOptions opts;
+    opts.temperature = 0.8f;
+    opts.top_k = 40;
+    opts.seed = cfg.seed;
+    opts.vocab_limit = tok->vocab_size();
+    std::printf("zerotrain: sample (%d tokens, temperature 0.8, top-k 40):\n", n);
+    int eos = tok->eos_id();
+    GenerationResult r = generate(
+        gen, prompt, n, opts,
+        [&](int32_t id) {
+            std::string piece = tok->decode_piece(uint32_t(id));
+            std::fwrite(piece.data(), 1, piece.size(), stdout);
+            return true;
+        },
+        eos >= 0 ? std::optional<int32_t>(eos) : std::nullopt);
+    std::printf("\n");
+    std::fflush(stdout);
+    (void)r;
+}
 
 }  // namespace
 
@@ -198,8 +316,21 @@ double measure_cpu_peak_flops() {
 }
 
 TrainSummary run_training(const TrainConfig& cfg_in) {
+    validate_train_config(cfg_in);
     TrainConfig cfg = cfg_in;
-    validate_train_config(cfg);
+    std::unique_ptr<Checkpoint> resume_from;
+    if (!cfg.resume.empty()) {
+        bool found = cfg.resume != "auto" || fs::exists(fs::path(cfg.out) / "ckpt" / "latest");
+        if (found) {
+            resume_from = std::make_unique<Checkpoint>(
+                Checkpoint::open(cfg.resume == "auto" ? cfg.out : cfg.resume));
+            cfg = resumed_config(*resume_from, cfg_in);
+            validate_train_config(cfg);
+        } else if (discover_ranks().rank == 0) {
+            std::printf("zerotrain: --resume auto: no checkpoint in %s yet; starting at step 0\n",
+                        cfg.out.c_str());
+        }
+    }
     if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
 
     RankInfo ranks = discover_ranks();
@@ -237,11 +368,49 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
         cfg.out = buf.data();
     }
 
-    ModelConfig mcfg = resolve_train_model(cfg);
+    if (resume_from) check_resume_compatible(*resume_from, cfg, world);
+    if (cfg.data == "fortunes") {
+        // A bad --model or --seq-len is refused before minutes of preparation.
+        if (!resume_from && cfg.init_from.empty()) {
+            ModelConfig shape = resolve_model(cfg.model);
+            ZT_CHECK(cfg.seq_len <= shape.max_seq,
+                     "--seq-len %d exceeds the maximum of %d of model %s", cfg.seq_len,
+                     shape.max_seq, shape.name.c_str());
+        }
+        // Prepared once under a file lock, so ranks started together share one copy.
+        cfg.data = ensure_default_corpus(root);
+    }
+    ModelConfig mcfg;
+    if (resume_from) {
+        mcfg = resume_from->model_config();
+        if (cfg.given.count("model")) {
+            std::string diff = model_config_difference(resolve_train_model(cfg), mcfg);
+            ZT_CHECK(diff.empty(), "--model %s differs from the checkpoint's model in %s",
+                     cfg.model.c_str(), diff.c_str());
+        }
+    } else if (!cfg.init_from.empty()) {
+        mcfg = hf_model_config(cfg.init_from);
+        if (cfg.given.count("model")) {
+            std::string diff = model_config_difference(resolve_train_model(cfg), mcfg);
+            ZT_CHECK(diff.empty(), "--model %s differs from --init-from %s's config.json in %s",
+                     cfg.model.c_str(), cfg.init_from.c_str(), diff.c_str());
+        }
+        // Recorded so that a resume of this run rebuilds the same model.
+        cfg.model = (fs::path(cfg.init_from) / "config.json").string();
+    } else {
+        mcfg = resolve_train_model(cfg);
+    }
+    ZT_CHECK(cfg.seq_len <= mcfg.max_seq, "--seq-len %d exceeds the maximum of %d of model %s",
+             cfg.seq_len, mcfg.max_seq, mcfg.name.c_str());
     DataSources data = open_data(cfg, mcfg);
     check_vocab(*data.train, mcfg.vocab_size);
     if (data.val) check_vocab(*data.val, mcfg.vocab_size);
     DataLoader loader(*data.train, T, B, K, rank, world, cfg.seed);
+    // Local, so every rank computes the same value: the data directory, if any.
+    const std::string data_dir =
+        cfg.data == "synthetic" ? ""
+        : fs::is_directory(cfg.data) ? cfg.data
+                                     : fs::path(cfg.data).parent_path().string();
 
     MemoryLedger ledger;
     EngineOptions eopt;
@@ -255,12 +424,31 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
     eopt.grad_clip = float(cfg.grad_clip);
     eopt.decay_all = cfg.weight_decay_all;
     Engine engine(mcfg, eopt, comm.get(), &ledger);
-    engine.init_params(cfg.seed);
+    int64_t start_step = 0;
+    if (resume_from) {
+        int64_t saved_n = resume_from->manifest().at("data").at("sequences_per_epoch").get<int64_t>();
+        ZT_CHECK(saved_n == loader.sequences_per_epoch(),
+                 "--data %s holds %lld sequences of %d tokens, but the checkpoint (%s) was trained "
+                 "on data holding %lld: resume on the same data",
+                 cfg.data.c_str(), (long long)loader.sequences_per_epoch(), T,
+                 resume_from->dir().c_str(), (long long)saved_n);
+        load_engine_state(*resume_from, engine);
+        start_step = resume_from->step();
+    } else if (!cfg.init_from.empty()) {
+        std::vector<float> weights = read_hf_params(cfg.init_from, mcfg);
+        engine.load_full_params(weights.data());
+    } else {
+        engine.init_params(cfg.seed);
+    }
     Model model(mcfg, B, T, &ledger);
 
-    check_run_dir_free(cfg.out);
+    // A run resumed from its own checkpoint continues its own directory.
+    const bool in_place =
+        resume_from && fs::exists(cfg.out) &&
+        fs::equivalent(fs::path(resume_from->dir()).parent_path().parent_path(), cfg.out);
+    if (!in_place) check_run_dir_free(cfg.out);
     comm->barrier();  // every rank checked before rank 0 creates anything
-    if (root) create_run_dir(cfg.out);
+    if (root && !in_place) create_run_dir(cfg.out);
     nlohmann::ordered_json resolved = train_config_to_json(cfg);
     resolved["model_config"] = {{"arch", arch_name(mcfg.arch)},
                                 {"vocab_size", mcfg.vocab_size},
@@ -275,10 +463,13 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
                                 {"tie_word_embeddings", mcfg.tie_embeddings}};
     std::unique_ptr<MetricsWriter> metrics;
     if (root) {
-        std::ofstream f(fs::path(cfg.out) / "config.json");
-        f << resolved.dump(2) << "\n";
-        ZT_CHECK(f.good(), "cannot write %s/config.json", cfg.out.c_str());
-        metrics = std::make_unique<MetricsWriter>((fs::path(cfg.out) / "metrics.jsonl").string());
+        if (!in_place) {
+            std::ofstream f(fs::path(cfg.out) / "config.json");
+            f << resolved.dump(2) << "\n";
+            ZT_CHECK(f.good(), "cannot write %s/config.json", cfg.out.c_str());
+        }
+        metrics = std::make_unique<MetricsWriter>((fs::path(cfg.out) / "metrics.jsonl").string(),
+                                                  in_place);
     }
 
     const double peak_flops = measure_cpu_peak_flops();
@@ -292,7 +483,16 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
                         {"n_params", n_params},
                         {"comm", comm->backend_name()},
                         {"peak_flops", peak_flops},
-                        {"peak_flops_source", "measured sgemm 512^3 on this machine, per rank"}});
+                        {"peak_flops_source", "measured sgemm 512^3 on this machine, per rank"},
+                        {"start_step", start_step},
+                        {"resumed_from", resume_from ? nlohmann::ordered_json(resume_from->dir())
+                                                     : nlohmann::ordered_json(nullptr)},
+                        {"init_from", cfg.init_from.empty() ? nlohmann::ordered_json(nullptr)
+                                                            : nlohmann::ordered_json(cfg.init_from)}});
+        if (resume_from)
+            std::printf("zerotrain: resumed from %s (step %lld, saved by %d ranks at ZeRO stage %d)\n",
+                        resume_from->dir().c_str(), (long long)start_step,
+                        resume_from->world_size(), resume_from->zero_stage());
         std::printf("zerotrain: model %s\n", describe_model(mcfg).c_str());
         std::printf("zerotrain: data %s (%lld sequences of %d tokens an epoch)%s\n",
                     data.train->describe().c_str(), (long long)loader.sequences_per_epoch(), T,
@@ -312,8 +512,40 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
     summary.run_dir = cfg.out;
     double train_time = 0, ema_loss = 0;
     int64_t tokens_total = 0;
+    resume_from.reset();  // its files stay mapped no longer than needed
 
-    for (int64_t s = 0; s < cfg.steps; s++) {
+    const nlohmann::ordered_json tokenizer = data_tokenizer(cfg);
+    auto data_position = [&](int64_t steps_done) {
+        const int64_t next = steps_done * loader.global_batch();
+        nlohmann::ordered_json ranks_json = nlohmann::ordered_json::array();
+        for (int r = 0; r < world; r++)
+            ranks_json.push_back({{"rank", r}, {"next_position", next + int64_t(r) * K * B}});
+        return nlohmann::ordered_json{{"path", cfg.data},
+                                      {"source", data.train->describe()},
+                                      {"seq_len", T},
+                                      {"seed", cfg.seed},
+                                      {"global_batch_sequences", loader.global_batch()},
+                                      {"sequences_per_epoch", loader.sequences_per_epoch()},
+                                      {"next_position", next},
+                                      {"epoch", next / loader.sequences_per_epoch()},
+                                      {"ranks", ranks_json}};
+    };
+    auto run_eval = [&](int64_t step_done) {
+        EvalResult ev = evaluate_loss(model, engine, comm.get(), *data.val, cfg.eval_tokens);
+        summary.final_eval_loss = ev.loss;
+        if (root) {
+            metrics->write(
+                {{"kind", "eval"}, {"step", step_done}, {"loss", ev.loss}, {"tokens", ev.tokens}});
+            std::printf("step %5lld/%d | eval loss %.4f over %lld tokens\n", (long long)step_done,
+                        cfg.steps, ev.loss, (long long)ev.tokens);
+        }
+    };
+    // Fine-tuning starts with the imported model's own validation loss.
+    if (!cfg.init_from.empty() && data.val) run_eval(0);
+    StopSignals stop_signals;
+    PrefetchLoader prefetch(loader, start_step);
+
+    for (int64_t s = start_step; s < cfg.steps; s++) {
         double t_step = now_seconds();
         double t_data = 0, t_opt = 0;
         PassTimes pass;
@@ -324,7 +556,7 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
         for (int m = 0; m < K; m++) {
             {
                 ScopedTimer timer(&t_data);
-                loader.load(s, m, inputs.data(), targets.data());
+                prefetch.next(s, m, inputs.data(), targets.data());
             }
             engine.begin_micro(m, K);
             local_loss += model.forward_backward(engine, inputs.data(), targets.data(),
@@ -337,16 +569,20 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
         }
         double step_s = now_seconds() - t_step;
         CommStats after = comm->stats();
-        // The loss for the metrics line: not part of training's traffic (taken after the snapshot).
-        float loss_f = float(local_loss);
-        if (world > 1) comm->all_reduce(&loss_f, 1, DType::f32, ReduceOp::avg);
-        double loss = world > 1 ? double(loss_f) : local_loss;
+        // The loss for the metrics line and whether any rank was asked to
+        // stop: not part of training's traffic (taken after the snapshot).
+        const int my_signal = g_stop_signal;
+        float shared[2] = {float(local_loss), my_signal ? 1.0f : 0.0f};
+        if (world > 1) comm->all_reduce(shared, 2, DType::f32, ReduceOp::avg);
+        double loss = world > 1 ? double(shared[0]) : local_loss;
+        const bool stop = shared[1] > 0;
         train_time += step_s;
         tokens_total += tokens_per_step;
         double tps = double(tokens_per_step) / step_s;
-        if (s == 0) summary.first_loss = loss;
+        if (s == start_step) summary.first_loss = loss;
         summary.final_loss = loss;
-        ema_loss = s == 0 ? loss : 0.9 * ema_loss + 0.1 * loss;
+        summary.last_step = s + 1;
+        ema_loss = s == start_step ? loss : 0.9 * ema_loss + 0.1 * loss;
 
         nlohmann::ordered_json line;
         line["kind"] = "step";
@@ -371,32 +607,55 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
 
         bool do_eval = data.val && ((cfg.eval_every > 0 && (s + 1) % cfg.eval_every == 0) ||
                                     s + 1 == cfg.steps);
-        if (do_eval) {
-            int64_t eval_tokens = 0;
-            double vl = evaluate(model, engine, *comm, *data.val, cfg, &eval_tokens);
-            summary.final_eval_loss = vl;
-            if (root) {
-                metrics->write(
-                    {{"kind", "eval"}, {"step", s + 1}, {"loss", vl}, {"tokens", eval_tokens}});
-                std::printf("step %5lld/%d | eval loss %.4f over %lld tokens\n",
-                            (long long)(s + 1), cfg.steps, vl, (long long)eval_tokens);
-            }
-        }
+        if (do_eval) run_eval(s + 1);
         int every = std::max(1, cfg.steps / 20);
-        if (root && (s == 0 || (s + 1) % every == 0 || s + 1 == cfg.steps)) {
+        if (root && (s == start_step || (s + 1) % every == 0 || s + 1 == cfg.steps || stop)) {
             std::printf("step %5lld/%d | loss %.4f (avg %.4f) | lr %.2e | norm %.3f | %.0f tok/s | "
                         "%.3f s | mfu %.1f%%\n",
                         (long long)(s + 1), cfg.steps, loss, ema_loss, lr, r.grad_norm, tps,
                         step_s, 100.0 * line["mfu"].get<double>());
             std::fflush(stdout);
         }
+
+        bool periodic = cfg.save_every > 0 && ((s + 1) % cfg.save_every == 0 || s + 1 == cfg.steps);
+        if (stop || periodic) {
+            double t0 = now_seconds();
+            CheckpointInfo info;
+            info.step = s + 1;
+            info.tokens_seen = (s + 1) * tokens_per_step;
+            info.train_config = train_config_to_json(cfg);
+            info.data = data_position(s + 1);
+            info.tokenizer = tokenizer;
+            summary.last_checkpoint =
+                save_checkpoint(cfg.out, engine, comm.get(), mcfg, info, cfg.keep_last);
+            if (root) {
+                std::printf("step %5lld/%d | checkpoint %s (%.2f s)\n", (long long)(s + 1),
+                            cfg.steps, summary.last_checkpoint.c_str(), now_seconds() - t0);
+                std::fflush(stdout);
+            }
+        }
+        if (stop) {
+            summary.stop_signal = my_signal ? my_signal : SIGTERM;
+            if (root)
+                std::printf("zerotrain: stopped by %s after step %lld; continue with --resume auto "
+                            "--out %s\n",
+                            my_signal ? signal_name(my_signal) : "a signal on another rank",
+                            (long long)(s + 1), cfg.out.c_str());
+            break;
+        }
     }
     summary.tokens_per_s = train_time > 0 ? double(tokens_total) / train_time : 0;
+    if (cfg.sample_tokens > 0 && !summary.stop_signal && !data_dir.empty() &&
+        fs::exists(fs::path(data_dir) / "meta.json"))
+        print_sample(engine, mcfg, data_dir, cfg, root);
     auto all_mem = gather_mem_bytes(*comm, ledger);
     if (root) {
         nlohmann::ordered_json last;
         last["kind"] = "summary";
-        last["steps"] = cfg.steps;
+        last["steps"] = summary.last_step;
+        last["start_step"] = start_step;
+        if (summary.stop_signal) last["stopped_by"] = signal_name(summary.stop_signal);
+        if (!summary.last_checkpoint.empty()) last["last_checkpoint"] = summary.last_checkpoint;
         last["first_loss"] = summary.first_loss;
         last["final_loss"] = summary.final_loss;
         if (summary.final_eval_loss >= 0) last["final_eval_loss"] = summary.final_eval_loss;

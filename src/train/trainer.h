@@ -14,6 +14,9 @@ struct TrainSummary {
     double final_eval_loss = -1;  // < 0: no evaluation ran
     double tokens_per_s = 0;
     std::string run_dir;
+    int64_t last_step = 0;       // steps completed when the run ended
+    int stop_signal = 0;         // SIGINT/SIGTERM that stopped the run early (0: ran to --steps)
+    std::string last_checkpoint;  // directory of the newest checkpoint saved, if any
 };
 
 // Runs a whole training job; throws zt::Error on invalid input before any step.

@@ -390,6 +390,58 @@ void Engine::load_full_params(const float* params) {
     for (int u = 0; u < layout_.n_units(); u++) free_gathered(u);
 }
 
+// ---- checkpoint state -------------------------------------------------------------
+
+Engine::OwnedRange Engine::owned_range(int unit) const {
+    check_unit(unit);
+    const UnitShard& us = zl_.units[size_t(unit)];
+    OwnedRange r;
+    r.begin = std::min(int64_t(rank_) * us.shard, us.numel);
+    r.end = std::min(r.begin + us.shard, us.numel);
+    return r;
+}
+
+void Engine::save_owned_state(int unit, float* params, float* exp_avg, float* exp_avg_sq) {
+    OwnedRange r = owned_range(unit);
+    const UnitShard& us = zl_.units[size_t(unit)];
+    const size_t bytes = size_t(r.size()) * sizeof(float);
+    if (bytes == 0) return;
+    // Stages 1/2: the gather after a step writes the other ranks' blocks of
+    // this unit; ours is final, but wait so no copy races a transfer.
+    if (opt_.stage == 1 || opt_.stage == 2) pending_param_gather_[size_t(unit)].wait();
+    const float* p = opt_.stage <= 2 ? full_unit(unit) + r.begin
+                                     : params_shard_.data() + us.shard_offset;
+    int64_t moment = opt_.stage == 0 ? us.full_offset + r.begin : us.shard_offset;
+    std::memcpy(params, p, bytes);
+    std::memcpy(exp_avg, adam_m_.data() + moment, bytes);
+    std::memcpy(exp_avg_sq, adam_v_.data() + moment, bytes);
+}
+
+void Engine::load_unit_state(int unit, const float* params, const float* exp_avg,
+                             const float* exp_avg_sq) {
+    check_unit(unit);
+    const UnitShard& us = zl_.units[size_t(unit)];
+    OwnedRange r = owned_range(unit);
+    auto put = [](float* dst, int64_t dst_size, const float* src, int64_t count) {
+        std::memset(dst, 0, size_t(dst_size) * sizeof(float));  // padding stays zero
+        if (count > 0) std::memcpy(dst, src, size_t(count) * sizeof(float));
+    };
+    if (opt_.stage <= 2) {
+        if (opt_.stage >= 1) pending_param_gather_[size_t(unit)].wait();
+        put(full_unit(unit), us.padded, params, us.numel);
+    } else {
+        free_gathered(unit);  // a gathered copy would be stale
+        put(params_shard_.data() + us.shard_offset, us.shard, params + r.begin, r.size());
+    }
+    if (opt_.stage == 0) {
+        put(adam_m_.data() + us.full_offset, us.padded, exp_avg, us.numel);
+        put(adam_v_.data() + us.full_offset, us.padded, exp_avg_sq, us.numel);
+    } else {
+        put(adam_m_.data() + us.shard_offset, us.shard, exp_avg + r.begin, r.size());
+        put(adam_v_.data() + us.shard_offset, us.shard, exp_avg_sq + r.begin, r.size());
+    }
+}
+
 float* Engine::unit_params(int unit) {
     ZT_CHECK(opt_.stage == 0 && world_ == 1,
              "direct parameter access needs a single-process stage-0 engine");

@@ -63,6 +63,7 @@ public:
            MemoryLedger* ledger);
     ~Engine() override;
 
+    const ModelConfig& config() const { return cfg_; }
     const ModelLayout& layout() const { return layout_; }
     const ZeroLayout& zero_layout() const { return zl_; }
     int64_t numel() const { return layout_.total_numel; }
@@ -93,6 +94,23 @@ public:
     std::vector<float> full_params();
     // Replaces all parameters from a model-order array (every rank passes the same).
     void load_full_params(const float* params);
+
+    // Checkpoint state. Rank r owns elements [r s_u, min((r+1) s_u, n_u)) of
+    // unit u at every stage (possibly none): each rank saves exactly its owned
+    // elements of the fp32 parameters and AdamW moments, so the ranks' files
+    // of a checkpoint tile every unit once whatever the stage.
+    struct OwnedRange {
+        int64_t begin = 0, end = 0;  // elements of the unit
+        int64_t size() const { return end - begin; }
+    };
+    OwnedRange owned_range(int unit) const;
+    // Copies this rank's owned elements of unit u: params, exp_avg, exp_avg_sq,
+    // each (owned_range(u).size(),). Call between steps.
+    void save_owned_state(int unit, float* params, float* exp_avg, float* exp_avg_sq);
+    // Sets unit u from the full unit (n_u,) of params and moments; each rank
+    // keeps what its stage holds. Call between steps; every rank passes the same.
+    void load_unit_state(int unit, const float* params, const float* exp_avg,
+                         const float* exp_avg_sq);
 
     // Single-process stage-0 access to the resident buffers (tests).
     float* unit_params(int unit);

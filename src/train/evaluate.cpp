@@ -1,0 +1,34 @@
+#include "train/evaluate.h"
+
+#include <vector>
+
+#include "core/check.h"
+#include "data/loader.h"
+
+namespace zt {
+
+EvalResult evaluate_loss(Model& model, UnitHooks& hooks, Communicator* comm,
+                         const TokenSource& val, int64_t max_tokens) {
+    const int B = model.batch(), T = model.seq_len();
+    const int world = comm ? comm->world_size() : 1, rank = comm ? comm->rank() : 0;
+    int64_t per_rank = eval_batches(val, T, B, max_tokens) / world;
+    ZT_CHECK(per_rank > 0,
+             "the validation data (%s) holds fewer than %d batches of %d x %d tokens (one per "
+             "rank); lower --micro-batch or --seq-len, or add validation data",
+             val.describe().c_str(), world, B, T);
+    std::vector<int32_t> in(size_t(B) * T), tgt(size_t(B) * T);
+    double sum = 0;
+    for (int64_t i = 0; i < per_rank; i++) {
+        load_eval(val, T, i * world + rank, B, in.data(), tgt.data());
+        sum += model.forward_loss(hooks, in.data(), tgt.data());
+    }
+    float mean = float(sum / double(per_rank));
+    if (world > 1) comm->all_reduce(&mean, 1, DType::f32, ReduceOp::avg);
+    EvalResult r;
+    r.loss = mean;
+    r.batches = per_rank * world;
+    r.tokens = r.batches * B * T;
+    return r;
+}
+
+}  // namespace zt

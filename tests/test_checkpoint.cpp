@@ -1,0 +1,387 @@
+// Checkpoints through the zerotrain binary: bit-identical resume at every
+// stage, resharding to other world sizes and stages, a kill in the middle of
+// a save, corruption, pruning, clean stops on SIGTERM, and the round trip
+// through a Hugging Face export.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "ckpt/checkpoint.h"
+#include "test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using zt_test::TempDir;
+
+#define REQUIRE_MPI()                                              \
+    do {                                                           \
+        if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI"; \
+    } while (0)
+
+struct RunLog {
+    std::map<int64_t, nlohmann::json> steps;  // by step number; a later line wins
+    std::vector<nlohmann::json> evals;
+    nlohmann::json summary;
+};
+
+RunLog read_run(const std::string& dir) {
+    RunLog r;
+    std::ifstream f(dir + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(f, line)) {
+        auto j = nlohmann::json::parse(line);
+        if (j["kind"] == "step") r.steps[j["step"].get<int64_t>()] = j;
+        if (j["kind"] == "eval") r.evals.push_back(j);
+        if (j["kind"] == "summary") r.summary = j;
+    }
+    return r;
+}
+
+// Small, fast runs: test-tiny, 2 sequences of 32 tokens a rank, synthetic data.
+std::string train_cmd(const std::string& out, int nproc, int stage, int micro_batch, int steps,
+                      const std::string& extra = "") {
+    return zt_test::zerotrain_binary() + " train --data synthetic --model test-tiny --seq-len 32 --micro-batch " +
+           std::to_string(micro_batch) + " --steps " + std::to_string(steps) + " --zero-stage " +
+           std::to_string(stage) +
+           " --lr 3e-3 --warmup 2 --grad-clip 0.5 --eval-every 0 --eval-tokens 1024 --threads 1 "
+           "--out " +
+           out + (nproc > 1 ? " --nproc " + std::to_string(nproc) : "") + " " + extra;
+}
+
+RunLog run_ok(const std::string& cmd, const std::string& out) {
+    auto res = zt_test::run_command(cmd);
+    EXPECT_EQ(res.exit_code, 0) << cmd << "\n" << res.output;
+    return read_run(out);
+}
+
+// Resumed at the same world size and stage, every later step is the same
+// computation on the same bytes: loss and grad-norm equal exactly.
+TEST(Checkpoint, ResumeIsBitIdenticalAtEveryStage) {
+    REQUIRE_MPI();
+    for (int stage = 0; stage <= 3; stage++) {
+        SCOPED_TRACE("stage " + std::to_string(stage));
+        TempDir dir;
+        std::string full = dir / "full", resumed = dir / "resumed";
+        RunLog a = run_ok(train_cmd(full, 2, stage, 2, 20, "--save-every 10"), full);
+        RunLog b = run_ok(train_cmd(resumed, 2, stage, 2, 20,
+                                    "--resume " + full + "/ckpt/step-00000010"),
+                          resumed);
+        ASSERT_EQ(b.steps.size(), 10u);
+        EXPECT_EQ(b.steps.begin()->first, 11);
+        for (const auto& [step, line] : b.steps) {
+            ASSERT_TRUE(a.steps.count(step));
+            EXPECT_EQ(line["loss"].get<double>(), a.steps[step]["loss"].get<double>())
+                << "step " << step;
+            EXPECT_EQ(line["grad_norm"].get<double>(), a.steps[step]["grad_norm"].get<double>())
+                << "step " << step;
+        }
+    }
+}
+
+// Every step line of `got` equals the same step of `want` exactly.
+void expect_same_steps(const RunLog& got, const RunLog& want) {
+    for (const auto& [step, line] : got.steps) {
+        ASSERT_TRUE(want.steps.count(step)) << "step " << step;
+        EXPECT_EQ(line["loss"].get<double>(), want.steps.at(step)["loss"].get<double>())
+            << "step " << step;
+        EXPECT_EQ(line["grad_norm"].get<double>(), want.steps.at(step)["grad_norm"].get<double>())
+            << "step " << step;
+    }
+}
+
+// Keeps the lines of metrics.jsonl up to step `last` (what a run that died
+// after that step had written), and points ckpt/latest at that step.
+void rewind_run(const std::string& run, int64_t last) {
+    std::ifstream in(run + "/metrics.jsonl");
+    std::string line, kept;
+    while (std::getline(in, line)) {
+        auto j = nlohmann::json::parse(line);
+        if (j["kind"] == "summary" || (j.contains("step") && j["step"].get<int64_t>() > last))
+            continue;
+        kept += line + "\n";
+    }
+    std::ofstream(run + "/metrics.jsonl") << kept;
+    for (const auto& e : fs::directory_iterator(run + "/ckpt"))
+        if (e.path().filename() > fs::path(zt::checkpoint_dir_name(last))) fs::remove_all(e.path());
+    std::ofstream(run + "/ckpt/latest") << zt::checkpoint_dir_name(last) << "\n";
+}
+
+// Gradient accumulation and an in-place resume: --resume auto with no other
+// setting continues the run directory with the checkpoint's settings, and
+// the step lines carry on the original numbering.
+TEST(Checkpoint, ResumeAutoContinuesTheRunDirectory) {
+    TempDir dir;
+    std::string ref = dir / "ref", run = dir / "run";
+    RunLog a = run_ok(train_cmd(ref, 1, 0, 2, 12, "--grad-accum 2 --save-every 6"), ref);
+    fs::copy(ref, run, fs::copy_options::recursive);
+    rewind_run(run, 6);
+    std::string cmd = zt_test::zerotrain_binary() + " train --resume auto --threads 1 --out " + run;
+    RunLog b = run_ok(cmd, run);
+    ASSERT_EQ(b.steps.size(), 12u);
+    EXPECT_EQ(b.summary["start_step"], 6);
+    expect_same_steps(b, a);
+}
+
+// --resume auto on a run directory without a checkpoint starts from step 0.
+TEST(Checkpoint, ResumeAutoWithoutCheckpointStartsFresh) {
+    TempDir dir;
+    std::string run = dir / "run";
+    RunLog b = run_ok(train_cmd(run, 1, 0, 2, 3, "--resume auto"), run);
+    EXPECT_EQ(b.steps.size(), 3u);
+    EXPECT_EQ(b.steps.begin()->first, 1);
+}
+
+// Saved at (world 4, stage 3) and (world 2, stage 2), resumed at (1, 0),
+// (2, 1), (3, 3) and (4, 2) with the same global batch of 12 sequences: the
+// optimizer state is re-cut through the layout and the data position carries
+// over, so the losses follow the uninterrupted run up to fp32 rounding of
+// sums taken over other rank splits (1e-5 relative, as for the ZeRO parity test).
+TEST(Checkpoint, ReshardsToAnyWorldSizeAndStage) {
+    REQUIRE_MPI();
+    const int G = 12, steps = 8, save_at = 4;
+    struct Shape {
+        int world, stage;
+    };
+    for (Shape saved : {Shape{4, 3}, Shape{2, 2}}) {
+        TempDir dir;
+        std::string full = dir / "full";
+        RunLog a = run_ok(train_cmd(full, saved.world, saved.stage, G / saved.world, steps,
+                                    "--save-every " + std::to_string(save_at)),
+                          full);
+        ASSERT_EQ(a.steps.size(), size_t(steps));
+        for (Shape target : {Shape{1, 0}, Shape{2, 1}, Shape{3, 3}, Shape{4, 2}}) {
+            SCOPED_TRACE(testing::Message() << "saved at world " << saved.world << " stage "
+                                            << saved.stage << ", resumed at world " << target.world
+                                            << " stage " << target.stage);
+            std::string out = dir / ("r" + std::to_string(target.world));
+            RunLog b = run_ok(train_cmd(out, target.world, target.stage, G / target.world, steps,
+                                        "--resume " + full + "/ckpt/" +
+                                            zt::checkpoint_dir_name(save_at)),
+                              out);
+            ASSERT_EQ(b.steps.size(), size_t(steps - save_at));
+            for (const auto& [step, line] : b.steps) {
+                double want = a.steps[step]["loss"].get<double>();
+                double rel = std::abs(line["loss"].get<double>() - want) / std::abs(want);
+                EXPECT_TRUE(rel <= 1e-5) << "step " << step << ": relative loss difference " << rel;
+            }
+        }
+    }
+}
+
+// The global batch decides the data order: a resume that changes it is refused.
+TEST(Checkpoint, RefusesAResumeThatWouldChangeTheDataOrder) {
+    TempDir dir;
+    std::string run = dir / "run";
+    run_ok(train_cmd(run, 1, 0, 2, 4, "--save-every 2"), run);
+    auto res = zt_test::run_command(train_cmd(dir / "other", 1, 0, 3, 4, "--resume " + run));
+    EXPECT_NE(res.exit_code, 0);
+    EXPECT_NE(res.output.find("global batch"), std::string::npos) << res.output;
+    res = zt_test::run_command(train_cmd(dir / "other2", 1, 0, 2, 4, "--resume " + run +
+                                                                        " --seq-len 16"));
+    EXPECT_NE(res.exit_code, 0);
+    EXPECT_NE(res.output.find("--seq-len"), std::string::npos) << res.output;
+}
+
+// --keep-last K leaves the newest K step directories, and latest names the newest.
+TEST(Checkpoint, KeepLastPrunesOlderCheckpoints) {
+    TempDir dir;
+    std::string run = dir / "run";
+    run_ok(train_cmd(run, 1, 1, 2, 10, "--save-every 2 --keep-last 2"), run);
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(run + "/ckpt")) names.push_back(e.path().filename());
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (std::vector<std::string>{"latest", "step-00000008", "step-00000010"}));
+    std::ifstream latest(run + "/ckpt/latest");
+    std::string name;
+    std::getline(latest, name);
+    EXPECT_EQ(name, "step-00000010");
+}
+
+// Flipping a byte in a rank file, truncating one or deleting one: loading
+// names the file and exits non-zero, before anything is trained or written.
+TEST(Checkpoint, CorruptionIsAClearErrorNamingTheFile) {
+    REQUIRE_MPI();
+    TempDir dir;
+    std::string run = dir / "run";
+    run_ok(train_cmd(run, 2, 3, 2, 2, "--save-every 2"), run);
+    const std::string step = run + "/ckpt/step-00000002";
+    struct Case {
+        const char* what;
+        std::function<void(const std::string&)> damage;
+        const char* expect;
+    };
+    std::vector<Case> cases = {
+        {"flipped byte",
+         [](const std::string& f) {
+             std::fstream io(f, std::ios::in | std::ios::out | std::ios::binary);
+             io.seekg(-5, std::ios::end);
+             char c;
+             io.get(c);
+             io.seekp(-5, std::ios::end);
+             io.put(char(c ^ 0x40));
+         },
+         "corrupt"},
+        {"truncated", [](const std::string& f) { fs::resize_file(f, fs::file_size(f) - 100); },
+         "bytes"},
+        {"deleted", [](const std::string& f) { fs::remove(f); }, "missing"},
+    };
+    for (size_t i = 0; i < cases.size(); i++) {
+        const Case& c = cases[i];
+        SCOPED_TRACE(c.what);
+        std::string copy = dir / ("copy" + std::to_string(i));
+        fs::copy(step, copy, fs::copy_options::recursive);
+        c.damage(copy + "/rank-00001-of-00002.safetensors");
+        for (const std::string& cmd :
+             {zt_test::zerotrain_binary() + " export --checkpoint " + copy + " --out " + copy + "-hf",
+              train_cmd(copy + "-run", 1, 0, 4, 4, "--resume " + copy)}) {
+            auto res = zt_test::run_command(cmd);
+            EXPECT_NE(res.exit_code, 0) << cmd;
+            EXPECT_NE(res.output.find("rank-00001-of-00002.safetensors"), std::string::npos)
+                << res.output;
+            EXPECT_NE(res.output.find(c.expect), std::string::npos) << res.output;
+        }
+        EXPECT_FALSE(fs::exists(copy + "-hf"));
+        EXPECT_FALSE(fs::exists(copy + "-run/metrics.jsonl"));
+    }
+}
+
+// Starts cmd in the background; returns when `ready` exists (or after timeout).
+bool start_and_wait_for(const std::string& cmd, const std::string& log,
+                        const std::function<bool()>& ready, double timeout_s) {
+    // Through a script, so that no shell's own command line names the run
+    // (the tests signal the run's processes by a pattern of their arguments).
+    std::ofstream(log + ".sh") << cmd << " > " << log << " 2>&1\necho $? > " << log << ".rc\n";
+    std::string bg = "sh " + log + ".sh &";
+    if (std::system(bg.c_str()) != 0) return false;
+    auto t0 = std::chrono::steady_clock::now();
+    while (!ready()) {
+        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+}
+
+int wait_exit_code(const std::string& log, double timeout_s) {
+    auto t0 = std::chrono::steady_clock::now();
+    while (!fs::exists(log + ".rc") || fs::file_size(log + ".rc") == 0) {
+        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s)
+            return -1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::ifstream f(log + ".rc");
+    int rc = -1;
+    f >> rc;
+    return rc;
+}
+
+// SIGKILL to every process of the job while the second checkpoint is being
+// written (the test hook ZT_CKPT_TEST_DELAY=STEP:MS holds the ranks between their
+// files and the rename): the first checkpoint still loads, and resuming from
+// it reproduces the uninterrupted run exactly.
+TEST(Checkpoint, KillDuringSaveLeavesThePreviousCheckpoint) {
+    REQUIRE_MPI();
+    TempDir dir;
+    std::string ref = dir / "ref", run = dir / "run";
+    RunLog a = run_ok(train_cmd(ref, 2, 2, 2, 8), ref);
+    std::string tmp_file = run + "/ckpt/step-00000008.tmp/rank-00001-of-00002.safetensors";
+    ASSERT_TRUE(start_and_wait_for("ZT_CKPT_TEST_DELAY=8:60000 " +
+                                       train_cmd(run, 2, 2, 2, 8, "--save-every 4"),
+                                   dir / "log", [&] { return fs::exists(tmp_file); }, 300))
+        << "the save of step 8 never started";
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let both ranks finish writing
+    // Every process whose command line names this run: the launcher, mpirun and the ranks.
+    zt_test::run_command("pkill -9 -f -- '--out " + run + "'");
+    wait_exit_code(dir / "log", 60);
+    EXPECT_TRUE(fs::exists(run + "/ckpt/step-00000008.tmp"));
+    EXPECT_FALSE(fs::exists(run + "/ckpt/step-00000008"));
+    zt::Checkpoint ck = zt::Checkpoint::open(run);
+    EXPECT_EQ(ck.step(), 4);
+    RunLog b = run_ok(train_cmd(dir / "resumed", 1, 0, 4, 8, "--resume " + run), dir / "resumed");
+    ASSERT_EQ(b.steps.size(), 4u);
+    for (const auto& [step, line] : b.steps) {
+        double want = a.steps[step]["loss"].get<double>();
+        double rel = std::abs(line["loss"].get<double>() - want) / std::abs(want);
+        EXPECT_TRUE(rel <= 1e-5) << "step " << step << ": relative loss difference " << rel;
+    }
+}
+
+// SIGTERM: the step in progress finishes, a checkpoint is saved, the exit
+// status is 128 + 15, and --resume auto finishes the run as if uninterrupted.
+// With --nproc the signal goes to the launching process only, which passes it
+// to the ranks through mpirun.
+TEST(Checkpoint, SigtermStopsCleanlyWithACheckpoint) {
+    for (int nproc : {1, 2}) {
+        if (nproc > 1 && !ZT_HAVE_MPI) continue;
+        SCOPED_TRACE("nproc " + std::to_string(nproc));
+        TempDir dir;
+        std::string ref = dir / "ref", run = dir / "run";
+        const int steps = 400;
+        RunLog a = run_ok(train_cmd(ref, nproc, 1, 2, steps), ref);
+        ASSERT_TRUE(start_and_wait_for(train_cmd(run, nproc, 1, 2, steps), dir / "log",
+                                       [&] { return read_run(run).steps.size() >= 3; }, 120));
+        std::string launcher = "--out " + run + (nproc > 1 ? " --nproc 2" : "");
+        zt_test::run_command("pkill -TERM -f -- '" + launcher + "'");
+        EXPECT_EQ(wait_exit_code(dir / "log", 60), 128 + SIGTERM);
+        RunLog stopped = read_run(run);
+        ASSERT_EQ(stopped.summary["stopped_by"], "SIGTERM");
+        int64_t at = stopped.summary["steps"].get<int64_t>();
+        ASSERT_LT(at, steps) << "the run finished before the signal arrived";
+        EXPECT_EQ(zt::Checkpoint::open(run).step(), at);
+        RunLog b = run_ok(zt_test::zerotrain_binary() + " train --resume auto --out " + run +
+                              (nproc > 1 ? " --nproc 2" : ""),
+                          run);
+        EXPECT_EQ(b.steps.size(), size_t(steps));
+        expect_same_steps(b, a);
+    }
+}
+
+}  // namespace
+
+namespace {
+
+// Export, then evaluate the export, then fine-tune from it: every route sees
+// the same weights bit for bit, so the validation losses are equal exactly.
+TEST(Checkpoint, HuggingFaceRoundTripKeepsTheEvalLossExactly) {
+    TempDir dir;
+    {
+        std::ofstream f(dir / "text.txt");
+        for (int i = 0; i < 400; i++)
+            f << "line " << i << ": the quick brown fox jumps over the lazy dog " << (i * 7919) % 1000
+              << "\n\n";
+    }
+    const std::string z = zt_test::zerotrain_binary(), data = dir / "data";
+    auto prep = zt_test::run_command(z + " prepare --input " + (dir / "text.txt") + " --out " + data +
+                                     " --tokenizer byte --doc-separator '' --val-fraction 0.1");
+    ASSERT_EQ(prep.exit_code, 0) << prep.output;
+    const std::string eval_shape = " --seq-len 32 --micro-batch 2 --eval-tokens 1024";
+    std::string run = dir / "run", hf = dir / "hf";
+    run_ok(z + " train --data " + data + eval_shape +
+               " --steps 6 --save-every 6 --eval-every 0 --threads 1 --out " + run,
+           run);
+    auto ex = zt_test::run_command(z + " export --checkpoint " + run + " --out " + hf);
+    ASSERT_EQ(ex.exit_code, 0) << ex.output;
+    auto eval_loss = [&](const std::string& source) {
+        auto r = zt_test::run_command(z + " eval " + source + " --data " + data + eval_shape +
+                                      " --json");
+        EXPECT_EQ(r.exit_code, 0) << r.output;
+        return nlohmann::json::parse(r.output.substr(r.output.find('{')))["loss"].get<double>();
+    };
+    double from_ckpt = eval_loss("--checkpoint " + run);
+    EXPECT_EQ(eval_loss("--hf " + hf), from_ckpt);
+    std::string tuned = dir / "tuned";
+    RunLog t = run_ok(z + " train --init-from " + hf + " --data " + data + eval_shape +
+                          " --steps 1 --eval-every 0 --threads 1 --out " + tuned,
+                      tuned);
+    ASSERT_FALSE(t.evals.empty());
+    EXPECT_EQ(t.evals.front()["step"], 0);
+    EXPECT_EQ(t.evals.front()["loss"].get<double>(), from_ckpt);
+}
+
+}  // namespace
