@@ -141,10 +141,6 @@ Generator::Generator(const ModelConfig& cfg, const float* params, int max_contex
     logits_.resize(size_t(cfg.vocab_size));
     // The attention GEMVs run inside an OpenMP region, where a throw would abort.
     blas_dim(int64_t(cfg.n_kv_head) * HD);
-    // Pinned from inside a region: OpenBLAS's OpenMP build sets OpenMP's thread
-    // count along with its own, which on this thread outside a region would
-    // leave every later region of the process on one thread.
-#pragma omp parallel num_threads(1)
     blas_pin_single_thread();
 }
 

@@ -27,9 +27,14 @@ inline blasint blas_dim(int64_t d) {
 }
 
 // Pins OpenBLAS to the calling thread, once per process (thread-safe static init).
+// The OpenMP build of OpenBLAS implements openblas_set_num_threads with
+// omp_set_num_threads, which outside a parallel region would leave every
+// later OpenMP region of this thread on one thread: put OpenMP's count back.
 inline void blas_pin_single_thread() {
     static const bool pinned = [] {
+        const int omp_threads = omp_get_max_threads();
         openblas_set_num_threads(1);
+        if (!omp_in_parallel()) omp_set_num_threads(omp_threads);
         return true;
     }();
     (void)pinned;
