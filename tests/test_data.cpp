@@ -21,10 +21,13 @@
 #include "data/loader.h"
 #include "data/shard.h"
 #include "data/synthetic.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
+
+using zt_test::expect_error;
 
 // A fresh directory under /tmp, removed with everything in it at scope exit.
 class TempDir {
@@ -64,19 +67,6 @@ std::vector<char> read_bytes(const std::string& path) {
 
 void set_header_int(std::vector<char>& bytes, int index, int32_t value) {
     std::memcpy(bytes.data() + index * sizeof(int32_t), &value, sizeof(value));
-}
-
-// Runs fn, expects zt::Error, and checks its message holds every fragment.
-template <class Fn>
-void expect_error(Fn fn, const std::vector<std::string>& fragments) {
-    try {
-        fn();
-        ADD_FAILURE() << "expected zt::Error, nothing was thrown";
-    } catch (const zt::Error& e) {
-        const std::string msg = e.what();
-        for (const std::string& f : fragments)
-            EXPECT_NE(msg.find(f), std::string::npos) << "message lacks '" << f << "': " << msg;
-    }
 }
 
 // Sequence k holds k*1000 + i at position i, so a row names its sequence.

@@ -25,17 +25,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-template <class Fn>
-void expect_error(Fn fn, const std::vector<std::string>& fragments) {
-    try {
-        fn();
-        ADD_FAILURE() << "expected zt::Error, nothing was thrown";
-    } catch (const zt::Error& e) {
-        const std::string msg = e.what();
-        for (const std::string& f : fragments)
-            EXPECT_NE(msg.find(f), std::string::npos) << "message lacks '" << f << "': " << msg;
-    }
-}
+using zt_test::expect_error;
 
 void write_file(const std::string& path, const std::string& text) {
     fs::create_directories(fs::path(path).parent_path());

@@ -20,18 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Runs fn, expects zt::Error, and checks its message holds every fragment.
-template <class Fn>
-void expect_error(Fn fn, const std::vector<std::string>& fragments) {
-    try {
-        fn();
-        ADD_FAILURE() << "expected zt::Error, nothing was thrown";
-    } catch (const zt::Error& e) {
-        const std::string msg = e.what();
-        for (const std::string& f : fragments)
-            EXPECT_NE(msg.find(f), std::string::npos) << "message lacks '" << f << "': " << msg;
-    }
-}
+using zt_test::expect_error;
 
 std::string shakespeare_path() {
     return zt_test::source_dir() + "/../shared/data/tinyshakespeare.txt";

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "core/check.h"
+
 namespace zt_test {
 
 // A fresh directory removed when the object goes out of scope.
@@ -80,6 +82,19 @@ inline CommandResult run_command(const std::string& cmd) {
 }
 
 inline std::string zerotrain_binary() { return ZT_BINARY; }
+
+// Runs fn, expects zt::Error, and checks its message holds every fragment.
+template <class Fn>
+void expect_error(Fn fn, const std::vector<std::string>& fragments) {
+    try {
+        fn();
+        ADD_FAILURE() << "expected zt::Error, nothing was thrown";
+    } catch (const zt::Error& e) {
+        const std::string msg = e.what();
+        for (const std::string& f : fragments)
+            EXPECT_NE(msg.find(f), std::string::npos) << "message lacks '" << f << "': " << msg;
+    }
+}
 inline std::string source_dir() { return ZT_SOURCE_DIR; }
 
 }  // namespace zt_test

@@ -95,9 +95,7 @@ void add_eval_command(CLI::App& app) {
     auto args = std::make_shared<EvalArgs>();
     CLI::App* c = app.add_subcommand(
         "eval", "validation loss of a checkpoint or a Hugging Face folder on prepared data");
-    auto* ck = c->add_option("--checkpoint", args->checkpoint, "step, ckpt or run directory");
-    auto* hf = c->add_option("--hf", args->hf, "Hugging Face folder (config.json + model.safetensors)");
-    ck->excludes(hf);
+    add_weights_options(c, &args->checkpoint, &args->hf);
     c->add_option("--data", args->data, "data directory from zerotrain prepare (or one .bin shard)")
         ->required();
     c->add_option("--split", args->split, "val or train")->capture_default_str();
@@ -107,11 +105,7 @@ void add_eval_command(CLI::App& app) {
     c->add_option("--eval-tokens", args->eval_tokens, "at most this many tokens (0: the whole split)")
         ->capture_default_str();
     c->add_flag("--json", args->json, "one JSON line instead of text");
-    c->callback([args] {
-        ZT_CHECK(!args->checkpoint.empty() || !args->hf.empty(),
-                 "eval needs --checkpoint DIR or --hf DIR");
-        run_eval(*args);
-    });
+    c->callback([args] { run_eval(*args); });
 }
 
 }  // namespace zt::cli

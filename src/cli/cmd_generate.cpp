@@ -87,9 +87,7 @@ void add_generate_command(CLI::App& app) {
     auto args = std::make_shared<GenerateArgs>();
     CLI::App* c = app.add_subcommand(
         "generate", "sample text from a checkpoint or a Hugging Face folder (KV-cached)");
-    auto* ck = c->add_option("--checkpoint", args->checkpoint, "step, ckpt or run directory");
-    auto* hf = c->add_option("--hf", args->hf, "Hugging Face folder (config.json + model.safetensors)");
-    ck->excludes(hf);
+    add_weights_options(c, &args->checkpoint, &args->hf);
     c->add_option("--prompt", args->prompt, "text to continue")->capture_default_str();
     c->add_option("--tokens", args->tokens, "tokens to generate at most")->capture_default_str();
     c->add_option("--temperature", args->temperature, "0: greedy")->capture_default_str();
@@ -102,11 +100,7 @@ void add_generate_command(CLI::App& app) {
                   "byte or a SentencePiece .model (default: the one saved with the weights)");
     c->add_option("--device", args->device, "cpu")->capture_default_str();
     c->add_option("--threads", args->threads, "CPU threads (0: OpenMP's default)");
-    c->callback([args] {
-        ZT_CHECK(!args->checkpoint.empty() || !args->hf.empty(),
-                 "generate needs --checkpoint DIR or --hf DIR");
-        run_generate(*args);
-    });
+    c->callback([args] { run_generate(*args); });
 }
 
 }  // namespace zt::cli

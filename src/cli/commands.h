@@ -12,6 +12,15 @@ void add_bench_comm_command(CLI::App& app);
 void add_estimate_command(CLI::App& app);
 // zerotrain prepare (src/cli/cmd_prepare.cpp)
 void add_prepare_command(CLI::App& app);
+// --checkpoint DIR | --hf DIR: where eval and generate read weights from
+// (exactly one; train/weights.h's load_weights checks that).
+inline void add_weights_options(CLI::App* c, std::string* checkpoint, std::string* hf) {
+    CLI::Option* ck = c->add_option("--checkpoint", *checkpoint, "step, ckpt or run directory");
+    CLI::Option* h =
+        c->add_option("--hf", *hf, "Hugging Face folder (config.json + model.safetensors)");
+    ck->excludes(h);
+}
+
 // zerotrain export (src/cli/cmd_export.cpp)
 void add_export_command(CLI::App& app);
 // zerotrain eval (src/cli/cmd_eval.cpp)

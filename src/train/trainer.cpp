@@ -450,17 +450,7 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
     comm->barrier();  // every rank checked before rank 0 creates anything
     if (root && !in_place) create_run_dir(cfg.out);
     nlohmann::ordered_json resolved = train_config_to_json(cfg);
-    resolved["model_config"] = {{"arch", arch_name(mcfg.arch)},
-                                {"vocab_size", mcfg.vocab_size},
-                                {"hidden_size", mcfg.d_model},
-                                {"num_hidden_layers", mcfg.n_layer},
-                                {"num_attention_heads", mcfg.n_head},
-                                {"num_key_value_heads", mcfg.n_kv_head},
-                                {"intermediate_size", mcfg.d_ff},
-                                {"max_position_embeddings", mcfg.max_seq},
-                                {"norm_eps", mcfg.norm_eps},
-                                {"rope_theta", mcfg.rope_theta},
-                                {"tie_word_embeddings", mcfg.tie_embeddings}};
+    resolved["model_config"] = model_config_to_json(mcfg);
     std::unique_ptr<MetricsWriter> metrics;
     if (root) {
         if (!in_place) {

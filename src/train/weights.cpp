@@ -44,7 +44,8 @@ void load_checkpoint_tokenizer(const Checkpoint& ckpt, LoadedWeights* w) {
 
 LoadedWeights load_weights(const std::string& checkpoint, const std::string& hf_dir) {
     ZT_CHECK(checkpoint.empty() != hf_dir.empty(),
-             "give exactly one of --checkpoint DIR and --hf DIR");
+             "give exactly one of --checkpoint DIR (a zerotrain checkpoint) and --hf DIR (a "
+             "Hugging Face folder)");
     LoadedWeights w;
     if (!hf_dir.empty()) {
         w.source = hf_dir;
