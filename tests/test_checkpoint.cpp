@@ -165,11 +165,16 @@ TEST(Checkpoint, ReshardsToAnyWorldSizeAndStage) {
                                             zt::checkpoint_dir_name(save_at)),
                               out);
             ASSERT_EQ(b.steps.size(), size_t(steps - save_at));
+            double worst = 0;
             for (const auto& [step, line] : b.steps) {
                 double want = a.steps[step]["loss"].get<double>();
                 double rel = std::abs(line["loss"].get<double>() - want) / std::abs(want);
                 EXPECT_TRUE(rel <= 1e-5) << "step " << step << ": relative loss difference " << rel;
+                worst = std::isnan(rel) ? rel : std::max(worst, rel);
             }
+            std::printf("saved (world %d, stage %d) -> resumed (world %d, stage %d): worst "
+                        "relative loss difference %.2e\n",
+                        saved.world, saved.stage, target.world, target.stage, worst);
         }
     }
 }
