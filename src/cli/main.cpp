@@ -134,7 +134,7 @@ int run(int argc, char** argv) {
     if (is_train && !wants_help) load_config_from_argv(argc, argv, cfg);
 
     CLI::App* train = app.add_subcommand(
-        "train", "train a model (no flags: a small model on English text, a few minutes on 2 cores)");
+        "train", "train a model (no flags: a small model on English text, about ten seconds on 2 cores)");
     add_train_options(train, cfg, &config_path);
     zt::cli::add_bench_comm_command(app);
     zt::cli::add_estimate_command(app);
