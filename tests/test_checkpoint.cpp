@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "ckpt/checkpoint.h"
+#include "core/check.h"
 #include "test_util.h"
 
 namespace {
@@ -159,7 +160,7 @@ TEST(Checkpoint, ReshardsToAnyWorldSizeAndStage) {
             SCOPED_TRACE(testing::Message() << "saved at world " << saved.world << " stage "
                                             << saved.stage << ", resumed at world " << target.world
                                             << " stage " << target.stage);
-            std::string out = dir / ("r" + std::to_string(target.world));
+            std::string out = dir / zt::strprintf("r%d", target.world);
             RunLog b = run_ok(train_cmd(out, target.world, target.stage, G / target.world, steps,
                                         "--resume " + full + "/ckpt/" +
                                             zt::checkpoint_dir_name(save_at)),
@@ -327,10 +328,10 @@ TEST(Checkpoint, SigtermStopsCleanlyWithACheckpoint) {
         SCOPED_TRACE("nproc " + std::to_string(nproc));
         TempDir dir;
         std::string ref = dir / "ref", run = dir / "run";
-        const int steps = 400;
+        const int steps = 1000;
         RunLog a = run_ok(train_cmd(ref, nproc, 1, 2, steps), ref);
         ASSERT_TRUE(start_and_wait_for(train_cmd(run, nproc, 1, 2, steps), dir / "log",
-                                       [&] { return read_run(run).steps.size() >= 3; }, 120));
+                                       [&] { return read_run(run).steps.size() >= 1; }, 120));
         std::string launcher = "--out " + run + (nproc > 1 ? " --nproc 2" : "");
         zt_test::run_command("pkill -TERM -f -- '" + launcher + "'");
         EXPECT_EQ(wait_exit_code(dir / "log", 60), 128 + SIGTERM);

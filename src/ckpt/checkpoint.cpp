@@ -122,7 +122,7 @@ std::string save_checkpoint(const std::string& run_dir, Engine& engine, Communic
     SafetensorsWriter writer;
     std::vector<float> p, m, v;
     for (int u = 0; u < layout.n_units(); u++) {
-        Engine::OwnedRange r = engine.owned_range(u);
+        OwnedRange r = engine.owned_range(u);
         if (r.size() == 0) continue;  // more ranks than this unit has shards of real elements
         p.resize(size_t(r.size()));
         m.resize(size_t(r.size()));
@@ -276,7 +276,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
              m["files"].size());
     c.model_ = model_config_from_json(need("model_config"), man_path);
     c.layout_ = model_layout(c.model_);
-    const ZeroLayout zl = make_zero_layout(c.layout_, c.world_);
+    c.saved_layout_ = make_zero_layout(c.layout_, c.world_);
 
     // Every file present, of the recorded size and hash, before any is opened.
     for (int r = 0; r < c.world_; r++) {
@@ -304,9 +304,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
         std::string file = (fs::path(c.dir_) / rank_file_name(r, c.world_)).string();
         SafetensorsFile f = SafetensorsFile::open(file);
         for (int u = 0; u < c.layout_.n_units(); u++) {
-            const UnitShard& us = zl.units[size_t(u)];
-            int64_t begin = std::min(int64_t(r) * us.shard, us.numel);
-            int64_t n = std::min(begin + us.shard, us.numel) - begin;
+            const int64_t n = owned_range(c.saved_layout_.units[size_t(u)], r).size();
             for (int k = 0; k < 3; k++) {
                 std::string t = tensor_name(c.layout_.units[size_t(u)], k);
                 const SafetensorsTensor* st = f.find(t);
@@ -327,13 +325,10 @@ Checkpoint Checkpoint::open(const std::string& path) {
 
 void Checkpoint::read_unit(int unit, Part part, float* out) const {
     ZT_CHECK(unit >= 0 && unit < layout_.n_units(), "unit %d out of range", unit);
-    const ZeroLayout zl = make_zero_layout(layout_, world_);
-    const UnitShard& us = zl.units[size_t(unit)];
     std::string name = tensor_name(layout_.units[size_t(unit)], int(part));
     for (int r = 0; r < world_; r++) {
-        int64_t begin = std::min(int64_t(r) * us.shard, us.numel);
-        int64_t n = std::min(begin + us.shard, us.numel) - begin;
-        if (n > 0) files_[size_t(r)].read_f32(name, out + begin, n);
+        const OwnedRange owned = owned_range(saved_layout_.units[size_t(unit)], r);
+        if (owned.size() > 0) files_[size_t(r)].read_f32(name, out + owned.begin, owned.size());
     }
 }
 

@@ -30,6 +30,7 @@
 #include "model/config.h"
 #include "model/layout.h"
 #include "zero/engine.h"
+#include "zero/layout.h"
 
 namespace zt {
 
@@ -79,6 +80,7 @@ class Checkpoint {
     nlohmann::json manifest_;
     ModelConfig model_;
     ModelLayout layout_;
+    ZeroLayout saved_layout_;  // the layout at the saving world size
     int64_t step_ = 0;
     int world_ = 1, stage_ = 0;
     std::vector<SafetensorsFile> files_;  // by saved rank

@@ -2,8 +2,6 @@
 // a prepared data directory's validation shards, in one process.
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -32,15 +30,10 @@ struct EvalArgs {
 
 // The tokenizer hash a data directory was prepared with, or "" if unknown.
 std::string data_tokenizer_sha(const std::string& data) {
-    namespace fs = std::filesystem;
-    fs::path meta = (fs::is_directory(data) ? fs::path(data) : fs::path(data).parent_path()) /
-                    "meta.json";
-    if (!fs::exists(meta)) return "";
-    std::ifstream f(meta);
-    nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
-    if (!j.is_object() || !j.contains("tokenizer") || !j["tokenizer"].is_object()) return "";
-    const auto& s = j["tokenizer"].value("sha256", nlohmann::json());
-    return s.is_string() ? s.get<std::string>() : "";
+    std::optional<nlohmann::json> meta = read_data_meta(data);
+    if (!meta || !meta->contains("tokenizer") || !(*meta)["tokenizer"].is_object()) return "";
+    const auto& sha = (*meta)["tokenizer"].value("sha256", nlohmann::json());
+    return sha.is_string() ? sha.get<std::string>() : "";
 }
 
 void run_eval(const EvalArgs& a) {

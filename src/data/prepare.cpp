@@ -714,15 +714,11 @@ PrepareStats prepare_data(const PrepareOptions& o) {
 
 std::unique_ptr<Tokenizer> load_data_tokenizer(const std::string& data_dir) {
     const fs::path meta_path = fs::path(data_dir) / "meta.json";
-    std::ifstream in(meta_path);
-    ZT_CHECK(in.good(), "%s: cannot open; a data directory made by `zerotrain prepare` has one",
+    const std::optional<nlohmann::json> found = read_data_meta(data_dir);
+    ZT_CHECK(found.has_value(),
+             "%s: cannot open; a data directory made by `zerotrain prepare` has one",
              meta_path.c_str());
-    nlohmann::json meta;
-    try {
-        meta = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-        ZT_FAIL("%s: malformed JSON (%s)", meta_path.c_str(), e.what());
-    }
+    const nlohmann::json& meta = *found;
     const auto tk = meta.find("tokenizer");
     ZT_CHECK(meta.is_object() && tk != meta.end() && tk->is_object() &&
                  tk->value("kind", "") != "" && tk->value("path", "") != "",

@@ -349,9 +349,9 @@ void check_vocab(const TokenSource& src, int vocab_size) {
         src.describe().c_str(), src.max_token(), vocab_size);
 }
 
-std::optional<int> read_meta_vocab_size(const std::string& dir) {
+std::optional<nlohmann::json> read_data_meta(const std::string& dir_or_file) {
     std::error_code ec;
-    fs::path base(dir);
+    fs::path base(dir_or_file);
     if (fs::is_regular_file(base, ec)) base = base.parent_path();
     const fs::path meta = base / "meta.json";
     if (!fs::exists(meta, ec)) return std::nullopt;
@@ -365,8 +365,16 @@ std::optional<int> read_meta_vocab_size(const std::string& dir) {
     }
     ZT_CHECK(j.is_object(), "%s: expected a JSON object, found %s", meta.string().c_str(),
              j.type_name());
-    auto it = j.find("vocab_size");
-    if (it == j.end()) return std::nullopt;
+    return j;
+}
+
+std::optional<int> read_meta_vocab_size(const std::string& dir) {
+    const std::optional<nlohmann::json> j = read_data_meta(dir);
+    if (!j) return std::nullopt;
+    const fs::path meta = (fs::is_regular_file(dir) ? fs::path(dir).parent_path() : fs::path(dir)) /
+                          "meta.json";
+    auto it = j->find("vocab_size");
+    if (it == j->end()) return std::nullopt;
     ZT_CHECK(it->is_number_integer() && it->get<int64_t>() > 0 &&
                  it->get<int64_t>() <= std::numeric_limits<int>::max(),
              "%s: \"vocab_size\" must be a positive integer, found %s", meta.string().c_str(),

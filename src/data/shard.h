@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -109,9 +110,13 @@ class ShardSet : public TokenSource {
 // (for a ShardSet, the shard file), the largest id found and the vocab size.
 void check_vocab(const TokenSource& src, int vocab_size);
 
-// DIR/meta.json's "vocab_size" when the file exists and has the key; nullopt
-// otherwise. When given a shard file, reads meta.json beside it. Malformed JSON
-// or a vocab_size that is not a positive integer is an error naming the file.
+// DIR/meta.json (meta.json beside it when given a shard file) when it
+// exists, nullopt otherwise. Malformed JSON or anything but an object is an
+// error naming the file.
+std::optional<nlohmann::json> read_data_meta(const std::string& dir_or_file);
+
+// read_data_meta's "vocab_size" when the file exists and has the key; nullopt
+// otherwise. A vocab_size that is not a positive integer is an error naming the file.
 std::optional<int> read_meta_vocab_size(const std::string& dir);
 
 }  // namespace zt

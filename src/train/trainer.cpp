@@ -252,20 +252,12 @@ void check_resume_compatible(const Checkpoint& ckpt, const TrainConfig& cfg, int
              src.c_str(), (long long)ckpt.step(), cfg.steps);
 }
 
-// DIR/meta.json's "tokenizer" object, or null (synthetic data, bare shards).
+// meta.json's "tokenizer" object, or null (synthetic data, bare shards).
 nlohmann::ordered_json data_tokenizer(const TrainConfig& cfg) {
     if (cfg.data == "synthetic") return nullptr;
-    fs::path dir = fs::is_directory(cfg.data) ? fs::path(cfg.data) : fs::path(cfg.data).parent_path();
-    fs::path meta = dir / "meta.json";
-    if (!fs::exists(meta)) return nullptr;
-    std::ifstream f(meta);
-    try {
-        nlohmann::ordered_json j = nlohmann::ordered_json::parse(f);
-        if (j.is_object() && j.contains("tokenizer")) return j["tokenizer"];
-    } catch (const std::exception& e) {
-        ZT_FAIL("%s is not valid JSON: %s", meta.c_str(), e.what());
-    }
-    return nullptr;
+    std::optional<nlohmann::json> meta = read_data_meta(cfg.data);
+    if (!meta || !meta->contains("tokenizer")) return nullptr;
+    return (*meta)["tokenizer"];
 }
 
 // A short sample from the trained weights, the start of a new document.

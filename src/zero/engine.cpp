@@ -324,8 +324,7 @@ StepResult Engine::step(float lr, int64_t step) {
                              adam_m_.data() + o, adam_v_.data() + o, 0, us.numel, h);
             continue;
         }
-        // Owned elements of the unit, clipped to the real (unpadded) ones.
-        int64_t begin = rank_ * us.shard, end = std::min(begin + us.shard, us.numel);
+        const auto [begin, end] = owned_range(u);
         if (begin >= end) continue;
         float* p = s <= 2 ? full_unit(u) + begin : params_shard_.data() + us.shard_offset;
         adamw_unit_range(u, p, owned_grads(u), adam_m_.data() + us.shard_offset,
@@ -380,7 +379,7 @@ void Engine::load_full_params(const float* params) {
             acquire(u);  // no gather may still be writing the unit
             std::memcpy(full_unit(u), params + o, size_t(us.numel) * sizeof(float));
         } else {
-            int64_t begin = rank_ * us.shard, end = std::min(begin + us.shard, us.numel);
+            const auto [begin, end] = owned_range(u);
             float* dst = params_shard_.data() + us.shard_offset;
             std::memset(dst, 0, size_t(us.shard) * sizeof(float));
             if (begin < end) std::memcpy(dst, params + o + begin, size_t(end - begin) * sizeof(float));
@@ -392,13 +391,9 @@ void Engine::load_full_params(const float* params) {
 
 // ---- checkpoint state -------------------------------------------------------------
 
-Engine::OwnedRange Engine::owned_range(int unit) const {
+OwnedRange Engine::owned_range(int unit) const {
     check_unit(unit);
-    const UnitShard& us = zl_.units[size_t(unit)];
-    OwnedRange r;
-    r.begin = std::min(int64_t(rank_) * us.shard, us.numel);
-    r.end = std::min(r.begin + us.shard, us.numel);
-    return r;
+    return zt::owned_range(zl_.units[size_t(unit)], rank_);
 }
 
 void Engine::save_owned_state(int unit, float* params, float* exp_avg, float* exp_avg_sq) {

@@ -99,10 +99,6 @@ public:
     // unit u at every stage (possibly none): each rank saves exactly its owned
     // elements of the fp32 parameters and AdamW moments, so the ranks' files
     // of a checkpoint tile every unit once whatever the stage.
-    struct OwnedRange {
-        int64_t begin = 0, end = 0;  // elements of the unit
-        int64_t size() const { return end - begin; }
-    };
     OwnedRange owned_range(int unit) const;
     // Copies this rank's owned elements of unit u: params, exp_avg, exp_avg_sq,
     // each (owned_range(u).size(),). Call between steps.

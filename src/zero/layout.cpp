@@ -1,8 +1,17 @@
 #include "zero/layout.h"
 
+#include <algorithm>
+
 #include "core/check.h"
 
 namespace zt {
+
+OwnedRange owned_range(const UnitShard& unit, int rank) {
+    OwnedRange r;
+    r.begin = std::min(int64_t(rank) * unit.shard, unit.numel);
+    r.end = std::min(r.begin + unit.shard, unit.numel);
+    return r;
+}
 
 ZeroLayout make_zero_layout(const ModelLayout& model, int world) {
     ZT_CHECK(world >= 1, "world size must be >= 1, got %d", world);

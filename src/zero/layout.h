@@ -34,4 +34,12 @@ struct ZeroLayout {
 
 ZeroLayout make_zero_layout(const ModelLayout& model, int world);
 
+// The real elements of a unit that rank r holds: [r s_u, min((r+1) s_u, n_u)),
+// clipped to [n_u, n_u) (empty) when the rank's shard is all padding.
+struct OwnedRange {
+    int64_t begin = 0, end = 0;  // elements of the unit
+    int64_t size() const { return end - begin; }
+};
+OwnedRange owned_range(const UnitShard& unit, int rank);
+
 }  // namespace zt
