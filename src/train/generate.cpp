@@ -86,21 +86,6 @@ void add_inplace(float* y, const float* x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-// In place over p (n): softmax, as the training attention computes it.
-void softmax_row(float* p, int n) {
-    float mx = p[0];
-#pragma omp simd reduction(max : mx)
-    for (int j = 0; j < n; j++) mx = std::max(mx, p[j]);
-    float sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < n; j++) {
-        p[j] = exp_v(p[j] - mx);
-        sum += p[j];
-    }
-    const float inv = 1.0f / sum;
-#pragma omp simd
-    for (int j = 0; j < n; j++) p[j] *= inv;
-}
 
 }  // namespace
 
@@ -281,7 +266,7 @@ void Generator::attention_cached(int layer, int n) {
             // s (len) = scale K_g (len, HD) @ q, then softmax; out (HD) = V_g^T (HD, len) @ s
             cblas_sgemv(CblasRowMajor, CblasNoTrans, len, HD, scale, K + int64_t(g) * HD,
                         blasint(KVR), q, 1, 0.0f, s, 1);
-            softmax_row(s, len);
+            causal_softmax_row(s, len, len);
             cblas_sgemv(CblasRowMajor, CblasTrans, len, HD, 1.0f, V + int64_t(g) * HD, blasint(KVR),
                         s, 1, 0.0f, atty_.data() + i * RO + int64_t(h) * HD, 1);
         }

@@ -35,24 +35,6 @@ void check_dims(int B, int T, int NH, int NKV, int HD) {
     blas_dim(int64_t(NH + 2 * NKV) * HD);
 }
 
-// In place over p[0..n): softmax; p[n..len) = 0 (the causal mask).
-template <class Real>
-void causal_softmax_row(Real* p, int n, int len) {
-    Real mx = p[0];
-#pragma omp simd reduction(max : mx)
-    for (int j = 0; j < n; j++) mx = std::max(mx, p[j]);
-    Real sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < n; j++) {
-        p[j] = exp_v(p[j] - mx);
-        sum += p[j];
-    }
-    const Real inv = Real(1) / sum;
-#pragma omp simd
-    for (int j = 0; j < n; j++) p[j] *= inv;
-    std::fill(p + n, p + len, Real(0));
-}
-
 template <class Real>
 void attention_forward_impl(Real* out, Real* att, const Real* qkv, int B, int T, int NH, int NKV,
                             int HD) {

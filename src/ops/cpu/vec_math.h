@@ -8,6 +8,7 @@
 // path exists for gradient checks and must be exact, not fast.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -49,6 +50,25 @@ inline float exp_v<float>(float x) {
     std::memcpy(&s2, &b2, 4);
     const float y = p * s1 * s2;
     return underflow ? 0.0f : y;
+}
+
+// In place over p[0..n): softmax; p[n..len) = 0 (the causal mask). Shared by
+// training's attention and generation's, so both round the same way.
+template <class Real>
+void causal_softmax_row(Real* p, int n, int len) {
+    Real mx = p[0];
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = std::max(mx, p[j]);
+    Real sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        p[j] = exp_v(p[j] - mx);
+        sum += p[j];
+    }
+    const Real inv = Real(1) / sum;
+#pragma omp simd
+    for (int j = 0; j < n; j++) p[j] *= inv;
+    std::fill(p + n, p + len, Real(0));
 }
 
 }  // namespace zt::cpu
