@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -82,6 +84,26 @@ inline CommandResult run_command(const std::string& cmd) {
 }
 
 inline std::string zerotrain_binary() { return ZT_BINARY; }
+
+// A run directory's metrics.jsonl, by kind of line.
+struct RunLog {
+    std::map<int64_t, nlohmann::json> steps;  // by step number; a later line of a step wins
+    std::vector<nlohmann::json> evals;        // in file order
+    nlohmann::json summary;                   // the last summary line (null if none)
+};
+
+inline RunLog read_run(const std::string& dir) {
+    RunLog r;
+    std::ifstream f(dir + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(f, line)) {
+        auto j = nlohmann::json::parse(line);
+        if (j["kind"] == "step") r.steps[j["step"].get<int64_t>()] = j;
+        if (j["kind"] == "eval") r.evals.push_back(j);
+        if (j["kind"] == "summary") r.summary = j;
+    }
+    return r;
+}
 
 // Runs fn, expects zt::Error, and checks its message holds every fragment.
 template <class Fn>
