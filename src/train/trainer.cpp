@@ -113,9 +113,12 @@ ModelConfig resolve_train_model(const TrainConfig& cfg) {
         }
     }
     validate_model_config(m);
+    return m;
+}
+
+void check_seq_len_fits(const TrainConfig& cfg, const ModelConfig& m) {
     ZT_CHECK(cfg.seq_len <= m.max_seq, "--seq-len %d exceeds the maximum of %d of model %s",
              cfg.seq_len, m.max_seq, m.name.c_str());
-    return m;
 }
 
 std::string default_run_dir() {
@@ -363,12 +366,7 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
     if (resume_from) check_resume_compatible(*resume_from, cfg, world);
     if (cfg.data == "fortunes") {
         // A bad --model or --seq-len is refused before minutes of preparation.
-        if (!resume_from && cfg.init_from.empty()) {
-            ModelConfig shape = resolve_model(cfg.model);
-            ZT_CHECK(cfg.seq_len <= shape.max_seq,
-                     "--seq-len %d exceeds the maximum of %d of model %s", cfg.seq_len,
-                     shape.max_seq, shape.name.c_str());
-        }
+        if (!resume_from && cfg.init_from.empty()) check_seq_len_fits(cfg, resolve_model(cfg.model));
         // Prepared once under a file lock, so ranks started together share one copy.
         cfg.data = ensure_default_corpus(root);
     }
@@ -392,8 +390,7 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
     } else {
         mcfg = resolve_train_model(cfg);
     }
-    ZT_CHECK(cfg.seq_len <= mcfg.max_seq, "--seq-len %d exceeds the maximum of %d of model %s",
-             cfg.seq_len, mcfg.max_seq, mcfg.name.c_str());
+    check_seq_len_fits(cfg, mcfg);
     DataSources data = open_data(cfg, mcfg);
     check_vocab(*data.train, mcfg.vocab_size);
     if (data.val) check_vocab(*data.val, mcfg.vocab_size);
@@ -627,8 +624,7 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
         }
     }
     summary.tokens_per_s = train_time > 0 ? double(tokens_total) / train_time : 0;
-    if (cfg.sample_tokens > 0 && !summary.stop_signal && !data_dir.empty() &&
-        fs::exists(fs::path(data_dir) / "meta.json"))
+    if (cfg.sample_tokens > 0 && !summary.stop_signal && tokenizer.is_object())
         print_sample(engine, mcfg, data_dir, cfg, root);
     auto all_mem = gather_mem_bytes(*comm, ledger);
     if (root) {
