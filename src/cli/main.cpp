@@ -55,7 +55,13 @@ void add_train_options(CLI::App* t, zt::TrainConfig& c, std::string* config_path
                   "start N local ranks through mpirun (under mpirun/srun the launcher decides)");
     t->add_option("--device", c.device, "cpu (the CUDA backend is not in this build)")
         ->capture_default_str();
-    t->add_option("--precision", c.precision, "fp32 (bf16 needs the CUDA backend)")
+    t->add_option("--precision", c.precision,
+                  "fp32, or bf16: bf16 weights, activations and matrix products (oneDNN), fp32 "
+                  "master weights, AdamW moments, norms, softmax and loss")
+        ->capture_default_str();
+    t->add_option("--grad-accum-dtype", c.grad_accum_dtype,
+                  "dtype gradients accumulate and reduce in: auto (bf16 with --precision bf16, "
+                  "as DeepSpeed), fp32 or bf16")
         ->capture_default_str();
     t->add_option("--comm", c.comm,
                   "communicator: auto (local for one rank, else mpi), local, mpi, ring")

@@ -135,4 +135,71 @@ void init_unit_params(const ModelConfig& c, const UnitSpec& unit, int unit_index
     }
 }
 
+namespace {
+
+// Offset of the tensor whose name ends with `suffix`, or -1 if `optional` and absent.
+int64_t slot(const UnitSpec& u, const std::string& suffix, bool optional = false) {
+    for (const auto& t : u.tensors)
+        if (t.name.size() >= suffix.size() &&
+            t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+            return t.offset;
+    ZT_CHECK(optional, "unit %s has no tensor named *%s", u.name.c_str(), suffix.c_str());
+    return -1;
+}
+
+}  // namespace
+
+BlockSlots block_slots(const ModelConfig& c, const UnitSpec& b) {
+    BlockSlots s;
+    if (c.arch == Arch::llama) {
+        s.attn_norm = slot(b, "input_layernorm.weight");
+        s.wqkv = slot(b, "self_attn.q_proj.weight");
+        s.wo = slot(b, "self_attn.o_proj.weight");
+        s.mlp_norm = slot(b, "post_attention_layernorm.weight");
+        s.w_fc = slot(b, "mlp.gate_proj.weight");
+        s.w_proj = slot(b, "mlp.down_proj.weight");
+        // The fused matrices read q|k|v and gate|up as one: they must be adjacent.
+        ZT_CHECK(slot(b, "self_attn.v_proj.weight") + int64_t(c.n_kv_head) * c.head_dim() * c.d_model ==
+                         s.wo &&
+                     slot(b, "mlp.up_proj.weight") == s.w_fc + int64_t(c.d_ff) * c.d_model,
+                 "internal: unit %s does not keep q|k|v and gate|up adjacent", b.name.c_str());
+    } else {
+        s.attn_norm = slot(b, "ln_1.weight");
+        s.attn_norm_bias = slot(b, "ln_1.bias");
+        s.wqkv = slot(b, "attn.c_attn.weight");
+        s.bqkv = slot(b, "attn.c_attn.bias");
+        s.wo = slot(b, "attn.c_proj.weight");
+        s.bo = slot(b, "attn.c_proj.bias");
+        s.mlp_norm = slot(b, "ln_2.weight");
+        s.mlp_norm_bias = slot(b, "ln_2.bias");
+        s.w_fc = slot(b, "mlp.c_fc.weight");
+        s.b_fc = slot(b, "mlp.c_fc.bias");
+        s.w_proj = slot(b, "mlp.c_proj.weight");
+        s.b_proj = slot(b, "mlp.c_proj.bias");
+    }
+    return s;
+}
+
+EmbedSlots embed_slots(const ModelConfig& c, const UnitSpec& e) {
+    EmbedSlots s;
+    s.wte = slot(e, c.arch == Arch::llama ? "embed_tokens.weight" : "wte.weight");
+    if (c.arch == Arch::gpt2) s.wpe = slot(e, "wpe.weight");
+    return s;
+}
+
+HeadSlots head_slots(const ModelConfig& c, const UnitSpec& h) {
+    HeadSlots s;
+    if (c.arch == Arch::llama) {
+        s.norm = slot(h, "model.norm.weight");
+    } else {
+        s.norm = slot(h, "ln_f.weight");
+        s.norm_bias = slot(h, "ln_f.bias");
+    }
+    s.lm_head = slot(h, "lm_head.weight", /*optional=*/true);
+    ZT_CHECK((s.lm_head < 0) == c.tie_embeddings,
+             "internal: unit %s %s an lm_head but tie_word_embeddings is %s", h.name.c_str(),
+             s.lm_head < 0 ? "lacks" : "has", c.tie_embeddings ? "true" : "false");
+    return s;
+}
+
 }  // namespace zt

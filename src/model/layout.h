@@ -47,6 +47,44 @@ struct ModelLayout {
 
 ModelLayout model_layout(const ModelConfig& c);
 
+// Where a unit's named tensors sit inside it: element offsets resolved once
+// from the layout by name (-1: the family has no such tensor), so the model
+// reads w.wqkv, not tensors[1]. The q|k|v and gate|up tensors are adjacent in
+// the layout, so one offset addresses each fused matrix.
+struct BlockSlots {
+    int64_t attn_norm = -1, attn_norm_bias = -1;  // (C)
+    int64_t wqkv = -1, bqkv = -1;                 // (QKV, C), (QKV)
+    int64_t wo = -1, bo = -1;                     // (C, NH HD), (C)
+    int64_t mlp_norm = -1, mlp_norm_bias = -1;    // (C)
+    int64_t w_fc = -1, b_fc = -1;    // (2H, C) gate|up (LLaMA) or (H, C) c_fc (GPT-2), (H)
+    int64_t w_proj = -1, b_proj = -1;  // (C, H) down_proj / mlp.c_proj, (C)
+};
+struct EmbedSlots {
+    int64_t wte = -1;  // (V, C)
+    int64_t wpe = -1;  // (max_seq, C), GPT-2
+};
+struct HeadSlots {
+    int64_t norm = -1, norm_bias = -1;  // (C) final norm
+    int64_t lm_head = -1;               // (V, C); -1 when tied to the embedding
+};
+BlockSlots block_slots(const ModelConfig& c, const UnitSpec& block);
+EmbedSlots embed_slots(const ModelConfig& c, const UnitSpec& embed);
+HeadSlots head_slots(const ModelConfig& c, const UnitSpec& head);
+
+// A block's tensors as pointers of element type T (parameters or gradients).
+template <class T>
+struct BlockWeights {
+    T *attn_norm, *attn_norm_bias, *wqkv, *bqkv, *wo, *bo;
+    T *mlp_norm, *mlp_norm_bias, *w_fc, *b_fc, *w_proj, *b_proj;
+
+    static BlockWeights at(T* base, const BlockSlots& s) {
+        auto p = [base](int64_t off) { return off < 0 ? nullptr : base + off; };
+        return {p(s.attn_norm), p(s.attn_norm_bias), p(s.wqkv), p(s.bqkv),
+                p(s.wo),        p(s.bo),             p(s.mlp_norm), p(s.mlp_norm_bias),
+                p(s.w_fc),      p(s.b_fc),           p(s.w_proj),   p(s.b_proj)};
+    }
+};
+
 // Deterministic initialisation (GPT-2's: normal(0, 0.02), residual output
 // projections scaled by 1/sqrt(2L), norms 1, biases 0). Element e of tensor t
 // of unit u depends only on (seed, u, t, e), so any slice can be initialised

@@ -2,11 +2,13 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/check.h"
 #include "ops/attention.h"
 #include "ops/classifier.h"
+#include "ops/cpu/gemm_bf16.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/mlp.h"
@@ -18,25 +20,28 @@ namespace zt {
 
 using namespace zt::cpu;
 
-// Saved activations (forward) and gradient scratch (backward), all in one arena.
+// Saved activations (forward) and gradient scratch (backward), all in one
+// arena. S is the storage type (float or bf16); per-row statistics, RoPE
+// tables, losses and the classifier's logits are fp32 whatever S is.
+template <class S>
 struct Model::Acts {
     struct Layer {
-        float* ln1;      // (N, C) normalised block input
+        S* ln1;          // (N, C) normalised block input
         float* ln1_mu;   // (N) LayerNorm mean (GPT-2 only)
         float* ln1_rs;   // (N) rstd
-        float* qkv;      // (N, QKV) projections, q and k rotated (LLaMA)
-        float* att;      // (B, NH, T, T) attention probabilities
-        float* atty;     // (N, C) attention output before o_proj / c_proj
-        float* x_mid;    // (N, C) residual after attention
-        float* ln2;      // (N, C)
+        S* qkv;          // (N, QKV) projections, q and k rotated (LLaMA)
+        S* att;          // (B, NH, T, T) attention probabilities
+        S* atty;         // (N, C) attention output before o_proj / c_proj
+        S* x_mid;        // (N, C) residual after attention
+        S* ln2;          // (N, C)
         float* ln2_mu;   // (N)
         float* ln2_rs;   // (N)
-        float* fc;       // (N, 2H) gate|up (LLaMA) or (N, H) pre-GELU (GPT-2)
-        float* act;      // (N, H) swiglu / gelu output
+        S* fc;           // (N, 2H) gate|up (LLaMA) or (N, H) pre-GELU (GPT-2)
+        S* act;          // (N, H) swiglu / gelu output
     };
-    std::vector<float*> residual;  // L + 1 entries of (N, C): block inputs, then final
+    std::vector<S*> residual;  // L + 1 entries of (N, C): block inputs, then final
     std::vector<Layer> layers;
-    float* lnf;     // (N, C) final norm output
+    S* lnf;         // (N, C) final norm output
     float* lnf_mu;  // (N)
     float* lnf_rs;  // (N)
     float* rope_cos = nullptr;  // (T, D/2)
@@ -45,13 +50,13 @@ struct Model::Acts {
     float* logits_scratch;      // (chunk_rows, V)
     int chunk_rows;
     // backward scratch
-    float* dres;   // (N, C) gradient on the residual stream
-    float* dnorm;  // (N, C) gradient at a norm's output
-    float* dqkv;   // (N, QKV)
-    float* dqkv_rot;  // (N, QKV) gradient before RoPE
-    float* datty;  // (N, C)
-    float* dfc;    // (N, 2H) or (N, H)
-    float* dact;   // (N, H)
+    S* dres;      // (N, C) gradient on the residual stream
+    S* dnorm;     // (N, C) gradient at a norm's output
+    S* dqkv;      // (N, QKV)
+    S* dqkv_rot;  // (N, QKV) gradient before RoPE
+    S* datty;     // (N, C)
+    S* dfc;       // (N, 2H) or (N, H)
+    S* dact;      // (N, H)
 };
 
 namespace {
@@ -59,14 +64,8 @@ namespace {
 // Arena bytes for one layout pass: every alloc below rounded as the arena does.
 struct Sizer {
     size_t bytes = 0;
-    void add(int64_t n_floats) { bytes += Arena::aligned(size_t(n_floats) * sizeof(float)); }
+    void add(int64_t n, size_t elem) { bytes += Arena::aligned(size_t(n) * elem); }
 };
-
-// y (n) += x (n): the residual connections.
-void add_inplace(float* y, const float* x, int64_t n) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
-}
 
 // Rows of logits held at once by the fused classifier: ~16 MiB of scratch.
 int classifier_chunk_rows(int64_t N, int V) {
@@ -76,95 +75,434 @@ int classifier_chunk_rows(int64_t N, int V) {
     return int(rows);
 }
 
+// The arena's allocations in order: alloc(n, true) for n elements of the
+// storage type, alloc(n, false) for n fp32 elements.
 template <typename Alloc>
 void plan_acts(const ModelConfig& c, int B, int T, Alloc&& alloc) {
     int64_t N = int64_t(B) * T, C = c.d_model, H = c.d_ff;
     int64_t fc = c.arch == Arch::llama ? 2 * H : H;
     bool gpt2 = c.arch == Arch::gpt2;
-    for (int l = 0; l <= c.n_layer; l++) alloc(N * C);
+    const bool S = true, F = false;
+    for (int l = 0; l <= c.n_layer; l++) alloc(N * C, S);
     for (int l = 0; l < c.n_layer; l++) {
-        alloc(N * C);
-        alloc(gpt2 ? N : 0);
-        alloc(N);
-        alloc(N * c.qkv_dim());
-        alloc(int64_t(B) * c.n_head * T * T);
-        alloc(N * C);
-        alloc(N * C);
-        alloc(N * C);
-        alloc(gpt2 ? N : 0);
-        alloc(N);
-        alloc(N * fc);
-        alloc(N * H);
+        alloc(N * C, S);
+        alloc(gpt2 ? N : 0, F);
+        alloc(N, F);
+        alloc(N * c.qkv_dim(), S);
+        alloc(int64_t(B) * c.n_head * T * T, S);
+        alloc(N * C, S);
+        alloc(N * C, S);
+        alloc(N * C, S);
+        alloc(gpt2 ? N : 0, F);
+        alloc(N, F);
+        alloc(N * fc, S);
+        alloc(N * H, S);
     }
-    alloc(N * C);
-    alloc(gpt2 ? N : 0);
-    alloc(N);
-    alloc(gpt2 ? 0 : int64_t(T) * (c.head_dim() / 2));
-    alloc(gpt2 ? 0 : int64_t(T) * (c.head_dim() / 2));
-    alloc(N);
-    alloc(int64_t(classifier_chunk_rows(N, c.vocab_size)) * c.vocab_size);
-    alloc(N * C);
-    alloc(N * C);
-    alloc(N * c.qkv_dim());
-    alloc(gpt2 ? 0 : N * c.qkv_dim());
-    alloc(N * C);
-    alloc(N * fc);
-    alloc(N * H);
+    alloc(N * C, S);
+    alloc(gpt2 ? N : 0, F);
+    alloc(N, F);
+    alloc(gpt2 ? 0 : int64_t(T) * (c.head_dim() / 2), F);
+    alloc(gpt2 ? 0 : int64_t(T) * (c.head_dim() / 2), F);
+    alloc(N, F);
+    alloc(int64_t(classifier_chunk_rows(N, c.vocab_size)) * c.vocab_size, F);
+    alloc(N * C, S);
+    alloc(N * C, S);
+    alloc(N * c.qkv_dim(), S);
+    alloc(gpt2 ? 0 : N * c.qkv_dim(), S);
+    alloc(N * C, S);
+    alloc(N * fc, S);
+    alloc(N * H, S);
+}
+
+size_t storage_size(DType dtype) {
+    ZT_CHECK(dtype == DType::f32 || dtype == DType::bf16,
+             "model dtype %s: expected f32 or bf16", dtype_name(dtype));
+    return dtype_size(dtype);
+}
+
+template <class S>
+constexpr DType dtype_of() {
+    return std::is_same_v<S, float> ? DType::f32 : DType::bf16;
+}
+
+template <class T>
+void zero(T* p, int64_t n) {
+    std::memset(static_cast<void*>(p), 0, size_t(n) * sizeof(T));
 }
 
 }  // namespace
 
-Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger)
-    : cfg_(cfg), layout_(model_layout(cfg)), B_(B), T_(T) {
+// One micro-batch's passes over activations of storage type S. Parameter
+// gradients are written in G, the dtype of the engine's gradient view: float
+// with a float model, float or bf16 with a bf16 model.
+template <class S>
+class Model::Pass {
+public:
+    Pass(Model& m, Acts<S>& a) : m_(m), c_(m.cfg_), a_(a), B_(m.B_), T_(m.T_) {}
+
+    void forward_blocks(UnitHooks& hooks, const int32_t* inputs);
+    // Final norm and classifier; with backward, the head's (and a tied
+    // embedding's) gradients are produced and a_.dres holds dLoss/d(last residual).
+    double head_loss(UnitHooks& hooks, const int32_t* targets, float loss_scale, bool backward);
+    void backward_blocks(UnitHooks& hooks, const int32_t* inputs);
+    void logits(UnitHooks& hooks, float* out);
+
+private:
+    const S* params(UnitHooks& hooks, int unit) {
+        Tensor t = hooks.acquire(unit);
+        ZT_CHECK(t.dtype == dtype_of<S>(),
+                 "unit %d's compute copy is %s but the model computes in %s", unit,
+                 dtype_name(t.dtype), dtype_name(dtype_of<S>()));
+        return static_cast<const S*>(t.data);
+    }
+    void block_forward(int layer, const S* params);
+    template <class G>
+    void block_backward(int layer, const S* params, G* grads);
+    const S* final_norm_forward(const S* head_params);
+    template <class G>
+    void final_norm_backward(const S* head_params, G* head_grads);
+    template <class G>
+    void head_grads(UnitHooks& hooks, const S* hp, const S* w_cls, const S* xn,
+                    const int32_t* targets, float loss_scale, G* head_grad);
+    template <class G>
+    void embedding_grads(G* grads, const int32_t* inputs);
+    // Calls f(G*) with the unit's gradient view in its dtype.
+    template <class F>
+    void with_grads(UnitHooks& hooks, int unit, F&& f);
+
+    Model& m_;
+    const ModelConfig& c_;
+    Acts<S>& a_;
+    int B_, T_;
+};
+
+template <class S>
+template <class F>
+void Model::Pass<S>::with_grads(UnitHooks& hooks, int unit, F&& f) {
+    Tensor g = hooks.unit_grads(unit);
+    if (g.dtype == DType::f32) {
+        f(static_cast<float*>(g.data));
+        return;
+    }
+    if constexpr (std::is_same_v<S, bf16>) {
+        if (g.dtype == DType::bf16) {
+            f(static_cast<bf16*>(g.data));
+            return;
+        }
+    }
+    ZT_FAIL("unit %d's gradients are %s, which a %s model cannot write", unit, dtype_name(g.dtype),
+            dtype_name(dtype_of<S>()));
+}
+
+template <class S>
+void Model::Pass<S>::block_forward(int layer, const S* params) {
+    const BlockWeights<const S> w = BlockWeights<const S>::at(params, m_.blocks_[size_t(layer)]);
+    auto& L = a_.layers[size_t(layer)];
+    const S* x = a_.residual[size_t(layer)];
+    S* x_out = a_.residual[size_t(layer) + 1];
+    int64_t N = int64_t(B_) * T_;
+    int C = c_.d_model, H = c_.d_ff, QKV = c_.qkv_dim(), D = c_.head_dim();
+
+    if (c_.arch == Arch::llama) {
+        rmsnorm_forward(L.ln1, L.ln1_rs, x, w.attn_norm, N, C, c_.norm_eps);
+        matmul_forward(L.qkv, L.ln1, w.wqkv, nullptr, N, C, QKV);
+        rope_forward(L.qkv, L.qkv, a_.rope_cos, a_.rope_sin, B_, T_, c_.n_head + c_.n_kv_head, D,
+                     QKV);
+        attention_forward(L.atty, L.att, L.qkv, B_, T_, c_.n_head, c_.n_kv_head, D);
+        matmul_forward(L.x_mid, L.atty, w.wo, nullptr, N, C, C);
+        add_inplace(L.x_mid, x, N * C);
+        rmsnorm_forward(L.ln2, L.ln2_rs, L.x_mid, w.mlp_norm, N, C, c_.norm_eps);
+        matmul_forward(L.fc, L.ln2, w.w_fc, nullptr, N, C, 2 * H);
+        swiglu_forward(L.act, L.fc, N, H);
+        matmul_forward(x_out, L.act, w.w_proj, nullptr, N, H, C);
+    } else {
+        layernorm_forward(L.ln1, L.ln1_mu, L.ln1_rs, x, w.attn_norm, w.attn_norm_bias, N, C,
+                          c_.norm_eps);
+        matmul_forward(L.qkv, L.ln1, w.wqkv, w.bqkv, N, C, QKV);
+        attention_forward(L.atty, L.att, L.qkv, B_, T_, c_.n_head, c_.n_kv_head, D);
+        matmul_forward(L.x_mid, L.atty, w.wo, w.bo, N, C, C);
+        add_inplace(L.x_mid, x, N * C);
+        layernorm_forward(L.ln2, L.ln2_mu, L.ln2_rs, L.x_mid, w.mlp_norm, w.mlp_norm_bias, N, C,
+                          c_.norm_eps);
+        matmul_forward(L.fc, L.ln2, w.w_fc, w.b_fc, N, C, H);
+        gelu_forward(L.act, L.fc, N * H);
+        matmul_forward(x_out, L.act, w.w_proj, w.b_proj, N, H, C);
+    }
+    add_inplace(x_out, L.x_mid, N * C);
+}
+
+// On entry a_.dres holds dLoss/d(block output); on exit dLoss/d(block input).
+template <class S>
+template <class G>
+void Model::Pass<S>::block_backward(int layer, const S* params, G* grads) {
+    const BlockSlots& slots = m_.blocks_[size_t(layer)];
+    const BlockWeights<const S> w = BlockWeights<const S>::at(params, slots);
+    const BlockWeights<G> g = BlockWeights<G>::at(grads, slots);
+    auto& L = a_.layers[size_t(layer)];
+    Acts<S>& a = a_;
+    const S* x = a.residual[size_t(layer)];
+    int64_t N = int64_t(B_) * T_;
+    int C = c_.d_model, H = c_.d_ff, QKV = c_.qkv_dim(), D = c_.head_dim();
+
+    if (c_.arch == Arch::llama) {
+        zero(a.dact, N * H);
+        matmul_backward(a.dact, g.w_proj, static_cast<G*>(nullptr), a.dres, L.act, w.w_proj, N, H,
+                        C);
+        zero(a.dfc, N * 2 * H);
+        swiglu_backward(a.dfc, a.dact, L.fc, N, H);
+        zero(a.dnorm, N * C);
+        matmul_backward(a.dnorm, g.w_fc, static_cast<G*>(nullptr), a.dfc, L.ln2, w.w_fc, N, C,
+                        2 * H);
+        rmsnorm_backward(a.dres, g.mlp_norm, a.dnorm, L.x_mid, w.mlp_norm, L.ln2_rs, N, C);
+
+        zero(a.datty, N * C);
+        matmul_backward(a.datty, g.wo, static_cast<G*>(nullptr), a.dres, L.atty, w.wo, N, C, C);
+        zero(a.dqkv, N * QKV);
+        attention_backward(a.dqkv, a.datty, L.qkv, L.att, B_, T_, c_.n_head, c_.n_kv_head, D);
+        // RoPE touched the q and k heads only; v's gradient passes through unchanged.
+        zero(a.dqkv_rot, N * QKV);
+        rope_backward(a.dqkv_rot, a.dqkv, a.rope_cos, a.rope_sin, B_, T_, c_.n_head + c_.n_kv_head,
+                      D, QKV);
+        int64_t v_off = int64_t(c_.n_head + c_.n_kv_head) * D, v_len = int64_t(c_.n_kv_head) * D;
+        for (int64_t r = 0; r < N; r++)
+            std::memcpy(static_cast<void*>(a.dqkv_rot + r * QKV + v_off), a.dqkv + r * QKV + v_off,
+                        size_t(v_len) * sizeof(S));
+        zero(a.dnorm, N * C);
+        matmul_backward(a.dnorm, g.wqkv, static_cast<G*>(nullptr), a.dqkv_rot, L.ln1, w.wqkv, N, C,
+                        QKV);
+        rmsnorm_backward(a.dres, g.attn_norm, a.dnorm, x, w.attn_norm, L.ln1_rs, N, C);
+    } else {
+        zero(a.dact, N * H);
+        matmul_backward(a.dact, g.w_proj, g.b_proj, a.dres, L.act, w.w_proj, N, H, C);
+        zero(a.dfc, N * H);
+        gelu_backward(a.dfc, a.dact, L.fc, N * H);
+        zero(a.dnorm, N * C);
+        matmul_backward(a.dnorm, g.w_fc, g.b_fc, a.dfc, L.ln2, w.w_fc, N, C, H);
+        layernorm_backward(a.dres, g.mlp_norm, g.mlp_norm_bias, a.dnorm, L.x_mid, w.mlp_norm,
+                           L.ln2_mu, L.ln2_rs, N, C);
+
+        zero(a.datty, N * C);
+        matmul_backward(a.datty, g.wo, g.bo, a.dres, L.atty, w.wo, N, C, C);
+        zero(a.dqkv, N * QKV);
+        attention_backward(a.dqkv, a.datty, L.qkv, L.att, B_, T_, c_.n_head, c_.n_kv_head, D);
+        zero(a.dnorm, N * C);
+        matmul_backward(a.dnorm, g.wqkv, g.bqkv, a.dqkv, L.ln1, w.wqkv, N, C, QKV);
+        layernorm_backward(a.dres, g.attn_norm, g.attn_norm_bias, a.dnorm, x, w.attn_norm,
+                           L.ln1_mu, L.ln1_rs, N, C);
+    }
+}
+
+template <class S>
+const S* Model::Pass<S>::final_norm_forward(const S* hp) {
+    int64_t N = int64_t(B_) * T_;
+    const HeadSlots& h = m_.head_;
+    const S* x = a_.residual[size_t(c_.n_layer)];
+    if (c_.arch == Arch::llama)
+        rmsnorm_forward(a_.lnf, a_.lnf_rs, x, hp + h.norm, N, c_.d_model, c_.norm_eps);
+    else
+        layernorm_forward(a_.lnf, a_.lnf_mu, a_.lnf_rs, x, hp + h.norm, hp + h.norm_bias, N,
+                          c_.d_model, c_.norm_eps);
+    return a_.lnf;
+}
+
+// Reads a_.dnorm (the gradient at the final norm's output); leaves a_.dres.
+template <class S>
+template <class G>
+void Model::Pass<S>::final_norm_backward(const S* hp, G* hg) {
+    int64_t N = int64_t(B_) * T_;
+    int C = c_.d_model;
+    const HeadSlots& h = m_.head_;
+    const S* x = a_.residual[size_t(c_.n_layer)];
+    zero(a_.dres, N * C);
+    if (c_.arch == Arch::llama)
+        rmsnorm_backward(a_.dres, hg + h.norm, a_.dnorm, x, hp + h.norm, a_.lnf_rs, N, C);
+    else
+        layernorm_backward(a_.dres, hg + h.norm, hg + h.norm_bias, a_.dnorm, x, hp + h.norm,
+                           a_.lnf_mu, a_.lnf_rs, N, C);
+}
+
+template <class S>
+void Model::Pass<S>::forward_blocks(UnitHooks& hooks, const int32_t* inputs) {
+    m_.check_tokens(inputs, "input", 0);
+    const int E = ModelLayout::embed_unit();
+    const S* ep = params(hooks, E);
+    const S* wpe = m_.embed_.wpe >= 0 ? ep + m_.embed_.wpe : nullptr;
+    embedding_forward(a_.residual[0], inputs, ep + m_.embed_.wte, wpe, B_, T_, c_.d_model);
+    hooks.release(E);
+    for (int l = 0; l < c_.n_layer; l++) {
+        int u = ModelLayout::block_unit(l);
+        block_forward(l, params(hooks, u));
+        hooks.release(u);
+    }
+}
+
+template <class S>
+template <class G>
+void Model::Pass<S>::head_grads(UnitHooks& hooks, const S* hp, const S* w_cls, const S* xn,
+                                const int32_t* targets, float loss_scale, G* hg) {
+    int64_t N = int64_t(B_) * T_;
+    const int E = ModelLayout::embed_unit();
+    zero(a_.dnorm, N * c_.d_model);
+    auto classify = [&](auto* dw_cls) {
+        classifier_forward_backward(a_.losses, a_.dnorm, dw_cls, xn, w_cls, targets, N, c_.d_model,
+                                    c_.vocab_size, loss_scale, a_.logits_scratch, a_.chunk_rows);
+    };
+    if (c_.tie_embeddings)
+        with_grads(hooks, E, [&](auto* eg) { classify(eg + m_.embed_.wte); });
+    else
+        classify(hg + m_.head_.lm_head);
+    final_norm_backward(hp, hg);
+}
+
+// The head: final norm, then the fused classifier + cross-entropy. With
+// backward, the head's gradients are produced here, while its parameters are
+// acquired. With tied embeddings the classifier's weight is the embedding's,
+// so the embedding unit is acquired too and its gradient view receives the
+// head's part.
+template <class S>
+double Model::Pass<S>::head_loss(UnitHooks& hooks, const int32_t* targets, float loss_scale,
+                                 bool backward) {
+    m_.check_tokens(targets, "target", -1);
+    const int HU = m_.layout_.head_unit(), E = ModelLayout::embed_unit();
+    int64_t N = int64_t(B_) * T_;
+    const S* hp = params(hooks, HU);
+    const S* w_cls = c_.tie_embeddings ? params(hooks, E) + m_.embed_.wte : hp + m_.head_.lm_head;
+    const S* xn = final_norm_forward(hp);
+    if (backward) {
+        with_grads(hooks, HU, [&](auto* hg) {
+            head_grads(hooks, hp, w_cls, xn, targets, loss_scale, hg);
+        });
+        hooks.grads_ready(HU);
+    } else {
+        classifier_forward_backward(a_.losses, static_cast<S*>(nullptr), static_cast<float*>(nullptr),
+                                    xn, w_cls, targets, N, c_.d_model, c_.vocab_size, 0.0f,
+                                    a_.logits_scratch, a_.chunk_rows);
+    }
+    if (c_.tie_embeddings) hooks.release(E);
+    hooks.release(HU);
+
+    double sum = 0;
+    int64_t counted = 0;
+    for (int64_t i = 0; i < N; i++) {
+        if (targets[i] < 0) continue;
+        sum += a_.losses[i];
+        counted++;
+    }
+    return counted ? sum / double(counted) : 0.0;
+}
+
+// The embedding's backward is a scatter of dres: it needs no parameters.
+template <class S>
+template <class G>
+void Model::Pass<S>::embedding_grads(G* eg, const int32_t* inputs) {
+    G* dwpe = m_.embed_.wpe >= 0 ? eg + m_.embed_.wpe : nullptr;
+    embedding_backward(eg + m_.embed_.wte, dwpe, a_.dres, inputs, B_, T_, c_.d_model);
+}
+
+template <class S>
+void Model::Pass<S>::backward_blocks(UnitHooks& hooks, const int32_t* inputs) {
+    for (int l = c_.n_layer - 1; l >= 0; l--) {
+        int u = ModelLayout::block_unit(l);
+        const S* p = params(hooks, u);
+        with_grads(hooks, u, [&](auto* g) { block_backward(l, p, g); });
+        hooks.grads_ready(u);
+        hooks.release(u);
+    }
+    const int E = ModelLayout::embed_unit();
+    with_grads(hooks, E, [&](auto* eg) { embedding_grads(eg, inputs); });
+    hooks.grads_ready(E);
+}
+
+template <class S>
+void Model::Pass<S>::logits(UnitHooks& hooks, float* out) {
+    const int HU = m_.layout_.head_unit(), E = ModelLayout::embed_unit();
+    const int64_t N = int64_t(B_) * T_;
+    const S* hp = params(hooks, HU);
+    const S* w_cls = c_.tie_embeddings ? params(hooks, E) + m_.embed_.wte : hp + m_.head_.lm_head;
+    const S* xn = final_norm_forward(hp);
+    if constexpr (std::is_same_v<S, float>)
+        matmul_forward(out, xn, w_cls, nullptr, N, c_.d_model, c_.vocab_size);
+    else
+        gemm_bf16(false, true, N, c_.vocab_size, c_.d_model, 1.0f, xn, c_.d_model, w_cls,
+                  c_.d_model, 0.0f, out, c_.vocab_size);
+    if (c_.tie_embeddings) hooks.release(E);
+    hooks.release(HU);
+}
+
+// ---- Model ---------------------------------------------------------------------
+
+Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType dtype)
+    : cfg_(cfg), layout_(model_layout(cfg)), B_(B), T_(T), dtype_(dtype) {
     ZT_CHECK(B > 0, "micro-batch must be positive, got %d", B);
     ZT_CHECK(T > 0, "seq-len must be positive, got %d", T);
     ZT_CHECK(T <= cfg.max_seq, "seq-len %d exceeds the model's maximum of %d (%s)", T, cfg.max_seq,
              cfg.name.c_str());
+    for (int l = 0; l < cfg.n_layer; l++)
+        blocks_.push_back(block_slots(cfg, layout_.units[size_t(ModelLayout::block_unit(l))]));
+    embed_ = embed_slots(cfg, layout_.units[size_t(ModelLayout::embed_unit())]);
+    head_ = head_slots(cfg, layout_.units[size_t(layout_.head_unit())]);
+
+    const size_t ssize = storage_size(dtype);
     Sizer sizer;
-    plan_acts(cfg, B, T, [&](int64_t n) { sizer.add(n); });
+    plan_acts(cfg, B, T, [&](int64_t n, bool s) { sizer.add(n, s ? ssize : sizeof(float)); });
     arena_ = Arena(sizer.bytes, "activations");
     ledger_ = ledger;
     if (ledger_) ledger_->add(MemCategory::activations, int64_t(arena_.capacity()));
 
-    std::vector<float*> ptrs;
-    plan_acts(cfg, B, T, [&](int64_t n) { ptrs.push_back(n ? arena_.alloc<float>(size_t(n)) : nullptr); });
-    size_t i = 0;
-    auto next = [&]() { return ptrs[i++]; };
-    acts_ = std::make_unique<Acts>();
-    Acts& a = *acts_;
-    for (int l = 0; l <= cfg.n_layer; l++) a.residual.push_back(next());
-    a.layers.resize(size_t(cfg.n_layer));
-    for (auto& L : a.layers) {
-        L.ln1 = next();
-        L.ln1_mu = next();
-        L.ln1_rs = next();
-        L.qkv = next();
-        L.att = next();
-        L.atty = next();
-        L.x_mid = next();
-        L.ln2 = next();
-        L.ln2_mu = next();
-        L.ln2_rs = next();
-        L.fc = next();
-        L.act = next();
+    std::vector<void*> ptrs;
+    plan_acts(cfg, B, T, [&](int64_t n, bool s) {
+        const size_t bytes = size_t(n) * (s ? ssize : sizeof(float));
+        ptrs.push_back(n ? arena_.alloc<unsigned char>(bytes) : nullptr);
+    });
+    auto build = [&](auto& acts) {
+        using A = std::remove_reference_t<decltype(*acts)>;
+        using St = std::remove_pointer_t<decltype(A::dres)>;
+        size_t i = 0;
+        auto s = [&]() { return static_cast<St*>(ptrs[i++]); };
+        auto f = [&]() { return static_cast<float*>(ptrs[i++]); };
+        A& a = *acts;
+        for (int l = 0; l <= cfg.n_layer; l++) a.residual.push_back(s());
+        a.layers.resize(size_t(cfg.n_layer));
+        for (auto& L : a.layers) {
+            L.ln1 = s();
+            L.ln1_mu = f();
+            L.ln1_rs = f();
+            L.qkv = s();
+            L.att = s();
+            L.atty = s();
+            L.x_mid = s();
+            L.ln2 = s();
+            L.ln2_mu = f();
+            L.ln2_rs = f();
+            L.fc = s();
+            L.act = s();
+        }
+        a.lnf = s();
+        a.lnf_mu = f();
+        a.lnf_rs = f();
+        a.rope_cos = f();
+        a.rope_sin = f();
+        a.losses = f();
+        a.logits_scratch = f();
+        a.chunk_rows = classifier_chunk_rows(int64_t(B) * T, cfg.vocab_size);
+        a.dres = s();
+        a.dnorm = s();
+        a.dqkv = s();
+        a.dqkv_rot = s();
+        a.datty = s();
+        a.dfc = s();
+        a.dact = s();
+        ZT_CHECK(i == ptrs.size(), "internal: activation plan mismatch");
+        if (cfg.arch == Arch::llama)
+            rope_table(a.rope_cos, a.rope_sin, T, cfg.head_dim(), cfg.rope_theta);
+    };
+    if (dtype == DType::f32) {
+        acts_f32_ = std::make_unique<Acts<float>>();
+        build(acts_f32_);
+    } else {
+        acts_bf16_ = std::make_unique<Acts<bf16>>();
+        build(acts_bf16_);
     }
-    a.lnf = next();
-    a.lnf_mu = next();
-    a.lnf_rs = next();
-    a.rope_cos = next();
-    a.rope_sin = next();
-    a.losses = next();
-    a.logits_scratch = next();
-    a.chunk_rows = classifier_chunk_rows(int64_t(B) * T, cfg.vocab_size);
-    a.dres = next();
-    a.dnorm = next();
-    a.dqkv = next();
-    a.dqkv_rot = next();
-    a.datty = next();
-    a.dfc = next();
-    a.dact = next();
-    ZT_CHECK(i == ptrs.size(), "internal: activation plan mismatch");
-    if (cfg.arch == Arch::llama) rope_table(a.rope_cos, a.rope_sin, T, cfg.head_dim(), cfg.rope_theta);
 }
 
 Model::~Model() {
@@ -173,9 +511,10 @@ Model::~Model() {
 
 int64_t Model::activation_bytes() const { return int64_t(arena_.capacity()); }
 
-int64_t Model::activation_bytes_for(const ModelConfig& cfg, int B, int T) {
+int64_t Model::activation_bytes_for(const ModelConfig& cfg, int B, int T, DType dtype) {
+    const size_t ssize = storage_size(dtype);
     Sizer sizer;
-    plan_acts(cfg, B, T, [&](int64_t n) { sizer.add(n); });
+    plan_acts(cfg, B, T, [&](int64_t n, bool s) { sizer.add(n, s ? ssize : sizeof(float)); });
     return int64_t(Arena::aligned(sizer.bytes));
 }
 
@@ -188,223 +527,43 @@ void Model::check_tokens(const int32_t* tokens, const char* what, int32_t min_id
     }
 }
 
-void Model::block_forward(int layer, const float* params) {
-    const ModelConfig& c = cfg_;
-    const UnitSpec& u = layout_.units[size_t(ModelLayout::block_unit(layer))];
-    Acts::Layer& L = acts_->layers[size_t(layer)];
-    const float* x = acts_->residual[size_t(layer)];
-    float* x_out = acts_->residual[size_t(layer) + 1];
-    int64_t N = int64_t(B_) * T_;
-    int C = c.d_model, H = c.d_ff, QKV = c.qkv_dim(), D = c.head_dim();
-    auto P = [&](size_t i) { return params + u.tensors[i].offset; };
-
-    if (c.arch == Arch::llama) {
-        // tensors: 0 ln1, 1 q, 2 k, 3 v (1-3 one (QKV, C) matrix), 4 o, 5 ln2, 6 gate, 7 up, 8 down
-        rmsnorm_forward(L.ln1, L.ln1_rs, x, P(0), N, C, c.norm_eps);
-        matmul_forward(L.qkv, L.ln1, P(1), nullptr, N, C, QKV);
-        rope_forward(L.qkv, L.qkv, acts_->rope_cos, acts_->rope_sin, B_, T_, c.n_head + c.n_kv_head,
-                     D, QKV);
-        attention_forward(L.atty, L.att, L.qkv, B_, T_, c.n_head, c.n_kv_head, D);
-        matmul_forward(L.x_mid, L.atty, P(4), nullptr, N, C, C);
-        add_inplace(L.x_mid, x, N * C);
-        rmsnorm_forward(L.ln2, L.ln2_rs, L.x_mid, P(5), N, C, c.norm_eps);
-        matmul_forward(L.fc, L.ln2, P(6), nullptr, N, C, 2 * H);
-        swiglu_forward(L.act, L.fc, N, H);
-        matmul_forward(x_out, L.act, P(8), nullptr, N, H, C);
-    } else {
-        // tensors: 0/1 ln_1, 2/3 c_attn, 4/5 attn.c_proj, 6/7 ln_2, 8/9 c_fc, 10/11 mlp.c_proj
-        layernorm_forward(L.ln1, L.ln1_mu, L.ln1_rs, x, P(0), P(1), N, C, c.norm_eps);
-        matmul_forward(L.qkv, L.ln1, P(2), P(3), N, C, QKV);
-        attention_forward(L.atty, L.att, L.qkv, B_, T_, c.n_head, c.n_kv_head, D);
-        matmul_forward(L.x_mid, L.atty, P(4), P(5), N, C, C);
-        add_inplace(L.x_mid, x, N * C);
-        layernorm_forward(L.ln2, L.ln2_mu, L.ln2_rs, L.x_mid, P(6), P(7), N, C, c.norm_eps);
-        matmul_forward(L.fc, L.ln2, P(8), P(9), N, C, H);
-        gelu_forward(L.act, L.fc, N * H);
-        matmul_forward(x_out, L.act, P(10), P(11), N, H, C);
-    }
-    add_inplace(x_out, L.x_mid, N * C);
-}
-
-// On entry acts_->dres holds dLoss/d(block output); on exit dLoss/d(block input).
-void Model::block_backward(int layer, const float* params, float* grads) {
-    const ModelConfig& c = cfg_;
-    const UnitSpec& u = layout_.units[size_t(ModelLayout::block_unit(layer))];
-    Acts::Layer& L = acts_->layers[size_t(layer)];
-    Acts& a = *acts_;
-    const float* x = a.residual[size_t(layer)];
-    int64_t N = int64_t(B_) * T_;
-    int C = c.d_model, H = c.d_ff, QKV = c.qkv_dim(), D = c.head_dim();
-    auto P = [&](size_t i) { return params + u.tensors[i].offset; };
-    auto G = [&](size_t i) { return grads + u.tensors[i].offset; };
-    auto zero = [](float* p, int64_t n) { std::memset(p, 0, size_t(n) * sizeof(float)); };
-
-    if (c.arch == Arch::llama) {
-        zero(a.dact, N * H);
-        matmul_backward(a.dact, G(8), nullptr, a.dres, L.act, P(8), N, H, C);
-        zero(a.dfc, N * 2 * H);
-        swiglu_backward(a.dfc, a.dact, L.fc, N, H);
-        zero(a.dnorm, N * C);
-        matmul_backward(a.dnorm, G(6), nullptr, a.dfc, L.ln2, P(6), N, C, 2 * H);
-        rmsnorm_backward(a.dres, G(5), a.dnorm, L.x_mid, P(5), L.ln2_rs, N, C);
-
-        zero(a.datty, N * C);
-        matmul_backward(a.datty, G(4), nullptr, a.dres, L.atty, P(4), N, C, C);
-        zero(a.dqkv, N * QKV);
-        attention_backward(a.dqkv, a.datty, L.qkv, L.att, B_, T_, c.n_head, c.n_kv_head, D);
-        // RoPE touched the q and k heads only; v's gradient passes through unchanged.
-        zero(a.dqkv_rot, N * QKV);
-        rope_backward(a.dqkv_rot, a.dqkv, a.rope_cos, a.rope_sin, B_, T_, c.n_head + c.n_kv_head,
-                      D, QKV);
-        int64_t v_off = int64_t(c.n_head + c.n_kv_head) * D, v_len = int64_t(c.n_kv_head) * D;
-        for (int64_t r = 0; r < N; r++)
-            std::memcpy(a.dqkv_rot + r * QKV + v_off, a.dqkv + r * QKV + v_off,
-                        size_t(v_len) * sizeof(float));
-        zero(a.dnorm, N * C);
-        matmul_backward(a.dnorm, G(1), nullptr, a.dqkv_rot, L.ln1, P(1), N, C, QKV);
-        rmsnorm_backward(a.dres, G(0), a.dnorm, x, P(0), L.ln1_rs, N, C);
-    } else {
-        zero(a.dact, N * H);
-        matmul_backward(a.dact, G(10), G(11), a.dres, L.act, P(10), N, H, C);
-        zero(a.dfc, N * H);
-        gelu_backward(a.dfc, a.dact, L.fc, N * H);
-        zero(a.dnorm, N * C);
-        matmul_backward(a.dnorm, G(8), G(9), a.dfc, L.ln2, P(8), N, C, H);
-        layernorm_backward(a.dres, G(6), G(7), a.dnorm, L.x_mid, P(6), L.ln2_mu, L.ln2_rs, N, C);
-
-        zero(a.datty, N * C);
-        matmul_backward(a.datty, G(4), G(5), a.dres, L.atty, P(4), N, C, C);
-        zero(a.dqkv, N * QKV);
-        attention_backward(a.dqkv, a.datty, L.qkv, L.att, B_, T_, c.n_head, c.n_kv_head, D);
-        zero(a.dnorm, N * C);
-        matmul_backward(a.dnorm, G(2), G(3), a.dqkv, L.ln1, P(2), N, C, QKV);
-        layernorm_backward(a.dres, G(0), G(1), a.dnorm, x, P(0), L.ln1_mu, L.ln1_rs, N, C);
-    }
-}
-
-const float* Model::final_norm_forward(const float* hp) {
-    int64_t N = int64_t(B_) * T_;
-    const float* x = acts_->residual[size_t(cfg_.n_layer)];
-    if (cfg_.arch == Arch::llama)
-        rmsnorm_forward(acts_->lnf, acts_->lnf_rs, x, hp, N, cfg_.d_model, cfg_.norm_eps);
-    else
-        layernorm_forward(acts_->lnf, acts_->lnf_mu, acts_->lnf_rs, x, hp, hp + cfg_.d_model, N,
-                          cfg_.d_model, cfg_.norm_eps);
-    return acts_->lnf;
-}
-
-void Model::final_norm_backward(const float* hp, float* hg, const float* dnorm) {
-    int64_t N = int64_t(B_) * T_;
-    int C = cfg_.d_model;
-    const float* x = acts_->residual[size_t(cfg_.n_layer)];
-    std::memset(acts_->dres, 0, size_t(N * C) * sizeof(float));
-    if (cfg_.arch == Arch::llama)
-        rmsnorm_backward(acts_->dres, hg, dnorm, x, hp, acts_->lnf_rs, N, C);
-    else
-        layernorm_backward(acts_->dres, hg, hg + C, dnorm, x, hp, acts_->lnf_mu, acts_->lnf_rs, N,
-                           C);
-}
-
-void Model::forward_blocks(UnitHooks& hooks, const int32_t* inputs) {
-    check_tokens(inputs, "input", 0);
-    const int E = ModelLayout::embed_unit();
-    const float* ep = hooks.acquire(E);
-    const UnitSpec& eu = layout_.units[size_t(E)];
-    const float* wpe = cfg_.arch == Arch::gpt2 ? ep + eu.tensors[1].offset : nullptr;
-    embedding_forward(acts_->residual[0], inputs, ep, wpe, B_, T_, cfg_.d_model);
-    hooks.release(E);
-    for (int l = 0; l < cfg_.n_layer; l++) {
-        int u = ModelLayout::block_unit(l);
-        block_forward(l, hooks.acquire(u));
-        hooks.release(u);
-    }
-}
-
-// The head: final norm, then the fused classifier + cross-entropy. With
-// backward, the head's gradients are produced here, while its parameters are
-// acquired, and acts_->dres is left holding dLoss/d(last residual). With tied
-// embeddings the classifier's weight is the embedding's, so the embedding
-// unit is acquired too and its gradient buffer receives the head's part.
-double Model::head_loss(UnitHooks& hooks, const int32_t* targets, float loss_scale,
-                        bool backward) {
-    check_tokens(targets, "target", -1);
-    const int HU = layout_.head_unit(), E = ModelLayout::embed_unit();
-    int64_t N = int64_t(B_) * T_;
-    int C = cfg_.d_model, V = cfg_.vocab_size;
-    const float* hp = hooks.acquire(HU);
-    const float* w_cls = cfg_.tie_embeddings ? hooks.acquire(E)
-                                             : hp + layout_.units[size_t(HU)].tensors.back().offset;
-    const float* xn = final_norm_forward(hp);
-    float* hg = backward ? hooks.unit_grads(HU) : nullptr;
-    float* dw_cls = nullptr;
-    if (backward) {
-        dw_cls = cfg_.tie_embeddings ? hooks.unit_grads(E)
-                                     : hg + layout_.units[size_t(HU)].tensors.back().offset;
-        std::memset(acts_->dnorm, 0, size_t(N * C) * sizeof(float));
-    }
-    classifier_forward_backward(acts_->losses, backward ? acts_->dnorm : nullptr, dw_cls, xn, w_cls,
-                                targets, N, C, V, loss_scale, acts_->logits_scratch,
-                                acts_->chunk_rows);
-    if (backward) {
-        final_norm_backward(hp, hg, acts_->dnorm);
-        hooks.grads_ready(HU);
-    }
-    if (cfg_.tie_embeddings) hooks.release(E);
-    hooks.release(HU);
-
-    double sum = 0;
-    int64_t counted = 0;
-    for (int64_t i = 0; i < N; i++) {
-        if (targets[i] < 0) continue;
-        sum += acts_->losses[i];
-        counted++;
-    }
-    return counted ? sum / double(counted) : 0.0;
-}
-
 double Model::forward_backward(UnitHooks& hooks, const int32_t* inputs, const int32_t* targets,
                                float loss_scale, PassTimes* times) {
     PassTimes local;
     PassTimes& t = times ? *times : local;
-    double loss;
-    {
-        ScopedTimer timer(&t.forward);
-        forward_blocks(hooks, inputs);
-    }
-    ScopedTimer timer(&t.backward);
-    loss = head_loss(hooks, targets, loss_scale, true);
-    for (int l = cfg_.n_layer - 1; l >= 0; l--) {
-        int u = ModelLayout::block_unit(l);
-        const float* p = hooks.acquire(u);
-        block_backward(l, p, hooks.unit_grads(u));
-        hooks.grads_ready(u);
-        hooks.release(u);
-    }
-    // The embedding's backward is a scatter of dres: it needs no parameters.
-    const int E = ModelLayout::embed_unit();
-    float* eg = hooks.unit_grads(E);
-    const UnitSpec& eu = layout_.units[size_t(E)];
-    float* dwpe = cfg_.arch == Arch::gpt2 ? eg + eu.tensors[1].offset : nullptr;
-    embedding_backward(eg, dwpe, acts_->dres, inputs, B_, T_, cfg_.d_model);
-    hooks.grads_ready(E);
-    return loss;
+    auto run = [&](auto& acts) {
+        Pass<std::remove_pointer_t<decltype(acts->dres)>> pass(*this, *acts);
+        {
+            ScopedTimer timer(&t.forward);
+            pass.forward_blocks(hooks, inputs);
+        }
+        ScopedTimer timer(&t.backward);
+        double loss = pass.head_loss(hooks, targets, loss_scale, true);
+        pass.backward_blocks(hooks, inputs);
+        return loss;
+    };
+    return acts_f32_ ? run(acts_f32_) : run(acts_bf16_);
 }
 
 double Model::forward_loss(UnitHooks& hooks, const int32_t* inputs, const int32_t* targets) {
-    forward_blocks(hooks, inputs);
-    return head_loss(hooks, targets, 0.0f, false);
+    auto run = [&](auto& acts) {
+        Pass<std::remove_pointer_t<decltype(acts->dres)>> pass(*this, *acts);
+        pass.forward_blocks(hooks, inputs);
+        return pass.head_loss(hooks, targets, 0.0f, false);
+    };
+    return acts_f32_ ? run(acts_f32_) : run(acts_bf16_);
 }
 
 void Model::forward_logits(UnitHooks& hooks, const int32_t* inputs, float* logits) {
-    forward_blocks(hooks, inputs);
-    const int HU = layout_.head_unit(), E = ModelLayout::embed_unit();
-    const float* hp = hooks.acquire(HU);
-    const float* w_cls = cfg_.tie_embeddings ? hooks.acquire(E)
-                                             : hp + layout_.units[size_t(HU)].tensors.back().offset;
-    const float* xn = final_norm_forward(hp);
-    matmul_forward(logits, xn, w_cls, nullptr, int64_t(B_) * T_, cfg_.d_model, cfg_.vocab_size);
-    if (cfg_.tie_embeddings) hooks.release(E);
-    hooks.release(HU);
+    auto run = [&](auto& acts) {
+        Pass<std::remove_pointer_t<decltype(acts->dres)>> pass(*this, *acts);
+        pass.forward_blocks(hooks, inputs);
+        pass.logits(hooks, logits);
+    };
+    if (acts_f32_)
+        run(acts_f32_);
+    else
+        run(acts_bf16_);
 }
 
 }  // namespace zt

@@ -1,17 +1,23 @@
 // The decoder model (LLaMA or GPT-2 family), forward and backward, unit by unit.
 //
 // The model never owns parameters: for each unit it asks the engine through
-// UnitHooks for a view of the unit's full parameters (acquire/release) and for
-// the unit's gradient buffer, and tells it when the unit's gradients are final
-// (grads_ready). It never knows whether or how the engine shards them.
+// UnitHooks for a typed view of the unit's full compute copy (acquire/release)
+// and for the unit's gradient view, and tells it when the unit's gradients are
+// final (grads_ready). It never knows whether or how the engine shards them.
+// Precision: the model's dtype (f32, or bf16 for mixed precision) is that of
+// its activations and of the compute copy it is lent; norms, softmax, RoPE
+// and the loss compute in fp32 from that storage, and parameter gradients are
+// written in the dtype of the gradient view (f32, or bf16 with a bf16 model).
 // Invariant: gradients are accumulated (+=) into the engine's buffers, so
 // micro-batches add up until the engine zeroes them after a step.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "core/arena.h"
+#include "core/tensor.h"
 #include "model/config.h"
 #include "model/layout.h"
 #include "prof/memory.h"
@@ -22,12 +28,12 @@ namespace zt {
 class UnitHooks {
 public:
     virtual ~UnitHooks() = default;
-    // Full parameters of the unit, valid until release(unit).
-    virtual const float* acquire(int unit) = 0;
+    // The unit's full compute copy, (n_u,) of the model's dtype, valid until release(unit).
+    virtual Tensor acquire(int unit) = 0;
     virtual void release(int unit) = 0;
-    // Full-size gradient buffer of the unit to accumulate into during backward
-    // (needs no acquire: the embedding's backward reads no parameters).
-    virtual float* unit_grads(int unit) = 0;
+    // The unit's full gradient view, (n_u,), to accumulate into during
+    // backward (needs no acquire: the embedding's backward reads no parameters).
+    virtual Tensor unit_grads(int unit) = 0;
     // The unit's gradient for this micro-batch is complete.
     virtual void grads_ready(int unit) = 0;
 };
@@ -40,9 +46,9 @@ struct PassTimes {
 
 class Model {
 public:
-    // Activations for micro-batches of B sequences of T tokens are allocated
-    // once and counted under `activations` in the ledger.
-    Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger);
+    // Activations for micro-batches of B sequences of T tokens, in dtype
+    // (f32 or bf16), are allocated once and counted under `activations`.
+    Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType dtype = DType::f32);
     ~Model();
     Model(const Model&) = delete;
     Model& operator=(const Model&) = delete;
@@ -51,9 +57,11 @@ public:
     const ModelLayout& layout() const { return layout_; }
     int batch() const { return B_; }
     int seq_len() const { return T_; }
+    DType dtype() const { return dtype_; }
     int64_t activation_bytes() const;
     // The same number without building a model (estimates).
-    static int64_t activation_bytes_for(const ModelConfig& cfg, int B, int T);
+    static int64_t activation_bytes_for(const ModelConfig& cfg, int B, int T,
+                                        DType dtype = DType::f32);
 
     // One training micro-batch: forward, loss, backward with d(loss_i) = loss_scale
     // for every position i. inputs, targets (B, T). Returns the mean loss over the
@@ -68,23 +76,24 @@ public:
     void forward_logits(UnitHooks& hooks, const int32_t* inputs, float* logits);
 
 private:
+    template <class S>
     struct Acts;
+    template <class S>
+    class Pass;  // forward and backward over activations of storage type S
     // Refuses ids outside [min_id, V): inputs need min_id 0, targets allow -1 (ignored).
     void check_tokens(const int32_t* tokens, const char* what, int32_t min_id) const;
-    void forward_blocks(UnitHooks& hooks, const int32_t* inputs);
-    void block_forward(int layer, const float* params);
-    void block_backward(int layer, const float* params, float* grads);
-    // Final norm on the last residual; returns pointer to normalised rows (B*T, C).
-    const float* final_norm_forward(const float* head_params);
-    void final_norm_backward(const float* head_params, float* head_grads, const float* dnorm);
-    double head_loss(UnitHooks& hooks, const int32_t* targets, float loss_scale, bool backward);
 
     ModelConfig cfg_;
     ModelLayout layout_;
+    std::vector<BlockSlots> blocks_;  // by layer
+    EmbedSlots embed_;
+    HeadSlots head_;
     int B_, T_;
+    DType dtype_;
     Arena arena_;
     MemoryLedger* ledger_ = nullptr;  // the arena's bytes are counted here
-    std::unique_ptr<Acts> acts_;
+    std::unique_ptr<Acts<float>> acts_f32_;  // exactly one of the two is set
+    std::unique_ptr<Acts<bf16>> acts_bf16_;
 };
 
 }  // namespace zt

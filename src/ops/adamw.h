@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace zt::cpu {
 
 struct AdamWHyper {
@@ -26,7 +28,13 @@ void adamw_update(double* param, const double* grad, double* m, double* v, int64
                   const AdamWHyper& h, bool apply_decay);
 
 // Sum of squares accumulated in double (for the global grad norm).
+// Mixed precision: fp32 master, moments and update from a bf16 gradient
+// multiplied by grad_scale (the clipping coefficient) as it is read.
+void adamw_update(float* param, const bf16* grad, float grad_scale, float* m, float* v, int64_t n,
+                  const AdamWHyper& h, bool apply_decay);
+
 double sum_squares(const float* x, int64_t n);
+double sum_squares(const bf16* x, int64_t n);
 
 // x (n) *= s
 void scale_inplace(float* x, int64_t n, float s);

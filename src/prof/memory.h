@@ -13,6 +13,9 @@
 #include <cstdlib>
 #include <utility>
 
+#include "core/check.h"
+#include "core/dtype.h"
+
 namespace zt {
 
 enum class MemCategory : int { params = 0, grads, optimizer, activations, buffers, count };
@@ -86,6 +89,32 @@ private:
 };
 
 void ledger_alloc_failure(size_t bytes);
+
+// n elements of a dtype chosen at run time (the compute copy is f32 or bf16),
+// counted in a ledger like a LedgerBuffer.
+class TypedLedgerBuffer {
+public:
+    TypedLedgerBuffer() = default;
+    TypedLedgerBuffer(MemoryLedger* ledger, MemCategory cat, DType dtype, int64_t n)
+        : dtype_(dtype), n_(n), bytes_(ledger, cat, n * int64_t(dtype_size(dtype))) {}
+
+    DType dtype() const { return dtype_; }
+    int64_t size() const { return n_; }
+    void* data() { return bytes_.data(); }
+    // Address of element i.
+    void* at(int64_t i) { return bytes_.data() + i * int64_t(dtype_size(dtype_)); }
+    template <typename T>
+    T* as() {
+        ZT_CHECK(sizeof(T) == dtype_size(dtype_), "buffer of %s read as a %zu-byte type",
+                 dtype_name(dtype_), sizeof(T));
+        return reinterpret_cast<T*>(bytes_.data());
+    }
+
+private:
+    DType dtype_ = DType::f32;
+    int64_t n_ = 0;
+    LedgerBuffer<uint8_t> bytes_;
+};
 
 template <typename T>
 void LedgerBuffer<T>::throw_alloc_failure(size_t bytes) {

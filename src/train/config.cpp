@@ -16,6 +16,7 @@ nlohmann::ordered_json train_config_to_json(const TrainConfig& c) {
     j["nproc"] = c.nproc;
     j["device"] = c.device;
     j["precision"] = c.precision;
+    j["grad_accum_dtype"] = c.grad_accum_dtype;
     j["comm"] = c.comm;
     j["sim_bandwidth_gbps"] = c.sim_bandwidth_gbps;
     j["sim_latency_us"] = c.sim_latency_us;
@@ -168,6 +169,14 @@ bool apply_deepspeed_key(TrainConfig& c, const std::string& k, const nlohmann::j
             ZT_CHECK(!enabled, "%s: fp16.enabled: zerotrain trains in fp32 or bf16, not fp16",
                      source.c_str());
         }
+    } else if (k == "data_types") {
+        ZT_CHECK(v.is_object(), "%s: 'data_types' must be an object", source.c_str());
+        for (auto it = v.begin(); it != v.end(); ++it) {
+            ZT_CHECK(it.key() == "grad_accum_dtype",
+                     "%s: data_types.%s is not supported (data_types.grad_accum_dtype is)",
+                     source.c_str(), it.key().c_str());
+            read_key(it.value(), "data_types.grad_accum_dtype", source, &c.grad_accum_dtype);
+        }
     } else if (k == "zero_optimization") {
         apply_zero_optimization(c, v, source);
     } else if (is_ignored_deepspeed_key(k)) {
@@ -213,6 +222,7 @@ void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std:
         else if (apply_deepspeed_key(c, k, v, source)) continue;
         else if (k == "device") read_key(v, k, source, &c.device);
         else if (k == "precision") read_key(v, k, source, &c.precision);
+        else if (k == "grad_accum_dtype") read_key(v, k, source, &c.grad_accum_dtype);
         else if (k == "comm") read_key(v, k, source, &c.comm);
         else if (k == "seq_len") read_key(v, k, source, &c.seq_len);
         else if (k == "micro_batch") read_key(v, k, source, &c.micro_batch);
@@ -266,8 +276,11 @@ void validate_train_config(const TrainConfig& c) {
              "--device cuda: this build has no CUDA backend yet; use --device cpu");
     ZT_CHECK(c.precision == "fp32" || c.precision == "bf16",
              "--precision '%s': expected fp32 or bf16", c.precision.c_str());
-    ZT_CHECK(c.precision == "fp32",
-             "--precision bf16: the CPU backend trains in fp32 only; use --precision fp32");
+    ZT_CHECK(c.grad_accum_dtype == "auto" || c.grad_accum_dtype == "fp32" ||
+                 c.grad_accum_dtype == "bf16",
+             "--grad-accum-dtype '%s': expected auto, fp32 or bf16", c.grad_accum_dtype.c_str());
+    ZT_CHECK(!(c.precision == "fp32" && c.grad_accum_dtype == "bf16"),
+             "--grad-accum-dtype bf16 needs --precision bf16 (fp32 training reduces in fp32)");
     ZT_CHECK(c.comm == "auto" || c.comm == "local" || c.comm == "mpi" || c.comm == "ring" ||
                  c.comm == "nccl",
              "--comm '%s': expected auto, local, mpi, ring or nccl", c.comm.c_str());

@@ -22,6 +22,10 @@ struct TrainConfig {
     int nproc = 0;  // > 0: start this many local ranks through mpirun
     std::string device = "cpu";
     std::string precision = "fp32";
+    // Dtype gradients are accumulated and reduced in (DeepSpeed's
+    // data_types.grad_accum_dtype): auto is the precision's own (bf16 for
+    // bf16, as DeepSpeed does; fp32 for fp32), fp32 with bf16 keeps more bits.
+    std::string grad_accum_dtype = "auto";
     std::string comm = "auto";  // auto: local for one rank, mpi for several
     double sim_bandwidth_gbps = 0;  // gigabits/s; 0 = unlimited (no simulation)
     double sim_latency_us = 0;
@@ -66,6 +70,9 @@ struct TrainConfig {
     std::set<std::string> given;
 
     double resolved_min_lr() const { return min_lr < 0 ? lr / 10.0 : min_lr; }
+    std::string resolved_grad_dtype() const {
+        return grad_accum_dtype == "auto" ? precision : grad_accum_dtype;
+    }
 };
 
 nlohmann::ordered_json train_config_to_json(const TrainConfig& c);

@@ -81,7 +81,7 @@ void gemv_parallel(float* out, const float* x, const float* weight, const float*
 }
 
 // y (n) += x (n): the residual connections.
-void add_inplace(float* y, const float* x, int64_t n) {
+void residual_add(float* y, const float* x, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= (int64_t(1) << 16))
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
@@ -214,7 +214,7 @@ void Generator::block_forward(int layer, int n) {
                      c.n_head + c.n_kv_head, HD, QKV);
         attention_cached(layer, n);
         linear(proj_.data(), atty_.data(), P(4), nullptr, n, C, C);
-        add_inplace(x, proj_.data(), NC);
+        residual_add(x, proj_.data(), NC);
         rmsnorm_forward(xn, rstd_.data(), x, P(5), n, C, c.norm_eps);
         linear(fc_.data(), xn, P(6), nullptr, n, C, 2 * H);
         swiglu_forward(act_.data(), fc_.data(), n, H);
@@ -225,13 +225,13 @@ void Generator::block_forward(int layer, int n) {
         linear(qkv, xn, P(2), P(3), n, C, QKV);
         attention_cached(layer, n);
         linear(proj_.data(), atty_.data(), P(4), P(5), n, C, C);
-        add_inplace(x, proj_.data(), NC);
+        residual_add(x, proj_.data(), NC);
         layernorm_forward(xn, mean_.data(), rstd_.data(), x, P(6), P(7), n, C, c.norm_eps);
         linear(fc_.data(), xn, P(8), P(9), n, C, H);
         gelu_forward(act_.data(), fc_.data(), int64_t(n) * H);
         linear(proj_.data(), act_.data(), P(10), P(11), n, H, C);
     }
-    add_inplace(x, proj_.data(), NC);
+    residual_add(x, proj_.data(), NC);
 }
 
 void Generator::attention_cached(int layer, int n) {

@@ -1,25 +1,20 @@
-// The ZeRO engine: one engine, the stage is a policy.
+// The ZeRO engine: one engine, the stage is a policy (zero/policy.h).
 //
-// It owns parameters, gradients and AdamW state, lends the model full views
-// of one unit at a time (UnitHooks), reduces each unit's gradient as soon as
-// its backward finishes, and runs the optimizer on this rank's shard.
+// Three parts, each a policy-driven piece a later feature changes alone:
+//   ParamStore      the compute copy (f32 or bf16) the model reads, replicated
+//                   or gathered on acquire with prefetch (param_store.h);
+//   GradReducer     gradients in the reduce dtype, reduced as units finish,
+//                   accumulated into the shard (grad_reducer.h);
+//   ShardOptimizer  fp32 master weights and AdamW moments of this rank's
+//                   range, writing the compute copy back (shard_optimizer.h).
+// The engine lends the model typed views of one unit at a time (UnitHooks),
+// and between backward and update computes the global gradient norm (one
+// all-reduce of the ranks' partial sums) and the clipping coefficient.
 //
-//   stage | params          | grads                     | AdamW m, v | after backward
-//   0     | full            | full, all-reduce (avg)    | full       | every rank updates all
-//   1     | full            | full, reduce-scatter      | shard      | update shard, all-gather params
-//   2     | full            | shard, reduce-scatter     | shard      | update shard, all-gather params
-//   3     | shard           | shard, reduce-scatter     | shard      | update shard; acquire gathers
-//
-// Stages 1/2 issue the all-gather of updated parameters at the end of step()
-// and wait for a unit's only when the next forward acquires it.
-// Stages 0/1 keep full gradients and reduce once, at the last micro-batch of a
-// step; stage 1 reduce-scatters in place (its other blocks are then stale and
-// unused), so stages 0-2 all move 2Ψ a step: ZeRO's volume for data parallelism. Stages 2/3 reduce-scatter every micro-batch into the gradient shard
-// (the shard accumulates; no full gradient survives a unit's backward), so
-// their gradient memory stays 4Ψ/N whatever the accumulation; the cost is K
-// reduce-scatters a step instead of one. Stage 3 gathers a unit on acquire,
-// prefetching the units that follow in the order recorded during the first
-// step, and frees it on release unless it is under the persistence threshold.
+// Every stage moves ZeRO's volume: stages 0-2 2Ψ a step (reduce + gather or
+// all-reduce), stage 3 adds the gathers of acquire. Stages 2/3 reduce-scatter
+// every micro-batch, so their gradient memory stays Ψ/N whatever the
+// accumulation; the cost is K reduce-scatters a step instead of one.
 // Invariant: gradients accumulate (+=) across micro-batches until zero_grads().
 #pragma once
 
@@ -30,9 +25,12 @@
 #include "comm/communicator.h"
 #include "model/layout.h"
 #include "model/model.h"
-#include "ops/adamw.h"
 #include "prof/memory.h"
+#include "zero/grad_reducer.h"
 #include "zero/layout.h"
+#include "zero/param_store.h"
+#include "zero/policy.h"
+#include "zero/shard_optimizer.h"
 
 namespace zt {
 
@@ -49,6 +47,10 @@ struct EngineOptions {
     // Stage 3: elements gathered ahead of use, and units small enough to stay gathered.
     int64_t prefetch_elements = int64_t(50) << 20;
     int64_t persistence_threshold = int64_t(1) << 16;
+    // The compute copy's dtype (f32, or bf16 for mixed precision) and the
+    // dtype gradients are accumulated and reduced in (bf16 needs a bf16 copy).
+    DType compute_dtype = DType::f32;
+    DType grad_dtype = DType::f32;
 };
 
 struct StepResult {
@@ -66,10 +68,13 @@ public:
     const ModelConfig& config() const { return cfg_; }
     const ModelLayout& layout() const { return layout_; }
     const ZeroLayout& zero_layout() const { return zl_; }
+    const StagePolicy& policy() const { return policy_; }
     int64_t numel() const { return layout_.total_numel; }
     int stage() const { return opt_.stage; }
     int rank() const { return rank_; }
     int world() const { return world_; }
+    DType compute_dtype() const { return opt_.compute_dtype; }
+    DType grad_dtype() const { return opt_.grad_dtype; }
 
     // Deterministic initialisation from the seed; identical at every world size.
     void init_params(uint64_t seed);
@@ -79,26 +84,27 @@ public:
     void begin_micro(int micro, int grad_accum);
 
     // UnitHooks
-    const float* acquire(int unit) override;
+    Tensor acquire(int unit) override;
     void release(int unit) override;
-    float* unit_grads(int unit) override;
+    Tensor unit_grads(int unit) override;
     void grads_ready(int unit) override;
 
     void zero_grads();
     // Waits for outstanding reductions, clips by the global norm, AdamW on this
-    // rank's shard with learning rate lr (step is 1-based), and (stages 1/2)
-    // all-gathers the updated parameters.
+    // rank's range with learning rate lr (step is 1-based), and writes back
+    // (and, stages 1/2, all-gathers) the compute copy.
     StepResult step(float lr, int64_t step);
 
-    // Full parameters in model order (no padding): a collective in stage 3.
+    // Full fp32 master parameters in model order (no padding): a collective
+    // when the optimizer is sharded.
     std::vector<float> full_params();
-    // Replaces all parameters from a model-order array (every rank passes the same).
+    // Replaces all parameters from a model-order fp32 array (every rank passes the same).
     void load_full_params(const float* params);
 
     // Checkpoint state. Rank r owns elements [r s_u, min((r+1) s_u, n_u)) of
     // unit u at every stage (possibly none): each rank saves exactly its owned
-    // elements of the fp32 parameters and AdamW moments, so the ranks' files
-    // of a checkpoint tile every unit once whatever the stage.
+    // elements of the fp32 master parameters and AdamW moments, so the ranks'
+    // files of a checkpoint tile every unit once whatever the stage and precision.
     OwnedRange owned_range(int unit) const;
     // Copies this rank's owned elements of unit u: params, exp_avg, exp_avg_sq,
     // each (owned_range(u).size(),). Call between steps.
@@ -108,49 +114,25 @@ public:
     void load_unit_state(int unit, const float* params, const float* exp_avg,
                          const float* exp_avg_sq);
 
-    // Single-process stage-0 access to the resident buffers (tests).
+    // Single-process stage-0 fp32 access to the resident buffers (tests).
     float* unit_params(int unit);
     float* all_params();
     float* all_grads();
 
 private:
-    struct Gathered;  // a stage-3 unit gathered in full
-    struct PendingReduce;
-
     void check_unit(int unit) const;
-    float* full_unit(int unit);  // stages 0-2: unit's region in params_full_
-    // Waits for the reduce-scatter in flight (if any) and adds its block to the shard.
-    void finish_in_flight();
-    Gathered& gather_unit(int unit);
-    void prefetch_after(int unit);
-    void free_gathered(int unit);
-    void adamw_unit_range(int unit, float* p, const float* g, float* m, float* v, int64_t begin,
-                          int64_t end, const cpu::AdamWHyper& h);
+    void check_direct_access(const char* what) const;
 
     ModelConfig cfg_;
     ModelLayout layout_;
     EngineOptions opt_;
+    StagePolicy policy_;
     Communicator* comm_;
-    MemoryLedger* ledger_;
     int rank_ = 0, world_ = 1;
     ZeroLayout zl_;
-    int micro_ = 0, grad_accum_ = 1;
-
-    LedgerBuffer<float> params_full_;  // (full_padded) stages 0-2
-    LedgerBuffer<float> params_shard_; // (shard_total) stage 3
-    LedgerBuffer<float> grads_full_;   // (full_padded) stages 0-1
-    LedgerBuffer<float> grads_shard_;  // (shard_total) stages 2-3
-    LedgerBuffer<float> adam_m_;       // (full_padded) stage 0, (shard_total) stages 1-3
-    LedgerBuffer<float> adam_v_;
-
-    std::vector<Work> pending_param_gather_;  // stages 1/2, by unit: gathers after a step
-    std::vector<Work> pending_grad_reduce_;  // stages 0/1: all-reduce (0), reduce-scatter (1)
-    std::unique_ptr<PendingReduce> in_flight_;  // stages 2/3: at most one reduction at a time
-    std::vector<std::unique_ptr<LedgerBuffer<float>>> unit_grad_bufs_;  // stages 2/3
-    std::vector<std::unique_ptr<Gathered>> gathered_;     // stage 3, by unit
-    std::vector<int> trace_;        // stage 3: order of acquires in a step
-    bool trace_recorded_ = false;
-    size_t trace_cursor_ = 0;
+    std::unique_ptr<ParamStore> params_;
+    std::unique_ptr<GradReducer> grads_;
+    std::unique_ptr<ShardOptimizer> optimizer_;
 };
 
 }  // namespace zt

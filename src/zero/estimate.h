@@ -15,6 +15,9 @@ struct EstimateInput {
     int world = 1;
     int stage = 0;
     std::string precision = "fp32";  // fp32 | bf16 (bf16: fp32 master weights and moments)
+    // Dtype gradients are accumulated and reduced in: "" is the precision's
+    // own (bf16 for bf16, fp32 for fp32); "fp32" with bf16 training.
+    std::string grad_dtype;
     int micro_batch = 0;             // 0: no activations estimated
     int seq_len = 0;
     bool offload_optimizer = false;  // optimizer state (and master weights) in host memory
