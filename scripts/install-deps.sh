@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   g++ cmake ninja-build pkg-config \
-  libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
+  libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
   libopenmpi-dev openmpi-bin \
   libsentencepiece-dev sentencepiece fortunes \
   python3-torch python3-numpy >/dev/null

@@ -16,6 +16,7 @@ struct EstimateArgs {
     int world = 1;
     int stage = -1;  // -1: every stage
     std::string precision = "fp32";
+    std::string grad_accum_dtype = "auto";
     int micro_batch = 0;
     int seq_len = 0;
     bool offload_optimizer = false;
@@ -29,6 +30,10 @@ void run_estimate(const EstimateArgs& a) {
     in.model = resolve_model(a.model);
     in.world = a.world;
     in.precision = a.precision;
+    ZT_CHECK(a.grad_accum_dtype == "auto" || a.grad_accum_dtype == "fp32" ||
+                 a.grad_accum_dtype == "bf16",
+             "--grad-accum-dtype '%s': expected auto, fp32 or bf16", a.grad_accum_dtype.c_str());
+    in.grad_dtype = a.grad_accum_dtype == "auto" ? "" : a.grad_accum_dtype;
     in.micro_batch = a.micro_batch;
     in.seq_len = a.seq_len;
     in.offload_optimizer = a.offload_optimizer;
@@ -58,6 +63,8 @@ void run_estimate(const EstimateArgs& a) {
                                         {"world_size", a.world},
                                         {"zero_stage", s},
                                         {"precision", a.precision},
+                                        {"grad_accum_dtype", in.grad_dtype.empty() ? a.precision
+                                                                                   : in.grad_dtype},
                                         {"micro_batch", a.micro_batch},
                                         {"seq_len", a.seq_len},
                                         {"offload_optimizer", a.offload_optimizer},
@@ -88,6 +95,9 @@ void add_estimate_command(CLI::App& app) {
     c->add_option("--world-size", args->world, "number of ranks")->required();
     c->add_option("--zero-stage", args->stage, "one stage (default: all four)");
     c->add_option("--precision", args->precision, "fp32 or bf16 (fp32 master weights)")
+        ->capture_default_str();
+    c->add_option("--grad-accum-dtype", args->grad_accum_dtype,
+                  "gradient dtype: auto (the precision's), fp32 or bf16")
         ->capture_default_str();
     c->add_option("--micro-batch", args->micro_batch, "sequences per micro-batch (activations)");
     c->add_option("--seq-len", args->seq_len, "tokens per sequence (activations)");

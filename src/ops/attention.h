@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace zt::cpu {
 
 // out (B, T, NH * HD); att (B, NH, T, T) softmax probabilities, saved for
@@ -17,6 +19,16 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
 
 // dqkv (B, T, (NH + 2*NKV) * HD) += gradient w.r.t. qkv.
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B,
+                        int T, int NH, int NKV, int HD);
+
+// bf16-storage twins (same semantics): all arithmetic in fp32, rounded to bf16
+// only on store. Forward: S = scale Q K^T in fp32, softmax in fp32, P stored
+// in att rounded once to bf16, out = P V with that bf16 P (as the backward
+// will see it). Backward: dQ rounded once per call; dK and dV summed over the
+// query heads of their group in fp32, then added into dqkv with one rounding.
+void attention_forward(bf16* out, bf16* att, const bf16* qkv, int B, int T, int NH, int NKV,
+                       int HD);
+void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* att, int B,
                         int T, int NH, int NKV, int HD);
 
 // Double-precision twins of the above (same semantics), for finite-difference

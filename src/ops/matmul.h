@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace zt::cpu {
 
 // out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias (OC); bias may be null.
@@ -20,6 +22,17 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 // dbias (OC) += column sums of dout
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC);
+
+// bf16 twins of the above (same semantics) for --precision bf16: bf16 storage,
+// every product and the bias column sums accumulated in fp32, and each
+// output rounded once (a bf16 gradient: old value plus the fp32 sum, rounded).
+// Weight gradients come in fp32 or bf16, as the engine's reduce dtype asks.
+void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int64_t N,
+                    int C, int OC);
+void matmul_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
+                     const bf16* weight, int64_t N, int C, int OC);
+void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
+                     const bf16* weight, int64_t N, int C, int OC);
 
 // Double-precision twins of the above (same semantics), for finite-difference
 // gradient checks.

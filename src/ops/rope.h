@@ -5,9 +5,13 @@
 // A rotation preserves the norm of every (x[i], x[i + D/2]) pair; backward is
 // the inverse rotation. Heads are read from rows of a packed buffer (row
 // stride given), so RoPE applies to q and k inside the fused qkv output.
+// The bf16 overloads rotate bf16 rows with the fp32 tables: fp32 arithmetic,
+// one rounding per element on store.
 #pragma once
 
 #include <cstdint>
+
+#include "core/dtype.h"
 
 namespace zt::cpu {
 
@@ -21,6 +25,12 @@ void rope_forward(float* out, const float* inp, const float* cos, const float* s
 
 // dinp += R(t)^T dout over the same heads; dinp and dout share the layout, may not alias.
 void rope_backward(float* dinp, const float* dout, const float* cos, const float* sin, int B, int T,
+                   int n_head, int head_dim, int64_t row_stride);
+
+// bf16 rows, fp32 tables (rope_table's float one); same semantics, in place allowed.
+void rope_forward(bf16* out, const bf16* inp, const float* cos, const float* sin, int B, int T,
+                  int n_head, int head_dim, int64_t row_stride);
+void rope_backward(bf16* dinp, const bf16* dout, const float* cos, const float* sin, int B, int T,
                    int n_head, int head_dim, int64_t row_stride);
 
 // Double-precision twins of the above (same semantics), for finite-difference

@@ -11,6 +11,18 @@
 //             dQ += scale dS K, dK += scale dS^T Q, dV += P^T dO.
 // Queries are processed in blocks of kRowBlock rows, and a block's GEMMs stop
 // at its last key column, which skips most of the masked upper triangle.
+//
+// bf16 storage (qkv, out, att, dout, dqkv in bf16; GEMMs from gemm_bf16.h,
+// fp32 accumulation): S and dP live only in per-thread fp32 scratch blocks,
+// softmax and rowsum(P * dP) are fp32, and each stored value is rounded once:
+// P into att (and the same bf16 P feeds O = P V and the backward), dS into a
+// bf16 scratch block for its three GEMMs, dQ once per call (each dQ row
+// belongs to one query block). dK and dV are summed over all query blocks and
+// all query heads of the group in per-thread fp32 (T, HD) accumulators and
+// added into dqkv with one rounding per element, so a group of any size costs
+// one bf16 rounding, not one per head. Every bf16 GEMM runs with alpha = 1:
+// the 1/sqrt(HD) goes into the fp32 softmax and into dS before its rounding
+// (a GEMM's alpha can cost the bf16 GEMM its fast path).
 #include "ops/attention.h"
 
 #include <algorithm>
@@ -19,6 +31,7 @@
 
 #include "core/check.h"
 #include "ops/cpu/blas.h"
+#include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/vec_math.h"
 
 namespace zt::cpu {
@@ -119,8 +132,120 @@ void attention_backward_impl(Real* dqkv, const Real* dout, const Real* qkv, cons
     }
 }
 
+void attention_forward_bf16(bf16* out, bf16* att, const bf16* qkv, int B, int T, int NH, int NKV,
+                            int HD) {
+    check_dims(B, T, NH, NKV, HD);
+    const int64_t R = int64_t(NH + 2 * NKV) * HD;
+    const int64_t RO = int64_t(NH) * HD;
+    const int group = NH / NKV;
+    const float scale = 1.0f / std::sqrt(float(HD));
+#pragma omp parallel
+    {
+        std::vector<float> S(size_t(std::min(T, kRowBlock)) * T);  // scores of one query block
+#pragma omp for schedule(static)
+        for (int bg = 0; bg < B * NKV; bg++) {
+            const int b = bg / NKV, g = bg % NKV;
+            const bf16* base = qkv + int64_t(b) * T * R;
+            const bf16* k = base + int64_t(NH + g) * HD;        // (T, HD), ld R
+            const bf16* v = base + int64_t(NH + NKV + g) * HD;  // (T, HD), ld R
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                const bf16* q = base + int64_t(h) * HD;                 // (T, HD), ld R
+                bf16* P = att + (int64_t(b) * NH + h) * T * T;          // (T, T)
+                bf16* o = out + int64_t(b) * T * RO + int64_t(h) * HD;  // (T, HD), ld RO
+                for (int i0 = 0; i0 < T; i0 += kRowBlock) {
+                    const int i1 = std::min(T, i0 + kRowBlock), m = i1 - i0;
+                    // S = Q K^T unscaled: the softmax applies the scale.
+                    gemm_bf16_serial(false, true, m, i1, HD, 1.0f, q + i0 * R, R, k, R, 0.0f,
+                                     S.data(), T);
+                    for (int t = i0; t < i1; t++)
+                        causal_softmax_row_bf16(P + int64_t(t) * T, S.data() + int64_t(t - i0) * T,
+                                                t + 1, T, scale);
+                    gemm_bf16_serial(false, false, m, HD, i1, 1.0f, P + int64_t(i0) * T, T, v, R,
+                                     0.0f, o + i0 * RO, RO);
+                }
+            }
+        }
+    }
+}
+
+void attention_backward_bf16(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* att, int B,
+                             int T, int NH, int NKV, int HD) {
+    check_dims(B, T, NH, NKV, HD);
+    const int64_t R = int64_t(NH + 2 * NKV) * HD;
+    const int64_t RO = int64_t(NH) * HD;
+    const int group = NH / NKV;
+    const float scale = 1.0f / std::sqrt(float(HD));
+#pragma omp parallel
+    {
+        const size_t block = size_t(std::min(T, kRowBlock)) * T;
+        std::vector<float> dP(block);  // dO V^T of one query block
+        std::vector<bf16> dS(block);   // scale P (dP - rowsum(P dP)), rounded for the GEMMs
+        std::vector<float> dk_sum(size_t(T) * HD), dv_sum(size_t(T) * HD);  // (T, HD), ld HD
+#pragma omp for schedule(static)
+        for (int bg = 0; bg < B * NKV; bg++) {
+            const int b = bg / NKV, g = bg % NKV;
+            const int64_t off = int64_t(b) * T * R;
+            const bf16* k = qkv + off + int64_t(NH + g) * HD;
+            const bf16* v = qkv + off + int64_t(NH + NKV + g) * HD;
+            std::fill(dk_sum.begin(), dk_sum.end(), 0.0f);
+            std::fill(dv_sum.begin(), dv_sum.end(), 0.0f);
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                const bf16* q = qkv + off + int64_t(h) * HD;
+                bf16* dq = dqkv + off + int64_t(h) * HD;
+                const bf16* P = att + (int64_t(b) * NH + h) * T * T;
+                const bf16* dO = dout + int64_t(b) * T * RO + int64_t(h) * HD;  // ld RO
+                for (int i0 = 0; i0 < T; i0 += kRowBlock) {
+                    const int i1 = std::min(T, i0 + kRowBlock), m = i1 - i0;
+                    const bf16* Pb = P + int64_t(i0) * T;
+                    gemm_bf16_serial(false, true, m, i1, HD, 1.0f, dO + i0 * RO, RO, v, R, 0.0f,
+                                     dP.data(), T);
+                    for (int t = i0; t < i1; t++) {
+                        const bf16* p = Pb + int64_t(t - i0) * T;
+                        const float* dp = dP.data() + int64_t(t - i0) * T;
+                        bf16* ds = dS.data() + int64_t(t - i0) * T;
+                        float dot = 0;
+#pragma omp simd reduction(+ : dot)
+                        for (int j = 0; j <= t; j++) dot += bf16_to_f32(p[j]) * dp[j];
+#pragma omp simd
+                        for (int j = 0; j <= t; j++)
+                            ds[j] = f32_to_bf16(scale * bf16_to_f32(p[j]) * (dp[j] - dot));
+                        std::fill(ds + t + 1, ds + i1, bf16{0});
+                    }
+                    gemm_bf16_serial(false, false, m, HD, i1, 1.0f, dS.data(), T, k, R, 1.0f,
+                                     dq + i0 * R, R);
+                    gemm_bf16_serial(true, false, i1, HD, m, 1.0f, dS.data(), T, q + i0 * R, R,
+                                     1.0f, dk_sum.data(), HD);
+                    gemm_bf16_serial(true, false, i1, HD, m, 1.0f, Pb, T, dO + i0 * RO, RO, 1.0f,
+                                     dv_sum.data(), HD);
+                }
+            }
+            bf16* dk = dqkv + off + int64_t(NH + g) * HD;
+            bf16* dv = dqkv + off + int64_t(NH + NKV + g) * HD;
+            for (int t = 0; t < T; t++) {
+                bf16* dkt = dk + t * R;
+                bf16* dvt = dv + t * R;
+                const float* sk = dk_sum.data() + int64_t(t) * HD;
+                const float* sv = dv_sum.data() + int64_t(t) * HD;
+#pragma omp simd
+                for (int i = 0; i < HD; i++) {
+                    dkt[i] = f32_to_bf16(bf16_to_f32(dkt[i]) + sk[i]);
+                    dvt[i] = f32_to_bf16(bf16_to_f32(dvt[i]) + sv[i]);
+                }
+            }
+        }
+    }
+}
+
 }  // namespace
 
+void attention_forward(bf16* out, bf16* att, const bf16* qkv, int B, int T, int NH, int NKV,
+                       int HD) {
+    attention_forward_bf16(out, att, qkv, B, T, NH, NKV, HD);
+}
+void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* att, int B,
+                        int T, int NH, int NKV, int HD) {
+    attention_backward_bf16(dqkv, dout, qkv, att, B, T, NH, NKV, HD);
+}
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int NH, int NKV,
                        int HD) {
     attention_forward_impl(out, att, qkv, B, T, NH, NKV, HD);

@@ -254,19 +254,19 @@ void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
     if (M == 0 || N == 0) return;
     if (K == 0) return gemm_empty_k(M, N, bias, beta, C, ldc);
     serial = serial || omp_in_parallel() || omp_get_max_threads() == 1;
-    const PlanKey key{M,
-                      N,
-                      K,
-                      lda,
-                      ldb,
-                      ldc,
-                      std::bit_cast<uint32_t>(alpha),
-                      std::bit_cast<uint32_t>(beta),
-                      serial ? 1 : omp_get_max_threads(),
-                      ta,
-                      tb,
-                      std::is_same_v<Out, bf16>,
-                      bias != nullptr};
+    const PlanKey key{.M = M,
+                      .N = N,
+                      .K = K,
+                      .lda = lda,
+                      .ldb = ldb,
+                      .ldc = ldc,
+                      .alpha_bits = std::bit_cast<uint32_t>(alpha),
+                      .beta_bits = std::bit_cast<uint32_t>(beta),
+                      .threads = serial ? 1 : omp_get_max_threads(),
+                      .ta = ta,
+                      .tb = tb,
+                      .c_bf16 = std::is_same_v<Out, bf16>,
+                      .bias = bias != nullptr};
     if (serial) {
         OmpSingleThread one;
         gemm_dnnl(key, A, B, bias, C);

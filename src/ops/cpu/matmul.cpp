@@ -3,15 +3,20 @@
 // Invariant: backward accumulates (+=) into dinp, dweight, dbias; a null
 // d-pointer skips that product. The GEMMs go to OpenBLAS with beta = 1 so the
 // accumulation costs nothing extra; the bias column sums are split over
-// columns so no two threads ever write the same element.
+// columns so no two threads ever write the same element. The bf16 overloads
+// run their GEMMs through gemm_bf16 (oneDNN) with beta = 1 likewise, and sum
+// the bias columns in fp32 before adding once to dbias.
 #include "ops/matmul.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #include "core/check.h"
 #include "ops/cpu/blas.h"
+#include "ops/cpu/gemm_bf16.h"
 
 namespace zt::cpu {
 
@@ -62,7 +67,59 @@ void matmul_backward_impl(Real* dinp, Real* dweight, Real* dbias, const Real* do
     }
 }
 
+// dbias (OC) += column sums of dout (N, OC), summed in fp32 and added once.
+// Each thread owns a contiguous block of columns and walks all rows.
+template <class Grad>
+void bias_backward_bf16(Grad* dbias, const bf16* dout, int64_t N, int OC) {
+#pragma omp parallel
+    {
+        const int nt = omp_get_num_threads(), it = omp_get_thread_num();
+        const int o0 = int(int64_t(OC) * it / nt), o1 = int(int64_t(OC) * (it + 1) / nt);
+        std::vector<float> sum(size_t(o1 - o0), 0.0f);  // (o1 - o0) columns of this thread
+        float* s = sum.data();
+        for (int64_t n = 0; n < N; n++) {
+            const bf16* row = dout + n * OC + o0;
+#pragma omp simd
+            for (int o = 0; o < o1 - o0; o++) s[o] += bf16_to_f32(row[o]);
+        }
+        for (int o = o0; o < o1; o++) {
+            if constexpr (std::is_same_v<Grad, bf16>)
+                dbias[o] = f32_to_bf16(bf16_to_f32(dbias[o]) + s[o - o0]);
+            else
+                dbias[o] += s[o - o0];
+        }
+    }
+}
+
+template <class Grad>
+void matmul_backward_bf16(bf16* dinp, Grad* dweight, Grad* dbias, const bf16* dout, const bf16* inp,
+                          const bf16* weight, int64_t N, int C, int OC) {
+    check_dims(N, C, OC);
+    if (N == 0) return;
+    if (dinp) gemm_bf16(false, false, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+    if (dweight) gemm_bf16(true, false, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+    if (dbias) bias_backward_bf16(dbias, dout, N, OC);
+}
+
 }  // namespace
+
+void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int64_t N,
+                    int C, int OC) {
+    check_dims(N, C, OC);
+    if (N == 0) return;
+    if (bias)
+        gemm_bf16_bias(false, true, N, OC, C, inp, C, weight, C, bias, out, OC);
+    else
+        gemm_bf16(false, true, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC);
+}
+void matmul_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
+                     const bf16* weight, int64_t N, int C, int OC) {
+    matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+}
+void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
+                     const bf16* weight, int64_t N, int C, int OC) {
+    matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+}
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                     int C, int OC) {

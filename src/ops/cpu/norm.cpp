@@ -6,6 +6,11 @@
 // gradients are sums over rows: each thread sums its own block of rows into a
 // private partial, and the partials are then added in thread order, so the
 // result is race-free and the same on every run with the same thread count.
+//
+// One implementation serves every precision: tensors are stored as S (float,
+// double or bf16) and the arithmetic and statistics are in A (the same type,
+// or fp32 for bf16). load() widens an element to A, store() rounds once; for
+// float and double both are the identity, so those paths are the plain loops.
 #include "ops/norm.h"
 
 #include <omp.h>
@@ -18,6 +23,21 @@
 namespace zt::cpu {
 
 namespace {
+
+inline float load(bf16 x) {
+    return bf16_to_f32(x);
+}
+template <class Real>
+inline Real load(Real x) {
+    return x;
+}
+inline void store(bf16& y, float v) {
+    y = f32_to_bf16(v);
+}
+template <class Real>
+inline void store(Real& y, Real v) {
+    y = v;
+}
 
 void check_dims(int64_t N, int C) {
     ZT_CHECK(N >= 0 && C > 0, "norm: bad shape N=%lld C=%d", (long long)N, C);
@@ -36,14 +56,16 @@ class ColumnPartials {
     Real* get(int thread, int which) {
         return data_.data() + (size_t(thread) * count_ + which) * C_;
     }
-    // target[c] += sum over threads of partial `which`, in thread order.
-    void fold(int which, Real* target) {
+    // target[c] += sum over threads of partial `which`, in thread order; a
+    // bf16 target is rounded once, after the sum.
+    template <class G>
+    void fold(int which, G* target) {
         if (!target) return;
 #pragma omp parallel for schedule(static)
         for (int c = 0; c < C_; c++) {
             Real acc = 0;
             for (int t = 0; t < threads_; t++) acc += get(t, which)[c];
-            target[c] += acc;
+            store(target[c], load(target[c]) + acc);
         }
     }
 
@@ -52,121 +74,132 @@ class ColumnPartials {
     std::vector<Real> data_;
 };
 
-template <class Real>
-void rmsnorm_forward_impl(Real* out, Real* rstd, const Real* inp, const Real* weight, int64_t N,
-                          int C, float eps) {
+template <class S, class A>
+void rmsnorm_forward_impl(S* out, A* rstd, const S* inp, const S* weight, int64_t N, int C,
+                          float eps) {
     check_dims(N, C);
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-        const Real* x = inp + n * C;
-        Real* o = out + n * C;
-        Real ss = 0;
+        const S* x = inp + n * C;
+        S* o = out + n * C;
+        A ss = 0;
 #pragma omp simd reduction(+ : ss)
-        for (int c = 0; c < C; c++) ss += x[c] * x[c];
-        const Real r = Real(1) / std::sqrt(ss / Real(C) + Real(eps));
+        for (int c = 0; c < C; c++) {
+            const A xc = load(x[c]);
+            ss += xc * xc;
+        }
+        const A r = A(1) / std::sqrt(ss / A(C) + A(eps));
         rstd[n] = r;
 #pragma omp simd
-        for (int c = 0; c < C; c++) o[c] = weight[c] * (x[c] * r);
+        for (int c = 0; c < C; c++) store(o[c], load(weight[c]) * (load(x[c]) * r));
     }
 }
 
 // out = x r w with r = (mean(x^2) + eps)^(-1/2), so with g = dout w:
 //   dx = r g - r^3 x mean(g x),   dw = sum over rows of dout x r.
-template <class Real>
-void rmsnorm_backward_impl(Real* dinp, Real* dweight, const Real* dout, const Real* inp,
-                           const Real* weight, const Real* rstd, int64_t N, int C) {
+template <class S, class G, class A>
+void rmsnorm_backward_impl(S* dinp, G* dweight, const S* dout, const S* inp, const S* weight,
+                           const A* rstd, int64_t N, int C) {
     check_dims(N, C);
-    ColumnPartials<Real> part(1, C);
+    ColumnPartials<A> part(1, C);
 #pragma omp parallel num_threads(part.threads())
     {
         const int nt = omp_get_num_threads(), it = omp_get_thread_num();
         const int64_t n0 = N * it / nt, n1 = N * (it + 1) / nt;
-        Real* pw = part.get(it, 0);
+        A* pw = part.get(it, 0);
         for (int64_t n = n0; n < n1; n++) {
-            const Real* x = inp + n * C;
-            const Real* dy = dout + n * C;
-            const Real r = rstd[n];
+            const S* x = inp + n * C;
+            const S* dy = dout + n * C;
+            const A r = rstd[n];
             if (dinp) {
-                Real gx = 0;
+                A gx = 0;
 #pragma omp simd reduction(+ : gx)
-                for (int c = 0; c < C; c++) gx += dy[c] * weight[c] * x[c];
-                const Real k = r * r * r * gx / Real(C);
-                Real* dx = dinp + n * C;
+                for (int c = 0; c < C; c++) gx += load(dy[c]) * load(weight[c]) * load(x[c]);
+                const A k = r * r * r * gx / A(C);
+                S* dx = dinp + n * C;
 #pragma omp simd
-                for (int c = 0; c < C; c++) dx[c] += r * weight[c] * dy[c] - k * x[c];
+                for (int c = 0; c < C; c++) {
+                    store(dx[c],
+                          load(dx[c]) + (r * load(weight[c]) * load(dy[c]) - k * load(x[c])));
+                }
             }
             if (dweight) {
 #pragma omp simd
-                for (int c = 0; c < C; c++) pw[c] += dy[c] * x[c] * r;
+                for (int c = 0; c < C; c++) pw[c] += load(dy[c]) * load(x[c]) * r;
             }
         }
     }
     part.fold(0, dweight);
 }
 
-template <class Real>
-void layernorm_forward_impl(Real* out, Real* mean, Real* rstd, const Real* inp, const Real* weight,
-                            const Real* bias, int64_t N, int C, float eps) {
+template <class S, class A>
+void layernorm_forward_impl(S* out, A* mean, A* rstd, const S* inp, const S* weight, const S* bias,
+                            int64_t N, int C, float eps) {
     check_dims(N, C);
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-        const Real* x = inp + n * C;
-        Real* o = out + n * C;
-        Real s = 0;
+        const S* x = inp + n * C;
+        S* o = out + n * C;
+        A s = 0;
 #pragma omp simd reduction(+ : s)
-        for (int c = 0; c < C; c++) s += x[c];
-        const Real m = s / Real(C);
-        Real v = 0;  // two passes: no cancellation when |mean| >> std
+        for (int c = 0; c < C; c++) s += load(x[c]);
+        const A m = s / A(C);
+        A v = 0;  // two passes: no cancellation when |mean| >> std
 #pragma omp simd reduction(+ : v)
-        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
-        const Real r = Real(1) / std::sqrt(v / Real(C) + Real(eps));
+        for (int c = 0; c < C; c++) {
+            const A xm = load(x[c]) - m;
+            v += xm * xm;
+        }
+        const A r = A(1) / std::sqrt(v / A(C) + A(eps));
         mean[n] = m;
         rstd[n] = r;
 #pragma omp simd
-        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * r * weight[c] + bias[c];
+        for (int c = 0; c < C; c++) {
+            store(o[c], (load(x[c]) - m) * r * load(weight[c]) + load(bias[c]));
+        }
     }
 }
 
 // With xhat = (x - mean) r and g = dout w:
 //   dx = r (g - mean(g) - xhat mean(g xhat)),  dw = sum dout xhat,  db = sum dout.
-template <class Real>
-void layernorm_backward_impl(Real* dinp, Real* dweight, Real* dbias, const Real* dout,
-                             const Real* inp, const Real* weight, const Real* mean,
-                             const Real* rstd, int64_t N, int C) {
+template <class S, class G, class A>
+void layernorm_backward_impl(S* dinp, G* dweight, G* dbias, const S* dout, const S* inp,
+                             const S* weight, const A* mean, const A* rstd, int64_t N, int C) {
     check_dims(N, C);
-    ColumnPartials<Real> part(2, C);
+    ColumnPartials<A> part(2, C);
 #pragma omp parallel num_threads(part.threads())
     {
         const int nt = omp_get_num_threads(), it = omp_get_thread_num();
         const int64_t n0 = N * it / nt, n1 = N * (it + 1) / nt;
-        Real* pw = part.get(it, 0);
-        Real* pb = part.get(it, 1);
+        A* pw = part.get(it, 0);
+        A* pb = part.get(it, 1);
         for (int64_t n = n0; n < n1; n++) {
-            const Real* x = inp + n * C;
-            const Real* dy = dout + n * C;
-            const Real m = mean[n], r = rstd[n];
+            const S* x = inp + n * C;
+            const S* dy = dout + n * C;
+            const A m = mean[n], r = rstd[n];
             if (dinp) {
-                Real g_sum = 0, gx_sum = 0;
+                A g_sum = 0, gx_sum = 0;
 #pragma omp simd reduction(+ : g_sum, gx_sum)
                 for (int c = 0; c < C; c++) {
-                    const Real g = dy[c] * weight[c];
+                    const A g = load(dy[c]) * load(weight[c]);
                     g_sum += g;
-                    gx_sum += g * (x[c] - m) * r;
+                    gx_sum += g * (load(x[c]) - m) * r;
                 }
-                const Real g_mean = g_sum / Real(C), gx_mean = gx_sum / Real(C);
-                Real* dx = dinp + n * C;
+                const A g_mean = g_sum / A(C), gx_mean = gx_sum / A(C);
+                S* dx = dinp + n * C;
 #pragma omp simd
                 for (int c = 0; c < C; c++) {
-                    dx[c] += r * (dy[c] * weight[c] - g_mean - (x[c] - m) * r * gx_mean);
+                    store(dx[c], load(dx[c]) + r * (load(dy[c]) * load(weight[c]) - g_mean -
+                                                    (load(x[c]) - m) * r * gx_mean));
                 }
             }
             if (dweight) {
 #pragma omp simd
-                for (int c = 0; c < C; c++) pw[c] += dy[c] * (x[c] - m) * r;
+                for (int c = 0; c < C; c++) pw[c] += load(dy[c]) * (load(x[c]) - m) * r;
             }
             if (dbias) {
 #pragma omp simd
-                for (int c = 0; c < C; c++) pb[c] += dy[c];
+                for (int c = 0; c < C; c++) pb[c] += load(dy[c]);
             }
         }
     }
@@ -208,6 +241,33 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 void layernorm_backward(double* dinp, double* dweight, double* dbias, const double* dout,
                         const double* inp, const double* weight, const double* mean,
                         const double* rstd, int64_t N, int C) {
+    layernorm_backward_impl(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+}
+
+void rmsnorm_forward(bf16* out, float* rstd, const bf16* inp, const bf16* weight, int64_t N, int C,
+                     float eps) {
+    rmsnorm_forward_impl(out, rstd, inp, weight, N, C, eps);
+}
+void rmsnorm_backward(bf16* dinp, float* dweight, const bf16* dout, const bf16* inp,
+                      const bf16* weight, const float* rstd, int64_t N, int C) {
+    rmsnorm_backward_impl(dinp, dweight, dout, inp, weight, rstd, N, C);
+}
+void rmsnorm_backward(bf16* dinp, bf16* dweight, const bf16* dout, const bf16* inp,
+                      const bf16* weight, const float* rstd, int64_t N, int C) {
+    rmsnorm_backward_impl(dinp, dweight, dout, inp, weight, rstd, N, C);
+}
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
+                       const bf16* bias, int64_t N, int C, float eps) {
+    layernorm_forward_impl(out, mean, rstd, inp, weight, bias, N, C, eps);
+}
+void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
+                        const bf16* weight, const float* mean, const float* rstd, int64_t N,
+                        int C) {
+    layernorm_backward_impl(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+}
+void layernorm_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
+                        const bf16* weight, const float* mean, const float* rstd, int64_t N,
+                        int C) {
     layernorm_backward_impl(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
 }
 

@@ -4,6 +4,10 @@
 // angle t w_i, so it preserves every pair's norm; backward applies the
 // transpose (inverse) rotation and accumulates (+=) into dinp. Rows are read
 // with an explicit stride, so q and k are rotated inside the fused qkv buffer.
+//
+// Rows are stored as S (float, double or bf16) and rotated in the table's
+// type A (fp32 for bf16 rows): load() widens an element, store() rounds once;
+// for float and double both are the identity.
 #include "ops/rope.h"
 
 #include <cmath>
@@ -14,6 +18,21 @@ namespace zt::cpu {
 
 namespace {
 
+inline float load(bf16 x) {
+    return bf16_to_f32(x);
+}
+template <class Real>
+inline Real load(Real x) {
+    return x;
+}
+inline void store(bf16& y, float v) {
+    y = f32_to_bf16(v);
+}
+template <class Real>
+inline void store(Real& y, Real v) {
+    y = v;
+}
+
 void check_dims(int B, int T, int n_head, int head_dim, int64_t row_stride) {
     ZT_CHECK(B > 0 && T > 0 && n_head > 0, "rope: bad shape B=%d T=%d n_head=%d", B, T, n_head);
     ZT_CHECK(head_dim > 0 && head_dim % 2 == 0, "rope: head_dim %d must be even and positive",
@@ -23,47 +42,47 @@ void check_dims(int B, int T, int n_head, int head_dim, int64_t row_stride) {
              (long long)row_stride);
 }
 
-template <class Real>
-void rope_forward_impl(Real* out, const Real* inp, const Real* cos, const Real* sin, int B, int T,
-                       int n_head, int head_dim, int64_t row_stride) {
+template <class S, class A>
+void rope_forward_impl(S* out, const S* inp, const A* cos, const A* sin, int B, int T, int n_head,
+                       int head_dim, int64_t row_stride) {
     check_dims(B, T, n_head, head_dim, row_stride);
     const int half = head_dim / 2;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < int64_t(B) * T; r++) {
-        const Real* c = cos + (r % T) * half;
-        const Real* s = sin + (r % T) * half;
+        const A* c = cos + (r % T) * half;
+        const A* s = sin + (r % T) * half;
         for (int h = 0; h < n_head; h++) {
-            const Real* x = inp + r * row_stride + int64_t(h) * head_dim;
-            Real* y = out + r * row_stride + int64_t(h) * head_dim;
+            const S* x = inp + r * row_stride + int64_t(h) * head_dim;
+            S* y = out + r * row_stride + int64_t(h) * head_dim;
             // Safe when y == x: lane i reads and writes only elements i and i + half.
 #pragma omp simd
             for (int i = 0; i < half; i++) {
-                const Real x1 = x[i], x2 = x[i + half];
-                y[i] = x1 * c[i] - x2 * s[i];
-                y[i + half] = x2 * c[i] + x1 * s[i];
+                const A x1 = load(x[i]), x2 = load(x[i + half]);
+                store(y[i], x1 * c[i] - x2 * s[i]);
+                store(y[i + half], x2 * c[i] + x1 * s[i]);
             }
         }
     }
 }
 
-template <class Real>
-void rope_backward_impl(Real* dinp, const Real* dout, const Real* cos, const Real* sin, int B,
-                        int T, int n_head, int head_dim, int64_t row_stride) {
+template <class S, class A>
+void rope_backward_impl(S* dinp, const S* dout, const A* cos, const A* sin, int B, int T,
+                        int n_head, int head_dim, int64_t row_stride) {
     check_dims(B, T, n_head, head_dim, row_stride);
     ZT_CHECK(dinp != dout, "rope_backward: dinp must not alias dout (it accumulates)");
     const int half = head_dim / 2;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < int64_t(B) * T; r++) {
-        const Real* c = cos + (r % T) * half;
-        const Real* s = sin + (r % T) * half;
+        const A* c = cos + (r % T) * half;
+        const A* s = sin + (r % T) * half;
         for (int h = 0; h < n_head; h++) {
-            const Real* dy = dout + r * row_stride + int64_t(h) * head_dim;
-            Real* dx = dinp + r * row_stride + int64_t(h) * head_dim;
+            const S* dy = dout + r * row_stride + int64_t(h) * head_dim;
+            S* dx = dinp + r * row_stride + int64_t(h) * head_dim;
 #pragma omp simd
             for (int i = 0; i < half; i++) {
-                const Real dy1 = dy[i], dy2 = dy[i + half];
-                dx[i] += dy1 * c[i] + dy2 * s[i];
-                dx[i + half] += dy2 * c[i] - dy1 * s[i];
+                const A dy1 = load(dy[i]), dy2 = load(dy[i + half]);
+                store(dx[i], load(dx[i]) + (dy1 * c[i] + dy2 * s[i]));
+                store(dx[i + half], load(dx[i + half]) + (dy2 * c[i] - dy1 * s[i]));
             }
         }
     }
@@ -122,6 +141,15 @@ void rope_backward(float* dinp, const float* dout, const float* cos, const float
 }
 void rope_backward(double* dinp, const double* dout, const double* cos, const double* sin, int B,
                    int T, int n_head, int head_dim, int64_t row_stride) {
+    rope_backward_impl(dinp, dout, cos, sin, B, T, n_head, head_dim, row_stride);
+}
+
+void rope_forward(bf16* out, const bf16* inp, const float* cos, const float* sin, int B, int T,
+                  int n_head, int head_dim, int64_t row_stride) {
+    rope_forward_impl(out, inp, cos, sin, B, T, n_head, head_dim, row_stride);
+}
+void rope_backward(bf16* dinp, const bf16* dout, const float* cos, const float* sin, int B, int T,
+                   int n_head, int head_dim, int64_t row_stride) {
     rope_backward_impl(dinp, dout, cos, sin, B, T, n_head, head_dim, row_stride);
 }
 

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/dtype.h"
+
 namespace zt::cpu {
 
 template <class T>
@@ -69,6 +71,27 @@ void causal_softmax_row(Real* p, int n, int len) {
 #pragma omp simd
     for (int j = 0; j < n; j++) p[j] *= inv;
     std::fill(p + n, p + len, Real(0));
+}
+
+// causal_softmax_row for bf16 storage: softmax(scale * p[0..n)) computed in
+// fp32, the probabilities rounded once into out[0..n), and out[n..len) = 0.
+// The scale (> 0) is applied here rather than by the GEMM that made p, so
+// that GEMM runs with alpha = 1. p[0..n) is scratch (left holding the
+// unnormalised exponentials); out and p must not overlap.
+inline void causal_softmax_row_bf16(bf16* out, float* p, int n, int len, float scale) {
+    float mx = p[0];
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = std::max(mx, p[j]);
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        p[j] = exp_v((p[j] - mx) * scale);
+        sum += p[j];
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int j = 0; j < n; j++) out[j] = f32_to_bf16(p[j] * inv);
+    std::fill(out + n, out + len, bf16{0});
 }
 
 }  // namespace zt::cpu
