@@ -1,13 +1,20 @@
 #!/usr/bin/python3
 """PyTorch eager peer for bench/e2e_cpu.sh: trains the same LLaMA shape with the
-same batch, sequence length, AdamW and clipping, and prints tokens/s as JSON.
+same batch, sequence length, AdamW and clipping on random tokens, and prints
+the median tokens/s over the timed steps as JSON.
+
+--precision fp32 is plain eager; --precision bf16 wraps forward and loss in
+torch.autocast("cpu", dtype=torch.bfloat16), the usual mixed-precision recipe:
+parameters, gradients and AdamW state stay fp32.
 
 Usage: /usr/bin/python3 bench/torch_peer.py --config F.json --micro-batch B
-           --seq-len T --steps S --warmup-steps W --threads N
+           --seq-len T --steps S --warmup-steps W --threads N [--precision bf16]
 """
 import argparse
+import contextlib
 import json
 import math
+import statistics
 import sys
 import time
 
@@ -75,6 +82,8 @@ class Llama(nn.Module):
         self.blocks = nn.ModuleList(Block(c) for _ in range(c["num_hidden_layers"]))
         self.norm = RMSNorm(C, c["rms_norm_eps"])
         self.head = nn.Linear(C, V, bias=False)
+        if c.get("tie_word_embeddings", False):
+            self.head.weight = self.embed.weight
         hd = C // c["num_attention_heads"]
         inv = c.get("rope_theta", 10000.0) ** (-torch.arange(0, hd, 2).float() / hd)
         ang = torch.arange(T).float()[:, None] * inv[None, :]
@@ -102,7 +111,10 @@ def main():
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--warmup-steps", type=int, default=3)
     ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     a = ap.parse_args()
+    if a.steps < 1:
+        sys.exit("torch_peer.py: --steps must be at least 1 (the timed steps)")
     with open(a.config) as f:
         c = json.load(f)
     if c.get("model_type", "llama") != "llama":
@@ -118,19 +130,30 @@ def main():
     V = c["vocab_size"]
     data = torch.randint(0, V, (a.micro_batch, a.seq_len + 1))
     x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
-    t0 = None
-    for s in range(a.warmup_steps + a.steps):
-        if s == a.warmup_steps:
-            t0 = time.perf_counter()
-        loss = model(x, y)
+    # parameters() lists a tied weight once, as zerotrain counts it.
+    n_params = sum(p.numel() for p in model.parameters())
+    def forward_precision():
+        if a.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    step_s = []
+    for _ in range(a.warmup_steps + a.steps):
+        t0 = time.perf_counter()
+        with forward_precision():
+            loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-    dt = time.perf_counter() - t0
-    tokens = a.steps * a.micro_batch * a.seq_len
-    print(json.dumps({"peer": "pytorch-eager", "torch": torch.__version__, "threads": a.threads,
-                      "tokens_per_s": tokens / dt, "seconds": dt, "final_loss": loss.item()}))
+        step_s.append(time.perf_counter() - t0)
+    tokens = a.micro_batch * a.seq_len
+    timed = step_s[a.warmup_steps:]
+    peer = "pytorch-eager" if a.precision == "fp32" else "pytorch-autocast-bf16"
+    print(json.dumps({"peer": peer, "torch": torch.__version__, "threads": a.threads,
+                      "parameters": n_params, "steps_timed": len(timed),
+                      "tokens_per_s": statistics.median(tokens / t for t in timed),
+                      "step_s": step_s, "final_loss": loss.item()}))
 
 
 if __name__ == "__main__":

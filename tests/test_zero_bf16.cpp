@@ -271,9 +271,7 @@ TEST(ZeroBf16Ranks, CheckpointResumesBitIdentically) {
 // loss is the uninterrupted run's to bf16 accuracy, and it keeps training.
 // Measured 6e-5 relative both ways; the tolerance is the parity test's 2e-3
 // (the forward rounds weights and activations to bf16, 2^-8 relative each,
-// which averages down over the batch's losses); restarting from the bf16
-// rounding of the master instead of the master itself would show up as
-// more than that.
+// which averages down over the batch's losses).
 TEST(ZeroBf16Ranks, CheckpointsCrossPrecisions) {
     REQUIRE_MPI();
     TempDir dir;

@@ -78,12 +78,11 @@ std::vector<std::pair<int64_t, fs::path>> list_step_dirs(const fs::path& ckpt_di
     return out;
 }
 
-// One rank's file: (file size, SHA-256), carried through an f32 all-gather as raw bytes.
+// One rank's file: (file size, SHA-256), gathered to every rank as raw bytes (u8).
 struct FileRecord {
     int64_t bytes = 0;
     char sha256[64] = {};
 };
-static_assert(sizeof(FileRecord) % sizeof(float) == 0);
 
 nlohmann::ordered_json layout_json(const ModelLayout& layout, const ZeroLayout& zl) {
     nlohmann::ordered_json units = nlohmann::ordered_json::array();
@@ -152,8 +151,7 @@ std::string save_checkpoint(const std::string& run_dir, Engine& engine, Communic
     }
     std::vector<FileRecord> records(static_cast<size_t>(world));
     if (comm && world > 1)
-        comm->all_gather(&mine, records.data(), int64_t(sizeof(FileRecord) / sizeof(float)),
-                         DType::f32);
+        comm->all_gather(&mine, records.data(), int64_t(sizeof(FileRecord)), DType::u8);
     else
         records[0] = mine;
 

@@ -391,22 +391,22 @@ Row measure(Communicator& comm, const Case& c, const BenchCommSettings& s, Bench
         errors += count_errors(c, pattern, a, b);
     }
 
-    // Sum of per-rank means and of errors across ranks (f32: exact for error
-    // counts below 2^24, and any non-zero count stays non-zero).
-    float both[2] = {float(mean_s), float(errors)};
+    // Sum of per-rank means and of errors across ranks, in f64: exact for
+    // error counts below 2^53, so any non-zero count stays non-zero.
+    double both[2] = {mean_s, double(errors)};
     std::copy_n(reinterpret_cast<unsigned char*>(both), sizeof both, reduce_buf.host());
     reduce_buf.upload(sizeof both);
-    comm.all_reduce(reduce_buf.data(), 2, DType::f32, ReduceOp::sum);
+    comm.all_reduce(reduce_buf.data(), 2, DType::f64, ReduceOp::sum);
     reduce_buf.download(sizeof both);
     std::copy_n(reduce_buf.host(), sizeof both, reinterpret_cast<unsigned char*>(both));
 
     Row r;
     r.count = c.count;
     r.bytes = c.count * int64_t(elem(c));
-    r.time_s = double(both[0]) / c.world;
+    r.time_s = both[0] / c.world;
     r.algbw_gbps = r.time_s > 0 ? double(r.bytes) * 8 / r.time_s / 1e9 : 0;
     r.busbw_gbps = r.algbw_gbps * bus_factor(c.op, c.world);
-    r.errors = std::llround(double(both[1]));
+    r.errors = std::llround(both[1]);
     return r;
 }
 
@@ -531,7 +531,7 @@ void run_bench_comm(const BenchCommFlags& flags) {
     try {
         a = std::make_unique<BenchBuffer>(max_bytes, on_device);
         b = std::make_unique<BenchBuffer>(max_bytes, on_device);
-        reduce_buf = std::make_unique<BenchBuffer>(2 * sizeof(float), on_device);
+        reduce_buf = std::make_unique<BenchBuffer>(2 * sizeof(double), on_device);
     } catch (const std::bad_alloc&) {
         ZT_FAIL(
             "--max-bytes %lld: cannot allocate the 2 x %lld bytes each rank needs; use a "

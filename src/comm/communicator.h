@@ -4,9 +4,23 @@
 // returns a Work handle at once and the operation runs in issue order on the
 // backend's communication thread (or stream), so the caller's computation
 // overlaps it; `op` is `op_async(...).wait()`. Buffers must stay alive and
-// untouched until the Work completes. Counts are ELEMENT counts, never bytes;
-// dtypes are f32 or bf16 (bf16 travels as bf16; each combining step adds in
-// f32 and rounds to bf16 once, i.e. once per ring hop, as NCCL does).
+// untouched until the Work completes. Counts are ELEMENT counts, never bytes.
+//
+// Dtypes, the same on every backend (comm_check_dtype refuses the rest at
+// issue, naming the dtype): f32, bf16, f64 for tensors and metrics; i32, i64,
+// u8 for control data (counts, flags, ledgers, names), which is never packed
+// into floats. f16 is refused (no backend converts it yet). Reductions:
+//   sum  floats add in their own type, except bf16, which travels as bf16 and
+//        adds in f32 with one rounding per combination (once per ring hop, as
+//        NCCL does); integers add exactly, in any order, while the total
+//        fits the type. u8 sums wrap modulo 256 on every backend (the mpi
+//        backend brings its own op for that); what a signed i32/i64 overflow
+//        gives is left to the library (MPI, NCCL): keep those totals in range.
+//   avg  floating types only: the sum divided by the world size. Refused on
+//        integer types: an integer mean would truncate; take the sum and
+//        divide where the rounding is explicit.
+//   max  every dtype; bf16 compares values (no rounding). With a NaN among
+//        the inputs the result is unspecified.
 //
 // Accounting, on every backend: calls and bytes on the wire per rank (the ring
 // algorithm's, see comm_wire_bytes), counted when an operation is issued;
@@ -23,7 +37,9 @@
 
 namespace zt {
 
-enum class ReduceOp : uint8_t { sum, avg };
+enum class ReduceOp : uint8_t { sum, avg, max };
+
+const char* reduce_op_name(ReduceOp op);
 
 enum class CommOp : uint8_t {
     all_reduce,
@@ -64,6 +80,11 @@ int64_t comm_wire_bytes(CommOp op, int64_t full_bytes, int world);
 //   send/recv 1, barrier 2(n-1).
 int comm_ring_steps(CommOp op, int world);
 
+// Refuses (zt::Error) a dtype the communicators do not carry for `op`, or a
+// reduction not defined on it (`reduce` is read for all_reduce and
+// reduce_scatter only); the message names the op, the dtype and what to use.
+void comm_check_dtype(CommOp op, DType dtype, ReduceOp reduce = ReduceOp::sum);
+
 namespace detail {
 struct WorkState;
 }
@@ -77,6 +98,14 @@ public:
     // Blocks until the operation completed; rethrows its error as zt::Error.
     void wait();
     bool done() const;
+    // Orders work queued on a device stream (a cudaStream_t, passed as void*
+    // so this header stays CUDA-free) after this operation. Today this is a
+    // host wait on every backend, nccl included: it is wait(), so the caller
+    // blocks (and the time counts as exposed) and anything it queues on
+    // `stream` afterwards sees the result; `stream` is not touched. The CUDA
+    // path will later enqueue an event wait on `stream` instead and return at
+    // once.
+    void wait_on_stream(void* stream);
 
 private:
     std::shared_ptr<detail::WorkState> state_;

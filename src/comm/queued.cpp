@@ -23,9 +23,7 @@ bool is_collective(CommOp op) {
 }
 
 const char* reduce_name(uint8_t r) {
-    if (r == uint8_t(ReduceOp::sum)) return "sum";
-    if (r == uint8_t(ReduceOp::avg)) return "avg";
-    return "?";
+    return r <= uint8_t(ReduceOp::max) ? reduce_op_name(ReduceOp(r)) : "?";
 }
 
 bool overlaps(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
@@ -43,7 +41,7 @@ bool comm_signatures_match(const CommSignature& a, const CommSignature& b) {
 
 std::string comm_signature_string(const CommSignature& s) {
     CommOp op = s.op < uint8_t(CommOp::count) ? CommOp(s.op) : CommOp::count;
-    const char* dt = s.dtype <= uint8_t(DType::f16) ? dtype_name(DType(s.dtype)) : "?";
+    const char* dt = s.dtype < kDTypeCount ? dtype_name(DType(s.dtype)) : "?";
     std::string out = strprintf("%s #%llu (%lld x %s", comm_op_name(op), (unsigned long long)s.seq,
                                 (long long)s.count, dt);
     if (s.reduce != kNoReduce) out += strprintf(", %s", reduce_name(s.reduce));
@@ -119,9 +117,7 @@ QueuedCommunicator::~QueuedCommunicator() {
 
 Work QueuedCommunicator::issue(Request r) {
     const char* name = comm_op_name(r.op);
-    ZT_CHECK(r.dtype == DType::f32 || r.dtype == DType::bf16,
-             "%s: dtype %s is not supported by communicators; use f32 or bf16", name,
-             dtype_name(r.dtype));
+    comm_check_dtype(r.op, r.dtype, r.reduce);  // a barrier carries the default f32
     ZT_CHECK(r.count >= 0, "%s: count %lld is negative", name, (long long)r.count);
     int64_t esize = int64_t(dtype_size(r.dtype));
     ZT_CHECK(r.count <= std::numeric_limits<int64_t>::max() / (esize * world_),
@@ -170,8 +166,10 @@ Work QueuedCommunicator::reduce_scatter_async(const void* send, void* recv, int6
                                               DType dtype, ReduceOp op) {
     ZT_CHECK((send && recv) || recv_count == 0, "reduce_scatter: null buffer for %lld elements",
              (long long)recv_count);
-    if (recv_count > 0 && recv_count <= std::numeric_limits<int64_t>::max() / (4 * world_)) {
-        int64_t block = recv_count * int64_t(dtype_size(dtype));
+    const int64_t esize = int64_t(dtype_size(dtype));  // 0 for a bad dtype, refused in issue()
+    if (recv_count > 0 && esize > 0 &&
+        recv_count <= std::numeric_limits<int64_t>::max() / (esize * world_)) {
+        int64_t block = recv_count * esize;
         const char* own = static_cast<const char*>(send) + rank_ * block;
         ZT_CHECK(recv == own || !overlaps(send, block * world_, recv, block),
                  "reduce_scatter: recv overlaps send other than as send's block %d (in place); "
@@ -193,8 +191,10 @@ Work QueuedCommunicator::all_gather_async(const void* send, void* recv, int64_t 
                                           DType dtype) {
     ZT_CHECK((send && recv) || send_count == 0, "all_gather: null buffer for %lld elements",
              (long long)send_count);
-    if (send_count > 0 && send_count <= std::numeric_limits<int64_t>::max() / (4 * world_)) {
-        int64_t block = send_count * int64_t(dtype_size(dtype));
+    const int64_t esize = int64_t(dtype_size(dtype));  // 0 for a bad dtype, refused in issue()
+    if (send_count > 0 && esize > 0 &&
+        send_count <= std::numeric_limits<int64_t>::max() / (esize * world_)) {
+        int64_t block = send_count * esize;
         const char* own = static_cast<const char*>(recv) + rank_ * block;
         ZT_CHECK(send == own || !overlaps(send, block, recv, block * world_),
                  "all_gather: send overlaps recv other than as recv's block %d (in place); "

@@ -54,8 +54,9 @@ std::string comm_signature_string(const CommSignature& s);
 
 // The blocking primitives a backend implements. Everything except rank(),
 // world_size() and name() is called on the communication thread only.
-// Arguments have been checked (ranges, dtype f32/bf16, no forbidden overlap,
-// world > 1 for send/recv); counts are element counts and may be 0.
+// Arguments have been checked (ranges, dtype and reduce op by
+// comm_check_dtype, no forbidden overlap, world > 1 for send/recv); counts
+// are element counts and may be 0.
 class QueuedBackend {
   public:
     virtual ~QueuedBackend() = default;

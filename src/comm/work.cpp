@@ -19,6 +19,31 @@ const char* comm_op_name(CommOp op) {
     return "?";
 }
 
+const char* reduce_op_name(ReduceOp op) {
+    switch (op) {
+        case ReduceOp::sum: return "sum";
+        case ReduceOp::avg: return "avg";
+        case ReduceOp::max: return "max";
+    }
+    return "?";
+}
+
+void comm_check_dtype(CommOp op, DType dtype, ReduceOp reduce) {
+    const char* name = comm_op_name(op);
+    const bool known = int(dtype) < kDTypeCount;
+    ZT_CHECK(known && dtype != DType::f16,
+             "%s: dtype %s (%d) is not supported by communicators; use f32, bf16 or f64 for "
+             "floating data, i32, i64 or u8 for control data",
+             name, dtype_name(dtype), int(dtype));
+    if (op != CommOp::all_reduce && op != CommOp::reduce_scatter) return;
+    ZT_CHECK(int(reduce) <= int(ReduceOp::max), "%s: reduce op %d is not sum, avg or max", name,
+             int(reduce));
+    ZT_CHECK(!(reduce == ReduceOp::avg && dtype_is_integer(dtype)),
+             "%s: avg of %s is not defined (an integer mean would truncate); use sum and divide "
+             "where the rounding is explicit, or reduce in f64",
+             name, dtype_name(dtype));
+}
+
 double CommStats::busy_s() const {
     double s = 0;
     for (const auto& o : ops) s += o.busy_s;
@@ -105,6 +130,12 @@ void Work::wait() {
         if (state_->sink->stats) (*state_->sink->stats)[state_->op].exposed_s += waited;
     }
     ZT_CHECK(error.empty(), "%s failed: %s", comm_op_name(state_->op), error.c_str());
+}
+
+// A host wait for now (see communicator.h); the stream is for the CUDA path.
+void Work::wait_on_stream(void* stream) {
+    (void)stream;
+    wait();
 }
 
 bool Work::done() const {

@@ -22,8 +22,10 @@ EvalResult evaluate_loss(Model& model, UnitHooks& hooks, Communicator* comm,
         load_eval(val, T, i * world + rank, B, in.data(), tgt.data());
         sum += model.forward_loss(hooks, in.data(), tgt.data());
     }
-    float mean = float(sum / double(per_rank));
-    if (world > 1) comm->all_reduce(&mean, 1, DType::f32, ReduceOp::avg);
+    // f64 end to end: the mean over ranks of each rank's mean, with no f32
+    // rounding of the per-rank means or of their sum.
+    double mean = sum / double(per_rank);
+    if (world > 1) comm->all_reduce(&mean, 1, DType::f64, ReduceOp::avg);
     EvalResult r;
     r.loss = mean;
     r.batches = per_rank * world;

@@ -28,6 +28,7 @@
 #include "data/synthetic.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "ops/cpu/gemm_bf16.h"
 #include "ops/matmul.h"
 #include "prof/memory.h"
 #include "prof/timer.h"
@@ -141,15 +142,14 @@ void create_run_dir(const std::string& dir) {
              ec.message().c_str());
 }
 
-// Every rank's ledger, gathered to all: int64 byte counts travel as raw bit
-// patterns through an f32 all-gather (a copy, no arithmetic touches them).
+// Every rank's ledger, gathered to all as i64 byte counts.
 std::vector<std::array<int64_t, 6>> gather_mem_bytes(Communicator& comm,
                                                      const MemoryLedger& ledger) {
     std::array<int64_t, 6> mine{};
     for (int c = 0; c < int(MemCategory::count); c++) mine[size_t(c)] = ledger.current(MemCategory(c));
     mine[5] = ledger.peak();
     std::vector<std::array<int64_t, 6>> all(size_t(comm.world_size()));
-    comm.all_gather(mine.data(), all.data(), int64_t(sizeof(mine) / sizeof(float)), DType::f32);
+    comm.all_gather(mine.data(), all.data(), int64_t(mine.size()), DType::i64);
     return all;
 }
 
@@ -359,7 +359,7 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
         std::string name = default_run_dir();
         std::vector<char> buf(64, 0);
         std::memcpy(buf.data(), name.data(), std::min(name.size(), buf.size() - 1));
-        comm->broadcast(buf.data(), int64_t(buf.size() / sizeof(float)), DType::f32, 0);
+        comm->broadcast(buf.data(), int64_t(buf.size()), DType::u8, 0);
         cfg.out = buf.data();
     }
 
@@ -412,6 +412,9 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
     eopt.weight_decay = float(cfg.weight_decay);
     eopt.grad_clip = float(cfg.grad_clip);
     eopt.decay_all = cfg.weight_decay_all;
+    const DType compute_dtype = cfg.precision == "bf16" ? DType::bf16 : DType::f32;
+    eopt.compute_dtype = compute_dtype;
+    eopt.grad_dtype = cfg.resolved_grad_dtype() == "bf16" ? DType::bf16 : DType::f32;
     Engine engine(mcfg, eopt, comm.get(), &ledger);
     int64_t start_step = 0;
     if (resume_from) {
@@ -429,7 +432,7 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
     } else {
         engine.init_params(cfg.seed);
     }
-    Model model(mcfg, B, T, &ledger);
+    Model model(mcfg, B, T, &ledger, compute_dtype);
 
     // A run resumed from its own checkpoint continues its own directory.
     const bool in_place =
@@ -473,6 +476,12 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
                         resume_from->dir().c_str(), (long long)start_step,
                         resume_from->world_size(), resume_from->zero_stage());
         std::printf("zerotrain: model %s\n", describe_model(mcfg).c_str());
+        if (compute_dtype == DType::bf16)
+            std::printf("zerotrain: precision bf16 (fp32 master weights and moments, gradients "
+                        "in %s; matrix products: %s)\n",
+                        cfg.resolved_grad_dtype().c_str(), cpu::gemm_bf16_path());
+        else
+            std::printf("zerotrain: precision fp32\n");
         std::printf("zerotrain: data %s (%lld sequences of %d tokens an epoch)%s\n",
                     data.train->describe().c_str(), (long long)loader.sequences_per_epoch(), T,
                     data.loss_floor > 0 ? strprintf(", loss floor %.3f", data.loss_floor).c_str()
@@ -551,10 +560,14 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
         // The loss for the metrics line and whether any rank was asked to
         // stop: not part of training's traffic (taken after the snapshot).
         const int my_signal = g_stop_signal;
-        float shared[2] = {float(local_loss), my_signal ? 1.0f : 0.0f};
-        if (world > 1) comm->all_reduce(shared, 2, DType::f32, ReduceOp::avg);
-        double loss = world > 1 ? double(shared[0]) : local_loss;
-        const bool stop = shared[1] > 0;
+        float mean_loss = float(local_loss);
+        int32_t any_stop = my_signal ? 1 : 0;
+        if (world > 1) {
+            comm->all_reduce(&mean_loss, 1, DType::f32, ReduceOp::avg);
+            comm->all_reduce(&any_stop, 1, DType::i32, ReduceOp::max);
+        }
+        double loss = world > 1 ? double(mean_loss) : local_loss;
+        const bool stop = any_stop != 0;
         train_time += step_s;
         tokens_total += tokens_per_step;
         double tps = double(tokens_per_step) / step_s;

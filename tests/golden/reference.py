@@ -7,7 +7,11 @@ Usage: /usr/bin/python3 tests/golden/reference.py IN_DIR OUT_DIR
 
 IN_DIR (written by the C++ test) must contain:
   config.json   model/training config (see REQUIRED_KEYS below; "dtype" optional,
-                "float64" (default) or "float32")
+                "float64" (default) or "float32"; "autocast" optional, default
+                false: true runs every forward and loss under
+                torch.autocast("cpu", dtype=torch.bfloat16) with float32
+                params, grads and AdamW state (PyTorch's mixed precision;
+                needs "dtype" "float32", its default when autocast is on))
   params.json   list of {"name", "shape", "offset" (in floats), "decay"}
   params.bin    float32 little-endian parameters at those offsets
   tokens.bin    int32 little-endian tokens, shape (batch, seq_len + 1)
@@ -74,9 +78,17 @@ def load_config(in_dir):
     cfg.setdefault("num_key_value_heads", cfg["num_attention_heads"])
     if arch == "gpt2" and cfg["num_key_value_heads"] != cfg["num_attention_heads"]:
         raise InputError("config.json: gpt2 requires num_key_value_heads == num_attention_heads")
-    dtype = cfg.get("dtype", "float64")
+    autocast = cfg.get("autocast", False)
+    if not isinstance(autocast, bool):
+        raise InputError("config.json: autocast must be true or false, got %r" % (autocast,))
+    cfg["autocast"] = autocast
+    dtype = cfg.get("dtype", "float32" if autocast else "float64")
     if dtype not in ("float64", "float32"):
         raise InputError("config.json: dtype must be 'float64' or 'float32', got %r" % (dtype,))
+    if autocast and dtype != "float32":
+        # CPU autocast leaves float64 tensors alone: the run would not be mixed precision.
+        raise InputError("config.json: autocast needs dtype 'float32' (the master params), got %r"
+                         % (dtype,))
     cfg["dtype"] = dtype
     C, NH, NKV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -364,6 +376,13 @@ def loss_fn(logits, targets):
     return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="mean")
 
 
+def forward_loss(P, inputs, targets, cfg):
+    """(logits, loss); under bf16 autocast when cfg["autocast"] (backward runs outside it)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg["autocast"]):
+        logits = forward(P, inputs, cfg)
+        return logits, loss_fn(logits, targets)
+
+
 # ----------------------------------------------------------------------------
 # Driver
 
@@ -386,8 +405,7 @@ def run(in_dir, out_dir):
 
     # 1) logits, loss, grads at the initial params.
     P = make_params(arrays, dtype)
-    logits = forward(P, inputs, cfg)
-    loss = loss_fn(logits, targets)
+    logits, loss = forward_loss(P, inputs, targets, cfg)
     loss.backward()
     write_f32(os.path.join(out_dir, "logits.bin"), logits)
     write_f32(os.path.join(out_dir, "loss.bin"), loss.reshape(1))
@@ -415,7 +433,7 @@ def run(in_dir, out_dir):
     losses = []
     for _ in range(cfg["steps"]):
         opt.zero_grad(set_to_none=True)
-        l = loss_fn(forward(P, inputs, cfg), targets)
+        _, l = forward_loss(P, inputs, targets, cfg)
         l.backward()
         losses.append(l.item())
         if clip > 0:

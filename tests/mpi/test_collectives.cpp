@@ -2,9 +2,12 @@
 // and bf16, at sizes from 1 element to 2^20 + 3 (primes and non-powers of two
 // included), with verifiable inputs; wrong elements are counted on each rank
 // (each must be 0) and summed over ranks (the sum must be 0). Also async
-// ordering, accounting and argument refusal.
+// ordering, accounting and argument refusal. CommDTypeTest does the same for
+// the control dtypes (i32, i64, u8, f64): sum and max, avg on f64 and its
+// refusal on integers, gathers, broadcasts and send/recv.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <thread>
@@ -405,7 +408,7 @@ TEST_P(CommTest, InvalidArgumentsAreRefused) {
     };
     EXPECT_NE(message_of([&] {
                   comm_->all_reduce(a.data(), 4, DType::f16, ReduceOp::sum);
-              }).find("use f32 or bf16"),
+              }).find("all_reduce: dtype f16 (2) is not supported by communicators"),
               std::string::npos);
     EXPECT_NE(message_of([&] {
                   comm_->all_reduce(a.data(), -1, dtype_, ReduceOp::sum);
@@ -447,6 +450,154 @@ std::vector<std::string> backends_for_this_world() {
 INSTANTIATE_TEST_SUITE_P(Backends, CommTest,
                          testing::Combine(testing::ValuesIn(backends_for_this_world()),
                                           testing::Values(DType::f32, DType::bf16)),
+                         param_name);
+
+// ---- control dtypes ---------------------------------------------------------
+
+const std::vector<int64_t> kControlCounts = {1, 2, 7, 31, 1000, 65537, 300007};
+
+class CommDTypeTest : public CommTest {
+  protected:
+    // The reduction of control_input over ranks at element k, in units.
+    int64_t expected(ReduceOp op, int64_t k) const {
+        int64_t e = control_input(dtype_, 0, k);
+        for (int p = 1; p < n_; p++) {
+            int64_t v = control_input(dtype_, p, k);
+            e = op == ReduceOp::max ? std::max(e, v) : e + v;
+        }
+        return e;
+    }
+    static const char* op_name(ReduceOp op) { return zt::reduce_op_name(op); }
+};
+
+TEST_P(CommDTypeTest, AllReduceSumAndMax) {
+    for (ReduceOp op : {ReduceOp::sum, ReduceOp::max}) {
+        for (int64_t count : kControlCounts) {
+            ControlBuf buf(dtype_, count);
+            for (int64_t i = 0; i < count; i++) buf.set(i, control_input(dtype_, r_, i));
+            comm_->all_reduce(buf.data(), count, dtype_, op);
+            int64_t errors = 0;
+            for (int64_t i = 0; i < count; i++) errors += !buf.equals(i, expected(op, i));
+            expect_no_errors(errors, what("all_reduce", count) + " " + op_name(op));
+        }
+    }
+}
+
+// avg is defined on floating types only: exact on f64 with a mean that is
+// representable, refused at issue on every rank for integers (so the ranks
+// stay in step and the communicator stays usable).
+TEST_P(CommDTypeTest, AllReduceAvgIsExactOnF64AndRefusedOnIntegers) {
+    for (int64_t count : {int64_t(1), int64_t(31), int64_t(65537)}) {
+        ControlBuf buf(dtype_, count);
+        for (int64_t i = 0; i < count; i++) buf.set(i, control_avg_input(r_, n_, i));
+        if (dtype_ != DType::f64) {
+            std::string error;
+            try {
+                comm_->all_reduce(buf.data(), count, dtype_, ReduceOp::avg);
+            } catch (const zt::Error& e) {
+                error = e.what();
+            }
+            std::string want = std::string("avg of ") + zt::dtype_name(dtype_) + " is not defined";
+            EXPECT_NE(error.find(want), std::string::npos) << error;
+            ControlBuf out(dtype_, count * n_);
+            EXPECT_THROW(comm_->reduce_scatter(out.data(), buf.data(), count, dtype_, ReduceOp::avg),
+                         zt::Error);
+            comm_->barrier();  // still usable
+            expect_no_errors(error.find(want) == std::string::npos ? 1 : 0,
+                             what("avg refusal", count));
+            continue;
+        }
+        comm_->all_reduce(buf.data(), count, dtype_, ReduceOp::avg);
+        int64_t errors = 0;
+        for (int64_t i = 0; i < count; i++) errors += !buf.equals(i, control_avg_mean(i));
+        expect_no_errors(errors, what("all_reduce avg", count));
+    }
+}
+
+TEST_P(CommDTypeTest, ReduceScatterSumMaxAndInPlace) {
+    for (ReduceOp op : {ReduceOp::sum, ReduceOp::max}) {
+        for (bool in_place : {false, true}) {
+            for (int64_t c : kBlockCounts) {
+                ControlBuf send(dtype_, c * n_);
+                ControlBuf recv(dtype_, c, -100);
+                for (int64_t k = 0; k < c * n_; k++) send.set(k, control_input(dtype_, r_, k));
+                void* out = in_place ? send.bytes() + r_ * c * int64_t(zt::dtype_size(dtype_))
+                                     : recv.data();
+                comm_->reduce_scatter(send.data(), out, c, dtype_, op);
+                int64_t errors = 0;
+                for (int64_t i = 0; i < c; i++) {
+                    int64_t want = expected(op, r_ * c + i);
+                    errors += !(in_place ? send.equals(r_ * c + i, want) : recv.equals(i, want));
+                }
+                expect_no_errors(errors, what(in_place ? "reduce_scatter in place"
+                                                       : "reduce_scatter",
+                                              c) + " " + op_name(op));
+            }
+        }
+    }
+}
+
+TEST_P(CommDTypeTest, AllGatherAndBroadcast) {
+    for (bool in_place : {false, true}) {
+        for (int64_t c : kBlockCounts) {
+            ControlBuf send(dtype_, c);
+            ControlBuf recv(dtype_, c * n_, -100);
+            for (int64_t i = 0; i < c; i++) {
+                send.set(i, control_input(dtype_, r_, i));
+                if (in_place) recv.set(r_ * c + i, control_input(dtype_, r_, i));
+            }
+            const void* src =
+                in_place ? recv.bytes() + r_ * c * int64_t(zt::dtype_size(dtype_)) : send.data();
+            comm_->all_gather(src, recv.data(), c, dtype_);
+            int64_t errors = 0;
+            for (int b = 0; b < n_; b++)
+                for (int64_t i = 0; i < c; i++)
+                    errors += !recv.equals(b * c + i, control_input(dtype_, b, i));
+            expect_no_errors(errors, what(in_place ? "all_gather in place" : "all_gather", c));
+        }
+    }
+    for (int64_t count : {int64_t(1), int64_t(1000), int64_t(300007)}) {
+        for (int root = 0; root < n_; root++) {
+            ControlBuf buf(dtype_, count, -100);
+            if (r_ == root)
+                for (int64_t i = 0; i < count; i++) buf.set(i, control_input(dtype_, root, i));
+            comm_->broadcast(buf.data(), count, dtype_, root);
+            int64_t errors = 0;
+            for (int64_t i = 0; i < count; i++)
+                errors += !buf.equals(i, control_input(dtype_, root, i));
+            expect_no_errors(errors, what("broadcast", count) + zt::strprintf(" root %d", root));
+        }
+    }
+}
+
+// As CommTest.SendRecvRing: even ranks send first, odd ranks receive first.
+TEST_P(CommDTypeTest, SendRecvRing) {
+    if (n_ == 1) GTEST_SKIP() << "needs two ranks";
+    int right = (r_ + 1) % n_, left = (r_ + n_ - 1) % n_;
+    for (int64_t count : {int64_t(0), int64_t(1), int64_t(1000), int64_t(300007)}) {
+        ControlBuf out(dtype_, count), in(dtype_, count, -100);
+        for (int64_t i = 0; i < count; i++) out.set(i, control_input(dtype_, r_, i));
+        zt::Work a, b;
+        if (r_ % 2 == 0) {
+            a = comm_->send_async(out.data(), count, dtype_, right);
+            b = comm_->recv_async(in.data(), count, dtype_, left);
+        } else {
+            a = comm_->recv_async(in.data(), count, dtype_, left);
+            b = comm_->send_async(out.data(), count, dtype_, right);
+        }
+        a.wait();
+        b.wait();
+        int64_t errors = 0;
+        for (int64_t i = 0; i < count; i++)
+            errors += !in.equals(i, control_input(dtype_, left, i));
+        expect_no_errors(errors, what("send/recv ring", count));
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, CommDTypeTest,
+                         testing::Combine(testing::ValuesIn(backends_for_this_world()),
+                                          testing::Values(DType::i32, DType::i64, DType::u8,
+                                                          DType::f64)),
                          param_name);
 
 // The checker itself: one corrupted element on rank 0 must count as exactly

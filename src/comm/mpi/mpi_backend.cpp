@@ -22,6 +22,15 @@ void bf16_sum_fn(void* in, void* inout, int* len, MPI_Datatype*) {
                   static_cast<const uint16_t*>(inout), *len);
 }
 
+void bf16_max_fn(void* in, void* inout, int* len, MPI_Datatype*) {
+    comm_max_bf16(static_cast<uint16_t*>(inout), static_cast<const uint16_t*>(in),
+                  static_cast<const uint16_t*>(inout), *len);
+}
+
+void u8_sum_fn(void* in, void* inout, int* len, MPI_Datatype*) {
+    comm_combine(DType::u8, ReduceOp::sum, inout, in, inout, *len);
+}
+
 }  // namespace
 
 MpiBackend::MpiBackend(const char* name) : name_(name) {
@@ -41,12 +50,35 @@ void MpiBackend::start() {
     ZT_MPI_CHECK(MPI_Type_contiguous(2, MPI_BYTE, &bf16_type_));
     ZT_MPI_CHECK(MPI_Type_commit(&bf16_type_));
     ZT_MPI_CHECK(MPI_Op_create(&bf16_sum_fn, /*commute=*/1, &bf16_sum_));
+    ZT_MPI_CHECK(MPI_Op_create(&bf16_max_fn, /*commute=*/1, &bf16_max_));
+    ZT_MPI_CHECK(MPI_Op_create(&u8_sum_fn, /*commute=*/1, &u8_sum_));
 }
 
 void MpiBackend::stop() {
+    if (u8_sum_ != MPI_OP_NULL) ZT_MPI_CHECK(MPI_Op_free(&u8_sum_));
+    if (bf16_max_ != MPI_OP_NULL) ZT_MPI_CHECK(MPI_Op_free(&bf16_max_));
     if (bf16_sum_ != MPI_OP_NULL) ZT_MPI_CHECK(MPI_Op_free(&bf16_sum_));
     if (bf16_type_ != MPI_DATATYPE_NULL) ZT_MPI_CHECK(MPI_Type_free(&bf16_type_));
     if (comm_ != MPI_COMM_NULL) ZT_MPI_CHECK(MPI_Comm_free(&comm_));
+}
+
+MPI_Datatype MpiBackend::mpi_type(DType dtype) const {
+    switch (dtype) {
+        case DType::f32: return MPI_FLOAT;
+        case DType::bf16: return bf16_type_;
+        case DType::f64: return MPI_DOUBLE;
+        case DType::i32: return MPI_INT32_T;
+        case DType::i64: return MPI_INT64_T;
+        case DType::u8: return MPI_UINT8_T;
+        case DType::f16: break;
+    }
+    ZT_FAIL("%s: dtype %s has no MPI datatype here", name_, dtype_name(dtype));
+}
+
+MPI_Op MpiBackend::mpi_op(DType dtype, ReduceOp op) const {
+    if (dtype == DType::bf16) return op == ReduceOp::max ? bf16_max_ : bf16_sum_;
+    if (dtype == DType::u8 && op != ReduceOp::max) return u8_sum_;
+    return op == ReduceOp::max ? MPI_MAX : MPI_SUM;
 }
 
 void MpiBackend::all_reduce(void* buf, int64_t count, DType dtype, ReduceOp op) {
@@ -55,7 +87,7 @@ void MpiBackend::all_reduce(void* buf, int64_t count, DType dtype, ReduceOp op) 
     for (int64_t off = 0; off < count; off += kMaxChunk) {
         int n = int(std::min(kMaxChunk, count - off));
         ZT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p + off * esize, n, mpi_type(dtype),
-                                   mpi_sum(dtype), comm_));
+                                   mpi_op(dtype, op), comm_));
     }
     if (op == ReduceOp::avg) comm_divide(dtype, buf, count, world_);
 }
@@ -75,7 +107,7 @@ void MpiBackend::reduce_scatter(const void* send, void* recv, int64_t recv_count
         out = scratch_.data();
     }
     ZT_MPI_CHECK(MPI_Reduce_scatter_block(send, out, int(recv_count), mpi_type(dtype),
-                                          mpi_sum(dtype), comm_));
+                                          mpi_op(dtype, op), comm_));
     if (in_place) std::memcpy(recv, out, bytes);
     if (op == ReduceOp::avg) comm_divide(dtype, recv, recv_count, world_);
 }

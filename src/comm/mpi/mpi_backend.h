@@ -1,11 +1,17 @@
 // The mpi backend (library collectives) and the base the ring backend builds
-// on: a duplicated MPI_Comm per communicator, the bf16 datatype and sum op,
-// point-to-point send/recv, the signature exchange and MPI_Abort.
+// on: a duplicated MPI_Comm per communicator, the bf16 datatype and its sum
+// and max ops, point-to-point send/recv, the signature exchange and MPI_Abort.
 //
-// bf16 choice: bf16 travels as a 2-byte MPI datatype with a user MPI_Op that
-// adds pairs in f32 and rounds to bf16 (one rounding per combination, like
-// NCCL), so the wire carries bf16 bytes as comm_wire_bytes counts them.
-// avg = sum, then divide by the world size on each rank.
+// Datatypes: f32 MPI_FLOAT, f64 MPI_DOUBLE, i32 MPI_INT32_T, i64 MPI_INT64_T,
+// u8 MPI_UINT8_T, reduced with MPI_SUM / MPI_MAX, except the u8 sum: a user
+// MPI_Op that wraps modulo 256 as communicator.h promises, since Open MPI
+// 4.1's vectorised MPI_SUM saturates 8-bit sums at 255 on longer buffers and
+// wraps on short ones (a result that depends on the count). bf16 travels as a
+// 2-byte MPI datatype with user MPI_Ops (sum adds pairs in f32 and rounds to bf16
+// once per combination, like NCCL; max keeps the larger value's bits), so the
+// wire carries bf16 bytes as comm_wire_bytes counts them. avg = sum, then
+// divide by the world size on each rank (floating types only; comm_check_dtype
+// refuses the rest at issue).
 //
 // Counts: MPI takes int counts. all_reduce, broadcast, send and recv are
 // split into chunks of at most 2^30 elements; reduce_scatter and all_gather
@@ -47,10 +53,10 @@ class MpiBackend : public QueuedBackend {
     [[noreturn]] void abort_job(int exit_code) override;
 
   protected:
-    MPI_Datatype mpi_type(DType dtype) const {
-        return dtype == DType::f32 ? MPI_FLOAT : bf16_type_;
-    }
-    MPI_Op mpi_sum(DType dtype) const { return dtype == DType::f32 ? MPI_SUM : bf16_sum_; }
+    // Only dtypes comm_check_dtype accepted reach these; the rest are refused.
+    MPI_Datatype mpi_type(DType dtype) const;
+    // The MPI op that combines two ranks' data: sum and avg add, max takes the larger.
+    MPI_Op mpi_op(DType dtype, ReduceOp op) const;
 
     const char* name_;
     int rank_ = 0;
@@ -58,6 +64,8 @@ class MpiBackend : public QueuedBackend {
     MPI_Comm comm_ = MPI_COMM_NULL;  // our own duplicate of MPI_COMM_WORLD
     MPI_Datatype bf16_type_ = MPI_DATATYPE_NULL;
     MPI_Op bf16_sum_ = MPI_OP_NULL;
+    MPI_Op bf16_max_ = MPI_OP_NULL;
+    MPI_Op u8_sum_ = MPI_OP_NULL;
     std::vector<char> scratch_;  // reduce_scatter in place
 };
 

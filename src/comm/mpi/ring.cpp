@@ -41,7 +41,7 @@ RingBackend::RingBackend() : MpiBackend("ring") {
     window_ = int(env_int("ZT_RING_WINDOW", 4, 1, 64));
 }
 
-void RingBackend::run_ring(DType dtype, int tag) {
+void RingBackend::run_ring(DType dtype, ReduceOp op, int tag) {
     const std::vector<Step>& steps = steps_;
     const int left = mod(rank_ - 1), right = mod(rank_ + 1);
     const size_t esize = dtype_size(dtype);
@@ -103,7 +103,7 @@ void RingBackend::run_ring(DType dtype, int tag) {
         if (st.add) {
             const char* got = tmp_.data() + (q % size_t(window_)) * size_t(chunk_bytes_);
             wait_send_at(dst);
-            comm_add(dtype, dst, got, st.add + off * int64_t(esize), n);
+            comm_combine(dtype, op, dst, got, st.add + off * int64_t(esize), n);
             if (st.divide) comm_divide(dtype, dst, n, world_);
         }
         if (s + 1 < int(steps.size())) post_send(dst, n);  // steps[s + 1].send == st.dst
@@ -133,7 +133,7 @@ void RingBackend::all_reduce(void* buf, int64_t count, DType dtype, ReduceOp op)
         int sb = mod(r + 1 - s), rb = mod(r - s);
         steps_.push_back({at(sb), len(sb), at(rb), nullptr, len(rb), false});
     }
-    run_ring(dtype, kAllReduceTag);
+    run_ring(dtype, op, kAllReduceTag);
 }
 
 void RingBackend::reduce_scatter(const void* send, void* recv, int64_t recv_count, DType dtype,
@@ -160,7 +160,7 @@ void RingBackend::reduce_scatter(const void* send, void* recv, int64_t recv_coun
         steps_.push_back(
             {from, recv_count, dst, in + b * bytes, recv_count, op == ReduceOp::avg && s == n - 2});
     }
-    run_ring(dtype, kReduceScatterTag);
+    run_ring(dtype, op, kReduceScatterTag);
 }
 
 void RingBackend::all_gather(const void* send, void* recv, int64_t send_count, DType dtype) {
@@ -176,7 +176,7 @@ void RingBackend::all_gather(const void* send, void* recv, int64_t send_count, D
         steps_.push_back(
             {out + sb * bytes, send_count, out + rb * bytes, nullptr, send_count, false});
     }
-    run_ring(dtype, kAllGatherTag);
+    run_ring(dtype, ReduceOp::sum, kAllGatherTag);  // no step combines
 }
 
 // A pipelined chain root -> root+1 -> ... -> root-1: each rank forwards a

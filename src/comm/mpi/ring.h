@@ -35,9 +35,10 @@ class RingBackend final : public MpiBackend {
 
   private:
     // One ring step: send a region to the right neighbour, receive a region
-    // from the left one into dst (dst = received + add when add is set, then
-    // dst /= world when divide is set). For steps after the first, the region
-    // sent is the previous step's dst, chunk by chunk as it becomes final.
+    // from the left one into dst (dst = received (op) add when add is set:
+    // + for sum and avg, the larger for max; then dst /= world when divide is
+    // set). For steps after the first, the region sent is the previous step's
+    // dst, chunk by chunk as it becomes final.
     struct Step {
         const char* send = nullptr;
         int64_t send_len = 0;  // elements
@@ -46,7 +47,7 @@ class RingBackend final : public MpiBackend {
         int64_t recv_len = 0;  // elements
         bool divide = false;
     };
-    void run_ring(DType dtype, int tag);
+    void run_ring(DType dtype, ReduceOp op, int tag);
     int mod(int64_t x) const { return int(((x % world_) + world_) % world_); }
 
     int64_t chunk_bytes_ = 1 << 20;

@@ -55,20 +55,39 @@ namespace zt {
 
 namespace {
 
+// Only dtypes comm_check_dtype accepted (at the top of every op) reach this.
 ncclDataType_t nccl_dtype(DType dtype) {
     switch (dtype) {
         case DType::f32:
             return ncclFloat32;
         case DType::bf16:
             return ncclBfloat16;
+        case DType::f64:
+            return ncclFloat64;
+        case DType::i32:
+            return ncclInt32;
+        case DType::i64:
+            return ncclInt64;
+        case DType::u8:
+            return ncclUint8;
         case DType::f16:
             break;
     }
-    ZT_FAIL("nccl: dtype %s is not supported; expected f32 or bf16", dtype_name(dtype));
+    ZT_FAIL("nccl: dtype %s is not supported", dtype_name(dtype));
 }
 
+// avg on integer types never gets here (refused at issue), so ncclAvg only
+// ever divides floating data.
 ncclRedOp_t nccl_reduce_op(ReduceOp op) {
-    return op == ReduceOp::avg ? ncclAvg : ncclSum;
+    switch (op) {
+        case ReduceOp::sum:
+            return ncclSum;
+        case ReduceOp::avg:
+            return ncclAvg;
+        case ReduceOp::max:
+            return ncclMax;
+    }
+    ZT_FAIL("nccl: reduce op %d is not sum, avg or max", int(op));
 }
 
 // Restores the caller's current device after an operation sets ours.
@@ -164,6 +183,7 @@ class NcclCommunicator final : public Communicator {
 
   public:
     Work all_reduce_async(void* buf, int64_t count, DType dtype, ReduceOp op) override {
+        comm_check_dtype(CommOp::all_reduce, dtype, op);
         check_count("all_reduce", count);
         size_t bytes = size_t(count) * dtype_size(dtype);
         check_device_buffer("all_reduce", "buf", buf, bytes);
@@ -175,6 +195,7 @@ class NcclCommunicator final : public Communicator {
 
     Work reduce_scatter_async(const void* send, void* recv, int64_t recv_count, DType dtype,
                               ReduceOp op) override {
+        comm_check_dtype(CommOp::reduce_scatter, dtype, op);
         check_count("reduce_scatter", recv_count);
         size_t block = size_t(recv_count) * dtype_size(dtype);
         check_device_buffer("reduce_scatter", "send", send, block * size_t(world_));
@@ -189,6 +210,7 @@ class NcclCommunicator final : public Communicator {
     }
 
     Work all_gather_async(const void* send, void* recv, int64_t send_count, DType dtype) override {
+        comm_check_dtype(CommOp::all_gather, dtype);
         check_count("all_gather", send_count);
         size_t block = size_t(send_count) * dtype_size(dtype);
         check_device_buffer("all_gather", "send", send, block);
@@ -202,6 +224,7 @@ class NcclCommunicator final : public Communicator {
     }
 
     Work broadcast_async(void* buf, int64_t count, DType dtype, int root) override {
+        comm_check_dtype(CommOp::broadcast, dtype);
         check_count("broadcast", count);
         ZT_CHECK(root >= 0 && root < world_, "broadcast: root %d is not a rank of world size %d",
                  root, world_);
@@ -213,6 +236,7 @@ class NcclCommunicator final : public Communicator {
     }
 
     Work send_async(const void* buf, int64_t count, DType dtype, int peer) override {
+        comm_check_dtype(CommOp::send, dtype);
         check_peer("send", peer);
         check_count("send", count);
         size_t bytes = size_t(count) * dtype_size(dtype);
@@ -223,6 +247,7 @@ class NcclCommunicator final : public Communicator {
     }
 
     Work recv_async(void* buf, int64_t count, DType dtype, int peer) override {
+        comm_check_dtype(CommOp::recv, dtype);
         check_peer("recv", peer);
         check_count("recv", count);
         size_t bytes = size_t(count) * dtype_size(dtype);
