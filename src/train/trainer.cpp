@@ -297,15 +297,26 @@ void print_sample(Engine& engine, const ModelConfig& mcfg, const std::string& da
 
 }  // namespace
 
-double measure_cpu_peak_flops() {
+// The best of a few 512^3 matrix products in the run's compute dtype (sgemm
+// for fp32, the bf16 GEMM for bf16): the peak MFU is measured against.
+double measure_cpu_peak_flops(DType dtype) {
     const int n = 512;
-    std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
     double best = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now_seconds();
-        cpu::matmul_forward(c.data(), a.data(), b.data(), nullptr, n, n, n);
-        double dt = now_seconds() - t0;
-        if (dt > 0) best = std::max(best, 2.0 * n * n * n / dt);
+    auto time_best = [&](auto&& product) {
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = now_seconds();
+            product();
+            double dt = now_seconds() - t0;
+            if (dt > 0) best = std::max(best, 2.0 * n * n * n / dt);
+        }
+    };
+    if (dtype == DType::bf16) {
+        std::vector<bf16> a(size_t(n) * n, f32_to_bf16(0.5f)), b(size_t(n) * n, f32_to_bf16(0.25f)),
+            c(size_t(n) * n);
+        time_best([&] { cpu::matmul_forward(c.data(), a.data(), b.data(), nullptr, n, n, n); });
+    } else {
+        std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
+        time_best([&] { cpu::matmul_forward(c.data(), a.data(), b.data(), nullptr, n, n, n); });
     }
     return best;
 }
@@ -454,7 +465,7 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
                                                   in_place);
     }
 
-    const double peak_flops = measure_cpu_peak_flops();
+    const double peak_flops = measure_cpu_peak_flops(compute_dtype);
     const double flops_per_token = train_flops_per_token(mcfg, T);
     const int64_t n_params = count_params(mcfg);
     if (root) {
@@ -465,7 +476,10 @@ TrainSummary run_training(const TrainConfig& cfg_in) {
                         {"n_params", n_params},
                         {"comm", comm->backend_name()},
                         {"peak_flops", peak_flops},
-                        {"peak_flops_source", "measured sgemm 512^3 on this machine, per rank"},
+                        {"peak_flops_source",
+                         compute_dtype == DType::bf16
+                             ? "measured bf16 GEMM 512^3 on this machine, per rank"
+                             : "measured sgemm 512^3 on this machine, per rank"},
                         {"start_step", start_step},
                         {"resumed_from", resume_from ? nlohmann::ordered_json(resume_from->dir())
                                                      : nlohmann::ordered_json(nullptr)},
