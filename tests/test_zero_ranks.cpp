@@ -85,7 +85,7 @@ TEST(ZeroRanks, MemoryAndWireBytesFollowTheFormulas) {
     }
     int64_t ag_blocks = 0;  // stage 3 gathers the blocks again for backward
     for (int l = 0; l < cfg.n_layer; l++) ag_blocks += wire(zt::CommOp::all_gather, zl.units[size_t(1 + l)].padded);
-    const int64_t norm = wire(zt::CommOp::all_reduce, 1);  // the global grad norm
+    const int64_t norm = zt::comm_wire_bytes(zt::CommOp::all_reduce, 8, world);  // the global grad norm, one f64
 
     for (int K : {1, 2})
     for (int stage = 0; stage <= 3; stage++) {

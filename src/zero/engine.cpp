@@ -99,11 +99,7 @@ StepResult Engine::step(float lr, int64_t step) {
         sumsq += bf16_grads ? cpu::sum_squares(static_cast<const bf16*>(g), n)
                             : cpu::sum_squares(static_cast<const float*>(g), n);
     }
-    if (world_ > 1) {
-        float local = float(sumsq);
-        comm_->all_reduce(&local, 1, DType::f32, ReduceOp::sum);
-        sumsq = double(local);
-    }
+    if (world_ > 1) comm_->all_reduce(&sumsq, 1, DType::f64, ReduceOp::sum);
     StepResult r;
     r.grad_norm = std::sqrt(sumsq);
     ZT_CHECK(std::isfinite(r.grad_norm),
