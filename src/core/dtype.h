@@ -57,7 +57,7 @@ struct bf16 {
 inline bf16 f32_to_bf16(float f) {
     uint32_t u;
     std::memcpy(&u, &f, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) {
+    if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN: all-ones exponent, non-zero mantissa
         return bf16{uint16_t((u >> 16) | 0x0040u)};  // quiet NaN
     }
     uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);

@@ -8,7 +8,6 @@
 #include "core/check.h"
 #include "ops/attention.h"
 #include "ops/classifier.h"
-#include "ops/cpu/gemm_bf16.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/mlp.h"
@@ -150,6 +149,10 @@ public:
 private:
     const S* params(UnitHooks& hooks, int unit) {
         Tensor t = hooks.acquire(unit);
+        ZT_CHECK(t.device == Device::cpu,
+                 "unit %d's compute copy is on the GPU, but the model runs the CPU ops: the CUDA "
+                 "ops backend is not wired into the model yet",
+                 unit);
         ZT_CHECK(t.dtype == dtype_of<S>(),
                  "unit %d's compute copy is %s but the model computes in %s", unit,
                  dtype_name(t.dtype), dtype_name(dtype_of<S>()));
@@ -420,11 +423,7 @@ void Model::Pass<S>::logits(UnitHooks& hooks, float* out) {
     const S* hp = params(hooks, HU);
     const S* w_cls = c_.tie_embeddings ? params(hooks, E) + m_.embed_.wte : hp + m_.head_.lm_head;
     const S* xn = final_norm_forward(hp);
-    if constexpr (std::is_same_v<S, float>)
-        matmul_forward(out, xn, w_cls, nullptr, N, c_.d_model, c_.vocab_size);
-    else
-        gemm_bf16(false, true, N, c_.vocab_size, c_.d_model, 1.0f, xn, c_.d_model, w_cls,
-                  c_.d_model, 0.0f, out, c_.vocab_size);
+    matmul_forward(out, xn, w_cls, nullptr, N, c_.d_model, c_.vocab_size);  // fp32 logits
     if (c_.tie_embeddings) hooks.release(E);
     hooks.release(HU);
 }
@@ -511,7 +510,7 @@ Model::~Model() {
 
 int64_t Model::activation_bytes() const { return int64_t(arena_.capacity()); }
 
-int64_t Model::activation_bytes_for(const ModelConfig& cfg, int B, int T, DType dtype) {
+int64_t activation_bytes_for(const ModelConfig& cfg, int B, int T, DType dtype) {
     const size_t ssize = storage_size(dtype);
     Sizer sizer;
     plan_acts(cfg, B, T, [&](int64_t n, bool s) { sizer.add(n, s ? ssize : sizeof(float)); });

@@ -19,25 +19,11 @@
 #include <vector>
 
 #include "core/check.h"
+#include "ops/cpu/storage.h"
 
 namespace zt::cpu {
 
 namespace {
-
-inline float load(bf16 x) {
-    return bf16_to_f32(x);
-}
-template <class Real>
-inline Real load(Real x) {
-    return x;
-}
-inline void store(bf16& y, float v) {
-    y = f32_to_bf16(v);
-}
-template <class Real>
-inline void store(Real& y, Real v) {
-    y = v;
-}
 
 void check_dims(int B, int T, int C) {
     ZT_CHECK(B > 0 && T > 0 && C > 0, "embedding: bad shape B=%d T=%d C=%d", B, T, C);

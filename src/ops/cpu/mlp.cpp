@@ -14,28 +14,12 @@
 #include "ops/mlp.h"
 
 #include "core/check.h"
+#include "ops/cpu/storage.h"
 #include "ops/cpu/vec_math.h"
 
 namespace zt::cpu {
 
 namespace {
-
-inline float load(bf16 x) {
-    return bf16_to_f32(x);
-}
-template <class Real>
-inline Real load(Real x) {
-    return x;
-}
-inline void store(bf16& y, float v) {
-    y = f32_to_bf16(v);
-}
-template <class Real>
-inline void store(Real& y, Real v) {
-    y = v;
-}
-template <class S>
-using acc_t = decltype(load(S{}));
 
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2/pi)
 constexpr double kGeluA = 0.044715;

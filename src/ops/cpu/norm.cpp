@@ -19,25 +19,11 @@
 #include <vector>
 
 #include "core/check.h"
+#include "ops/cpu/storage.h"
 
 namespace zt::cpu {
 
 namespace {
-
-inline float load(bf16 x) {
-    return bf16_to_f32(x);
-}
-template <class Real>
-inline Real load(Real x) {
-    return x;
-}
-inline void store(bf16& y, float v) {
-    y = f32_to_bf16(v);
-}
-template <class Real>
-inline void store(Real& y, Real v) {
-    y = v;
-}
 
 void check_dims(int64_t N, int C) {
     ZT_CHECK(N >= 0 && C > 0, "norm: bad shape N=%lld C=%d", (long long)N, C);

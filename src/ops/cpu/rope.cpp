@@ -13,25 +13,11 @@
 #include <cmath>
 
 #include "core/check.h"
+#include "ops/cpu/storage.h"
 
 namespace zt::cpu {
 
 namespace {
-
-inline float load(bf16 x) {
-    return bf16_to_f32(x);
-}
-template <class Real>
-inline Real load(Real x) {
-    return x;
-}
-inline void store(bf16& y, float v) {
-    y = f32_to_bf16(v);
-}
-template <class Real>
-inline void store(Real& y, Real v) {
-    y = v;
-}
 
 void check_dims(int B, int T, int n_head, int head_dim, int64_t row_stride) {
     ZT_CHECK(B > 0 && T > 0 && n_head > 0, "rope: bad shape B=%d T=%d n_head=%d", B, T, n_head);
