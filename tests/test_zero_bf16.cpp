@@ -75,8 +75,8 @@ TEST(ZeroBf16, LedgerAndEstimateMatchTheFormulasInOneProcess) {
     }
     // bf16 activations are smaller than fp32's: only stats, RoPE tables,
     // losses and logits stay fp32.
-    EXPECT_LT(Model::activation_bytes_for(cfg, 4, 32, DType::bf16),
-              Model::activation_bytes_for(cfg, 4, 32, DType::f32) * 6 / 10);
+    EXPECT_LT(activation_bytes_for(cfg, 4, 32, DType::bf16),
+              activation_bytes_for(cfg, 4, 32, DType::f32) * 6 / 10);
 }
 
 TEST(ZeroBf16, RefusesBf16GradientsForAnFp32Model) {

@@ -1,9 +1,9 @@
 // The decoder model (LLaMA or GPT-2 family), forward and backward, unit by unit.
 //
 // The model never owns parameters: for each unit it asks the engine through
-// UnitHooks for a typed view of the unit's full compute copy (acquire/release)
-// and for the unit's gradient view, and tells it when the unit's gradients are
-// final (grads_ready). It never knows whether or how the engine shards them.
+// UnitHooks (hooks.h) for a typed view of the unit's full compute copy
+// (acquire/release) and for the unit's gradient view, and tells it when the
+// unit's gradients are final (grads_ready). It never knows whether or how the engine shards them.
 // Precision: the model's dtype (f32, or bf16 for mixed precision) is that of
 // its activations and of the compute copy it is lent; norms, softmax, RoPE
 // and the loss compute in fp32 from that storage, and parameter gradients are
@@ -18,25 +18,13 @@
 
 #include "core/arena.h"
 #include "core/tensor.h"
+#include "model/activations.h"
 #include "model/config.h"
+#include "model/hooks.h"
 #include "model/layout.h"
 #include "prof/memory.h"
 
 namespace zt {
-
-// Implemented by the ZeRO engine.
-class UnitHooks {
-public:
-    virtual ~UnitHooks() = default;
-    // The unit's full compute copy, (n_u,) of the model's dtype, valid until release(unit).
-    virtual Tensor acquire(int unit) = 0;
-    virtual void release(int unit) = 0;
-    // The unit's full gradient view, (n_u,), to accumulate into during
-    // backward (needs no acquire: the embedding's backward reads no parameters).
-    virtual Tensor unit_grads(int unit) = 0;
-    // The unit's gradient for this micro-batch is complete.
-    virtual void grads_ready(int unit) = 0;
-};
 
 // Seconds spent, added to by each call.
 struct PassTimes {
@@ -58,10 +46,9 @@ public:
     int batch() const { return B_; }
     int seq_len() const { return T_; }
     DType dtype() const { return dtype_; }
+    // The activation arena's bytes; activation_bytes_for (activations.h) gives
+    // the same number without building a model.
     int64_t activation_bytes() const;
-    // The same number without building a model (estimates).
-    static int64_t activation_bytes_for(const ModelConfig& cfg, int B, int T,
-                                        DType dtype = DType::f32);
 
     // One training micro-batch: forward, loss, backward with d(loss_i) = loss_scale
     // for every position i. inputs, targets (B, T). Returns the mean loss over the

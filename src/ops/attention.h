@@ -31,6 +31,17 @@ void attention_forward(bf16* out, bf16* att, const bf16* qkv, int B, int T, int 
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* att, int B,
                         int T, int NH, int NKV, int HD);
 
+// KV-cached decoding: one query row of one head attends to the first len rows
+// of its key/value head in the cache (the causal mask is len itself):
+//   scores (len) = scale K (len, HD) @ q (HD), softmax(scores), out (HD) = V^T @ scores
+// K and V point at the head's columns of the first cache row; cache rows are
+// kv_stride floats apart. scores is caller scratch of len floats. Runs on the
+// calling thread and never throws, so it may run inside an OpenMP region, one
+// (row, head) per thread. The softmax is training's (causal_softmax_row), so
+// decoding rounds as attention_forward does.
+void attention_cached_row(float* out, const float* q, const float* K, const float* V, int len,
+                          int HD, int kv_stride, float scale, float* scores);
+
 // Double-precision twins of the above (same semantics), for finite-difference
 // gradient checks.
 void attention_forward(double* out, double* att, const double* qkv, int B, int T, int NH, int NKV,

@@ -34,6 +34,25 @@ void matmul_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout,
 void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
                      const bf16* weight, int64_t N, int C, int OC);
 
+// fp32 out from bf16 operands, otherwise as the bf16 matmul_forward: the
+// classifier's logits of a bf16 model, which the loss reads in fp32.
+void matmul_forward(float* out, const bf16* inp, const bf16* weight, const bf16* bias, int64_t N,
+                    int C, int OC);
+
+// One row of the fp32 matmul_forward as a GEMV, for KV-cached decoding:
+// out (OC) = weight (OC, C) @ x (C) + bias (OC); bias may be null. Split over
+// up to `threads` OpenMP threads, each owning a contiguous block of output rows,
+// so no element is written twice and each row's dot product is the same
+// whatever the thread count.
+void matmul_forward_row(float* out, const float* x, const float* weight, const float* bias, int C,
+                        int OC, int threads);
+
+// Which implementation the bf16 GEMMs use on this machine, for the run line:
+// the oneDNN version and the kernel oneDNN picks for a 256^3 product, e.g.
+// "onednn 2.6.3 (brg:avx512_core_amx_bf16)", or
+// "fallback: fp32 sgemm on widened operands (oneDNN not built in)".
+const char* gemm_bf16_path();
+
 // Double-precision twins of the above (same semantics), for finite-difference
 // gradient checks.
 void matmul_forward(double* out, const double* inp, const double* weight, const double* bias,

@@ -12,13 +12,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <optional>
 
 #include "core/check.h"
-#include "ops/cpu/blas.h"
-#include "ops/cpu/vec_math.h"
+#include "ops/attention.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/mlp.h"
@@ -58,26 +58,11 @@ class OmpSerialScope {
     int saved_;
 };
 
-// out (OC) = weight (OC, C) @ x (C) + bias (OC); bias may be null. Each
-// OpenMP thread owns a contiguous block of output rows and runs its own GEMV
-// on it, so no element is written twice and each row's dot product is the
-// same whatever the thread count.
-void gemv_parallel(float* out, const float* x, const float* weight, const float* bias, int C,
-                   int OC, int team) {
-    blas_dim(C);
-    blas_dim(OC);
-    const int threads = threads_for(int64_t(OC) * C, team);
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        const int nt = omp_get_num_threads(), it = omp_get_thread_num();
-        const int o0 = int(int64_t(OC) * it / nt), o1 = int(int64_t(OC) * (it + 1) / nt);
-        if (o1 > o0) {
-            if (bias) std::copy(bias + o0, bias + o1, out + o0);
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, blasint(o1 - o0), blasint(C), 1.0f,
-                        weight + int64_t(o0) * C, blasint(C), x, 1, bias ? 1.0f : 0.0f, out + o0,
-                        1);
-        }
-    }
+// out (OC) = weight (OC, C) @ x (C) + bias (OC) as a GEMV on as many of the
+// team's threads as the product is worth.
+void gemv(float* out, const float* x, const float* weight, const float* bias, int C, int OC,
+          int team) {
+    matmul_forward_row(out, x, weight, bias, C, OC, threads_for(int64_t(OC) * C, team));
 }
 
 // y (n) += x (n): the residual connections.
@@ -124,9 +109,9 @@ Generator::Generator(const ModelConfig& cfg, const float* params, int max_contex
     act_.resize(rows * size_t(H));
     scores_.resize(size_t(omp_get_max_threads()) * size_t(max_context));
     logits_.resize(size_t(cfg.vocab_size));
-    // The attention GEMVs run inside an OpenMP region, where a throw would abort.
-    blas_dim(int64_t(cfg.n_kv_head) * HD);
-    blas_pin_single_thread();
+    // The attention GEMVs take the cache row as an int stride.
+    ZT_CHECK(kv_row <= size_t(INT_MAX), "generator: a cache row of %zu floats exceeds INT_MAX",
+             kv_row);
 }
 
 int64_t Generator::cache_bytes() const {
@@ -191,7 +176,7 @@ void Generator::forward_chunk(const int32_t* tokens, int n) {
 void Generator::linear(float* out, const float* inp, const float* weight, const float* bias, int n,
                        int C, int OC) {
     if (n == 1)
-        gemv_parallel(out, inp, weight, bias, C, OC, team_);
+        gemv(out, inp, weight, bias, C, OC, team_);
     else
         matmul_forward(out, inp, weight, bias, n, C, OC);
 }
@@ -263,12 +248,8 @@ void Generator::attention_cached(int layer, int n) {
             const int i = int(p / NH), h = int(p % NH), g = h / group;
             const int len = pos_ + i + 1;  // keys 0 .. own position
             const float* q = qkv_.data() + i * R + int64_t(h) * HD;
-            // s (len) = scale K_g (len, HD) @ q, then softmax; out (HD) = V_g^T (HD, len) @ s
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, len, HD, scale, K + int64_t(g) * HD,
-                        blasint(KVR), q, 1, 0.0f, s, 1);
-            causal_softmax_row(s, len, len);
-            cblas_sgemv(CblasRowMajor, CblasTrans, len, HD, 1.0f, V + int64_t(g) * HD, blasint(KVR),
-                        s, 1, 0.0f, atty_.data() + i * RO + int64_t(h) * HD, 1);
+            attention_cached_row(atty_.data() + i * RO + int64_t(h) * HD, q, K + int64_t(g) * HD,
+                                 V + int64_t(g) * HD, len, HD, int(KVR), scale, s);
         }
     }
 }
@@ -284,7 +265,7 @@ void Generator::head_forward(int n) {
     else
         layernorm_forward(xn_.data(), mean_.data(), rstd_.data(), last, hp, hp + C, 1, C,
                           cfg_.norm_eps);
-    gemv_parallel(logits_.data(), xn_.data(), w_cls, nullptr, C, cfg_.vocab_size, team_);
+    gemv(logits_.data(), xn_.data(), w_cls, nullptr, C, cfg_.vocab_size, team_);
 }
 
 // ---- sampling ----

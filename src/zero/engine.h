@@ -23,8 +23,9 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "model/config.h"
+#include "model/hooks.h"
 #include "model/layout.h"
-#include "model/model.h"
 #include "prof/memory.h"
 #include "zero/grad_reducer.h"
 #include "zero/layout.h"

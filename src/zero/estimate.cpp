@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "core/check.h"
+#include "model/activations.h"
 #include "model/layout.h"
-#include "model/model.h"
 #include "zero/layout.h"
 #include "zero/policy.h"
 
@@ -36,8 +36,8 @@ MemoryEstimate estimate_memory(const EstimateInput& in) {
         e.optimizer = 0;
     }
     if (in.micro_batch > 0 && in.seq_len > 0)
-        e.activations = Model::activation_bytes_for(in.model, in.micro_batch, in.seq_len,
-                                                    bf16 ? DType::bf16 : DType::f32);
+        e.activations = activation_bytes_for(in.model, in.micro_batch, in.seq_len,
+                                             bf16 ? DType::bf16 : DType::f32);
 
     // Transient buffers at their peak (the engine's schedule, see engine.h):
     // stages 2/3 hold the gradient of the unit in backward plus the previous

@@ -263,4 +263,12 @@ void attention_backward(double* dqkv, const double* dout, const double* qkv, con
     attention_backward_impl(dqkv, dout, qkv, att, B, T, NH, NKV, HD);
 }
 
+void attention_cached_row(float* out, const float* q, const float* K, const float* V, int len,
+                          int HD, int kv_stride, float scale, float* scores) {
+    blas_pin_single_thread();
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, len, HD, scale, K, kv_stride, q, 1, 0.0f, scores, 1);
+    causal_softmax_row(scores, len, len);
+    cblas_sgemv(CblasRowMajor, CblasTrans, len, HD, 1.0f, V, kv_stride, scores, 1, 0.0f, out, 1);
+}
+
 }  // namespace zt::cpu

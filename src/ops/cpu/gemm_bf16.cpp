@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "ops/matmul.h"  // gemm_bf16_path
 
 #if ZT_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>

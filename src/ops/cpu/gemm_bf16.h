@@ -25,6 +25,8 @@
 // a training step reuses the same few shapes. The calls are thread-safe.
 // Inside an OpenMP region, check the arguments are valid before the call: a
 // refused call throws, and a throw out of a parallel region terminates.
+// Which path runs is public: gemm_bf16_path() in ops/matmul.h. This header is
+// ops' own (outside src/ops, include ops/<family>.h).
 #pragma once
 
 #include <cstdint>
@@ -55,11 +57,5 @@ void gemm_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
 void gemm_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const bf16* A,
                     int64_t lda, const bf16* B, int64_t ldb, const bf16* bias, bf16* C,
                     int64_t ldc);
-
-// Which implementation the bf16 GEMMs use on this machine, for the run line:
-// the oneDNN version and the kernel oneDNN picks for a 256^3 product, e.g.
-// "onednn 2.6.3 (brg:avx512_core_amx_bf16)", or
-// "fallback: fp32 sgemm on widened operands (oneDNN not built in)".
-const char* gemm_bf16_path();
 
 }  // namespace zt::cpu

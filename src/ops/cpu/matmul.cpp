@@ -112,6 +112,15 @@ void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* 
     else
         gemm_bf16(false, true, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC);
 }
+void matmul_forward(float* out, const bf16* inp, const bf16* weight, const bf16* bias, int64_t N,
+                    int C, int OC) {
+    check_dims(N, C, OC);
+    if (N == 0) return;
+    if (bias)
+        gemm_bf16_bias(false, true, N, OC, C, inp, C, weight, C, bias, out, OC);
+    else
+        gemm_bf16(false, true, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC);
+}
 void matmul_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
                      const bf16* weight, int64_t N, int C, int OC) {
     matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
@@ -124,6 +133,23 @@ void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, c
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                     int C, int OC) {
     matmul_forward_impl(out, inp, weight, bias, N, C, OC);
+}
+void matmul_forward_row(float* out, const float* x, const float* weight, const float* bias, int C,
+                        int OC, int threads) {
+    check_dims(1, C, OC);
+    blas_pin_single_thread();  // each thread's GEMV runs on that thread alone
+    threads = std::clamp(threads, 1, OC);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        const int nt = omp_get_num_threads(), it = omp_get_thread_num();
+        const int o0 = int(int64_t(OC) * it / nt), o1 = int(int64_t(OC) * (it + 1) / nt);
+        if (o1 > o0) {
+            if (bias) std::copy(bias + o0, bias + o1, out + o0);
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, blasint(o1 - o0), blasint(C), 1.0f,
+                        weight + int64_t(o0) * C, blasint(C), x, 1, bias ? 1.0f : 0.0f, out + o0,
+                        1);
+        }
+    }
 }
 void matmul_forward(double* out, const double* inp, const double* weight, const double* bias,
                     int64_t N, int C, int OC) {
