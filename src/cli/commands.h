@@ -6,6 +6,11 @@
 
 namespace zt::cli {
 
+// zerotrain train (src/cli/cmd_train.cpp). Takes the command line because
+// the --config file it names is read before the flags are parsed, so that
+// the flags override it. A run stopped by a signal, and --nproc's ranks that
+// fail, end in CLI::RuntimeError carrying the exit status.
+void add_train_command(CLI::App& app, int argc, char** argv);
 // zerotrain bench-comm (src/cli/cmd_bench_comm.cpp)
 void add_bench_comm_command(CLI::App& app);
 // zerotrain estimate (src/cli/cmd_estimate.cpp)

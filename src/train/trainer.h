@@ -1,9 +1,12 @@
 // The training loop: data, micro-batches with gradient accumulation, the
 // engine's optimizer step, LR schedule, evaluation, metrics and progress.
+// The run is resolved once (train/resolve.h) before anything is built.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
+#include "core/dtype.h"
 #include "train/config.h"
 
 namespace zt {
@@ -19,10 +22,12 @@ struct TrainSummary {
     std::string last_checkpoint;  // directory of the newest checkpoint saved, if any
 };
 
-// Runs a whole training job; throws zt::Error on invalid input before any step.
-TrainSummary run_training(const TrainConfig& cfg);
+// Runs a whole training job from the flags (with the --config file beneath
+// them); throws zt::Error on invalid input before any step.
+TrainSummary run_training(const TrainConfig& flags);
 
-// A GEMM's achieved FLOP/s on this machine, the denominator of CPU MFU.
-double measure_cpu_peak_flops();
+// A GEMM's achieved FLOP/s on this machine in `dtype` (f32: sgemm, bf16: the
+// bf16 GEMM), the denominator of CPU MFU.
+double measure_cpu_peak_flops(DType dtype);
 
 }  // namespace zt

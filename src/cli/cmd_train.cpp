@@ -1,0 +1,175 @@
+// zerotrain train: the flags of a training run and its start, in this process
+// or (--nproc N outside a launcher) in N ranks of this same command.
+//
+// Settings come from defaults, then --config, then flags: the file is read
+// before the flags are parsed, so that flags override it. Every flag set by
+// the command line is recorded in TrainConfig::given, so that a resumed run
+// takes the checkpoint's value for the rest.
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "comm/launch.h"
+#include "core/check.h"
+#include "model/config.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+namespace zt::cli {
+
+namespace {
+
+std::string preset_list() {
+    std::string s;
+    for (const auto& n : model_preset_names()) s += (s.empty() ? "" : ", ") + n;
+    return s;
+}
+
+void load_config_from_argv(int argc, char** argv, TrainConfig& cfg) {
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a == "--config") {
+            ZT_CHECK(i + 1 < argc, "--config needs a file name");
+            load_train_config_file(cfg, argv[i + 1]);
+        } else if (a.rfind("--config=", 0) == 0) {
+            load_train_config_file(cfg, a.substr(9));
+        }
+    }
+}
+
+void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path) {
+    t->add_option("--config", *config_path,
+                  "JSON file of settings (keys: the flags with underscores); flags override it");
+    t->add_option("--model", c.model,
+                  "preset (" + preset_list() + ") or a Hugging Face config.json")
+        ->capture_default_str();
+    t->add_option("--data", c.data,
+                  "fortunes (English text from Debian's fortunes package, tokenized once into "
+                  "the cache), synthetic, a directory from zerotrain prepare (.bin shards named "
+                  "'train' / 'val'), or one .bin shard")
+        ->capture_default_str();
+    t->add_option("--zero-stage", c.zero_stage,
+                  "ZeRO stage: 0 replicated, 1 shards optimizer state, 2 also gradients, 3 also "
+                  "parameters")
+        ->capture_default_str();
+    t->add_option("--nproc", c.nproc,
+                  "start N local ranks through mpirun (under mpirun/srun the launcher decides)");
+    t->add_option("--device", c.device, "cpu (the CUDA backend is not in this build)")
+        ->capture_default_str();
+    t->add_option("--precision", c.precision,
+                  "fp32, or bf16: bf16 weights, activations and matrix products (oneDNN), fp32 "
+                  "master weights, AdamW moments, norms, softmax and loss")
+        ->capture_default_str();
+    t->add_option("--grad-accum-dtype", c.grad_accum_dtype,
+                  "dtype gradients accumulate and reduce in: auto (bf16 with --precision bf16, "
+                  "as DeepSpeed), fp32 or bf16")
+        ->capture_default_str();
+    t->add_option("--comm", c.comm,
+                  "communicator: auto (local for one rank, else mpi), local, mpi, ring")
+        ->capture_default_str();
+    t->add_option("--sim-bandwidth-gbps", c.sim_bandwidth_gbps,
+                  "simulate a network of this many gigabits/s (0: real speed)")
+        ->capture_default_str();
+    t->add_option("--sim-latency-us", c.sim_latency_us, "simulated per-message latency")
+        ->capture_default_str();
+    t->add_option("--comm-timeout-s", c.comm_timeout_s,
+                  "abort every rank when a collective waits longer than this")
+        ->capture_default_str();
+    t->add_flag("--offload-optimizer", c.offload_optimizer,
+                "keep optimizer state in host memory (GPU only; refused with --device cpu)");
+    t->add_flag("--offload-params", c.offload_params,
+                "keep parameters in host memory (GPU only; refused with --device cpu)");
+    t->add_option("--seq-len", c.seq_len, "tokens per sequence (T)")->capture_default_str();
+    t->add_option("--micro-batch", c.micro_batch, "sequences per micro-batch (B)")
+        ->capture_default_str();
+    t->add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (K)")
+        ->capture_default_str();
+    t->add_option("--steps", c.steps, "optimizer steps")->capture_default_str();
+    t->add_option("--lr", c.lr, "peak learning rate")->capture_default_str();
+    t->add_option("--min-lr", c.min_lr, "floor of the cosine decay (default lr / 10)");
+    t->add_option("--warmup", c.warmup, "linear warmup steps")->capture_default_str();
+    t->add_option("--weight-decay", c.weight_decay,
+                  "AdamW decoupled weight decay (matrices only; not norms, biases, embeddings)")
+        ->capture_default_str();
+    t->add_flag("--weight-decay-all", c.weight_decay_all,
+                "apply weight decay to norms, biases and embeddings too");
+    t->add_option("--grad-clip", c.grad_clip, "clip the global gradient norm (0: off)")
+        ->capture_default_str();
+    t->add_option("--seed", c.seed, "seed of initialisation and data order")->capture_default_str();
+    t->add_option("--recompute", c.recompute, "activation recompute: none (attn, full: not yet)")
+        ->capture_default_str();
+    t->add_option("--eval-every", c.eval_every,
+                  "evaluate on the validation split every N steps (0: at the end only)")
+        ->capture_default_str();
+    t->add_option("--eval-tokens", c.eval_tokens,
+                  "validation tokens per evaluation (<= 0: the whole split)")
+        ->capture_default_str();
+    t->add_option("--out", c.out, "run directory (default runs/run-<date>-<time>)");
+    t->add_option("--save-every", c.save_every,
+                  "checkpoint every N steps into RUN_DIR/ckpt (0: only when stopped by "
+                  "SIGINT/SIGTERM, which always saves)")
+        ->capture_default_str();
+    t->add_option("--keep-last", c.keep_last, "keep only the newest K checkpoints (0: all)")
+        ->capture_default_str();
+    t->add_option("--resume", c.resume,
+                  "continue from a checkpoint (step, ckpt or run directory), or auto: the latest "
+                  "in --out (a fresh start when there is none); settings not given take the "
+                  "checkpoint's values; world size and stage may differ");
+    t->add_option("--init-from", c.init_from,
+                  "start from the weights of a Hugging Face LLaMA or GPT-2 folder "
+                  "(config.json + model.safetensors); the model is its config");
+    t->add_option("--sample-tokens", c.sample_tokens,
+                  "tokens of text generated at the end when the data has a tokenizer (0: none)")
+        ->capture_default_str();
+    t->add_option("--threads", c.threads, "CPU threads (0: OpenMP's default)")
+        ->capture_default_str();
+}
+
+// The JSON keys of the flags the command line set (--config and --help aside).
+void record_given_flags(const CLI::App& train, TrainConfig& cfg) {
+    for (const CLI::Option* opt : train.get_options()) {
+        if (opt->count() == 0 || opt->get_lnames().empty()) continue;
+        std::string key = opt->get_lnames()[0];
+        for (char& ch : key)
+            if (ch == '-') ch = '_';
+        if (key != "config" && key != "help") cfg.given.insert(key);
+    }
+}
+
+struct TrainArgs {
+    TrainConfig cfg;
+    std::string config_path;  // --config's value; the file itself is read from argv
+};
+
+}  // namespace
+
+void add_train_command(CLI::App& app, int argc, char** argv) {
+    auto args = std::make_shared<TrainArgs>();
+    bool is_train = argc > 1 && std::strcmp(argv[1], "train") == 0;
+    bool wants_help = false;
+    for (int i = 1; i < argc; i++)
+        if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) wants_help = true;
+    // Before parsing, so that the flags override the file (and not for --help,
+    // which shows the built-in defaults).
+    if (is_train && !wants_help) load_config_from_argv(argc, argv, args->cfg);
+
+    CLI::App* train = app.add_subcommand(
+        "train",
+        "train a model (no flags: a small model on English text, about ten seconds on 2 cores)");
+    add_train_options(train, args->cfg, &args->config_path);
+    train->callback([args, train, argc, argv] {
+        record_given_flags(*train, args->cfg);
+        // --nproc N outside a launcher: start N ranks of this same command.
+        if (args->cfg.nproc > 1 && !under_launcher()) {
+            int status = launch_local_ranks(args->cfg.nproc, argc, argv);
+            if (status != 0) throw CLI::RuntimeError(status);
+            return;
+        }
+        TrainSummary summary = run_training(args->cfg);
+        // The shell's convention for a run stopped by a signal.
+        if (summary.stop_signal) throw CLI::RuntimeError(128 + summary.stop_signal);
+    });
+}
+
+}  // namespace zt::cli
