@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "golden_reference.h"
 #include "test_util.h"
 #include "zero/engine.h"
 
@@ -61,49 +62,18 @@ void run_golden(const std::string& preset) {
         }
 
     TempDir dir;
-    nlohmann::json conf = {{"arch", arch_name(cfg.arch)},
-                           {"vocab_size", cfg.vocab_size},
-                           {"hidden_size", cfg.d_model},
-                           {"num_hidden_layers", cfg.n_layer},
-                           {"num_attention_heads", cfg.n_head},
-                           {"num_key_value_heads", cfg.n_kv_head},
-                           {"intermediate_size", cfg.d_ff},
-                           {"max_position_embeddings", cfg.max_seq},
-                           {"norm_eps", cfg.norm_eps},
-                           {"rope_theta", cfg.rope_theta},
-                           {"tie_word_embeddings", cfg.tie_embeddings},
-                           {"batch", kB},
-                           {"seq_len", kT},
-                           {"steps", kSteps},
-                           {"lr", kLr},
-                           {"beta1", opt.beta1},
-                           {"beta2", opt.beta2},
-                           {"adam_eps", opt.adam_eps},
-                           {"weight_decay", kWd},
-                           {"grad_clip", kClip},
-                           {"dtype", "float64"}};
-    nlohmann::json specs = nlohmann::json::array();
-    int64_t base = 0;
-    for (const auto& u : layout.units) {
-        for (const auto& t : u.tensors)
-            specs.push_back({{"name", t.name}, {"shape", t.shape}, {"offset", base + t.offset},
-                             {"decay", t.decay}});
-        base += u.numel;
-    }
-    std::ofstream(dir / "config.json") << conf.dump();
-    std::ofstream(dir / "params.json") << specs.dump();
-    zt_test::write_raw(dir / "params.bin", engine.all_params(), size_t(engine.numel()));
-    zt_test::write_raw(dir / "tokens.bin", tokens.data(), tokens.size());
-
-    std::string out = dir / "out";
-    auto r = zt_test::run_command("/usr/bin/python3 " + zt_test::source_dir() +
-                                  "/tests/golden/reference.py " + dir.path() + " " + out);
-    ASSERT_EQ(r.exit_code, 0) << "the PyTorch reference failed (is python3-torch installed?):\n"
-                              << r.output;
-    auto ref_logits = zt_test::read_floats(out + "/logits.bin");
-    auto ref_loss = zt_test::read_floats(out + "/loss.bin");
-    auto ref_grads = zt_test::read_floats(out + "/grads.bin");
-    auto ref_losses = zt_test::read_floats(out + "/losses.bin");
+    zt_test::GoldenRun run;
+    run.batch = kB;
+    run.seq_len = kT;
+    run.steps = kSteps;
+    run.lr = kLr;
+    zt_test::GoldenReference ref =
+        zt_test::run_golden_reference(dir.path(), cfg, opt, run, engine.all_params(), tokens);
+    ASSERT_TRUE(ref.ok);
+    const std::vector<float>& ref_logits = ref.logits;
+    const std::vector<float>& ref_loss = ref.loss;
+    const std::vector<float>& ref_grads = ref.grads;
+    const std::vector<float>& ref_losses = ref.losses;
     ASSERT_EQ(ref_logits.size(), size_t(kB) * kT * cfg.vocab_size);
     ASSERT_EQ(ref_grads.size(), size_t(engine.numel()));
     ASSERT_EQ(ref_losses.size(), size_t(kSteps));
@@ -121,7 +91,7 @@ void run_golden(const std::string& preset) {
     EXPECT_TRUE(e_loss <= 1e-5) << preset << " loss " << loss << " vs " << ref_loss[0];
 
     // Every tensor on its own, so a small tensor's error is not hidden by a big one.
-    base = 0;
+    int64_t base = 0;
     double worst_grad = 0, worst_step = 0;
     for (const auto& u : layout.units) {
         for (const auto& t : u.tensors) {

@@ -30,6 +30,7 @@
 #include "core/rng.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "golden_reference.h"
 #include "test_util.h"
 #include "zero/engine.h"
 
@@ -67,61 +68,26 @@ struct Reference {
     std::vector<float> logits, loss, grads, losses;
 };
 
-// Writes the reference's inputs to dir and runs it; autocast selects PyTorch's
+// Runs the reference on the engine's weights: autocast selects PyTorch's
 // bf16 autocast with fp32 params, otherwise float64 throughout.
 Reference run_reference(const std::string& dir, const ModelConfig& cfg, const EngineOptions& opt,
-                        const ModelLayout& layout, const std::vector<float>& weights,
-                        const std::vector<int32_t>& tokens, bool autocast) {
-    nlohmann::json conf = {{"arch", arch_name(cfg.arch)},
-                           {"vocab_size", cfg.vocab_size},
-                           {"hidden_size", cfg.d_model},
-                           {"num_hidden_layers", cfg.n_layer},
-                           {"num_attention_heads", cfg.n_head},
-                           {"num_key_value_heads", cfg.n_kv_head},
-                           {"intermediate_size", cfg.d_ff},
-                           {"max_position_embeddings", cfg.max_seq},
-                           {"norm_eps", cfg.norm_eps},
-                           {"rope_theta", cfg.rope_theta},
-                           {"tie_word_embeddings", cfg.tie_embeddings},
-                           {"batch", kB},
-                           {"seq_len", kT},
-                           {"steps", kSteps},
-                           {"lr", kLr},
-                           {"beta1", opt.beta1},
-                           {"beta2", opt.beta2},
-                           {"adam_eps", opt.adam_eps},
-                           {"weight_decay", kWd},
-                           {"grad_clip", kClip},
-                           {"dtype", autocast ? "float32" : "float64"},
-                           {"autocast", autocast}};
-    nlohmann::json specs = nlohmann::json::array();
-    int64_t base = 0;
-    for (const auto& u : layout.units) {
-        for (const auto& t : u.tensors)
-            specs.push_back({{"name", t.name},
-                             {"shape", t.shape},
-                             {"offset", base + t.offset},
-                             {"decay", t.decay}});
-        base += u.numel;
-    }
-    std::ofstream(dir + "/config.json") << conf.dump();
-    std::ofstream(dir + "/params.json") << specs.dump();
-    zt_test::write_raw(dir + "/params.bin", weights.data(), weights.size());
-    zt_test::write_raw(dir + "/tokens.bin", tokens.data(), tokens.size());
-
+                        const std::vector<float>& weights, const std::vector<int32_t>& tokens,
+                        bool autocast) {
+    zt_test::GoldenRun run;
+    run.batch = kB;
+    run.seq_len = kT;
+    run.steps = kSteps;
+    run.lr = kLr;
+    run.dtype = autocast ? "float32" : "float64";
+    run.autocast = autocast;
+    zt_test::GoldenReference g =
+        zt_test::run_golden_reference(dir, cfg, opt, run, weights.data(), tokens);
     Reference ref;
     ref.name = autocast ? "autocast" : "float64";
-    const std::string out = dir + "/out";
-    auto r = zt_test::run_command("/usr/bin/python3 " + zt_test::source_dir() +
-                                  "/tests/golden/reference.py " + dir + " " + out);
-    EXPECT_EQ(r.exit_code, 0) << "the PyTorch " << ref.name
-                              << " reference failed (is python3-torch installed?):\n"
-                              << r.output;
-    if (r.exit_code != 0) return ref;
-    ref.logits = zt_test::read_floats(out + "/logits.bin");
-    ref.loss = zt_test::read_floats(out + "/loss.bin");
-    ref.grads = zt_test::read_floats(out + "/grads.bin");
-    ref.losses = zt_test::read_floats(out + "/losses.bin");
+    ref.logits = std::move(g.logits);
+    ref.loss = std::move(g.loss);
+    ref.grads = std::move(g.grads);
+    ref.losses = std::move(g.losses);
     return ref;
 }
 
@@ -245,8 +211,8 @@ void run_golden_bf16(const std::string& preset, DType grad_dtype) {
     std::filesystem::create_directories(dir / "autocast");
     std::vector<Reference> refs;
     for (bool autocast : {false, true}) {
-        refs.push_back(run_reference(dir / (autocast ? "autocast" : "float64"), cfg, opt, layout,
-                                     weights, tokens, autocast));
+        refs.push_back(
+            run_reference(dir / (autocast ? "autocast" : "float64"), cfg, opt, weights, tokens, autocast));
         const Reference& r = refs.back();
         ASSERT_EQ(r.logits.size(), size_t(kB) * kT * cfg.vocab_size) << r.name;
         ASSERT_EQ(r.loss.size(), size_t(1)) << r.name;
