@@ -55,7 +55,7 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path) {
         ->capture_default_str();
     t->add_option("--nproc", c.nproc,
                   "start N local ranks through mpirun (under mpirun/srun the launcher decides)");
-    t->add_option("--device", c.device, "cpu (the CUDA backend is not in this build)")
+    t->add_option("--device", c.device, "cpu (cuda: not wired into training yet, refused)")
         ->capture_default_str();
     t->add_option("--precision", c.precision,
                   "fp32, or bf16: bf16 weights, activations and matrix products (oneDNN), fp32 "

@@ -273,7 +273,8 @@ void validate_train_config(const TrainConfig& c) {
     ZT_CHECK(c.device == "cpu" || c.device == "cuda", "--device '%s': expected cpu or cuda",
              c.device.c_str());
     ZT_CHECK(c.device == "cpu",
-             "--device cuda: this build has no CUDA backend yet; use --device cpu");
+             "--device cuda: training on the GPU is not wired in yet (the CUDA ops compile, "
+             "but the engine and model run on the CPU); use --device cpu");
     ZT_CHECK(c.precision == "fp32" || c.precision == "bf16",
              "--precision '%s': expected fp32 or bf16", c.precision.c_str());
     ZT_CHECK(c.grad_accum_dtype == "auto" || c.grad_accum_dtype == "fp32" ||
