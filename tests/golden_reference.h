@@ -4,18 +4,61 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "core/rng.h"
 #include "model/config.h"
 #include "model/layout.h"
 #include "test_util.h"
 #include "zero/engine.h"
 
 namespace zt_test {
+
+// Weights far from the default init, so attention patterns, norms and biases
+// all matter: matrices N(0, 0.3^2)/sqrt-ish, norm gains 1 + N(0, 0.1^2), biases
+// N(0, 0.1^2). Model order without padding (layout.total_numel).
+inline std::vector<float> golden_weights(const zt::ModelLayout& layout) {
+    std::vector<float> w(size_t(layout.total_numel));
+    int64_t base = 0;
+    for (int u = 0; u < layout.n_units(); u++) {
+        const zt::UnitSpec& us = layout.units[size_t(u)];
+        for (size_t t = 0; t < us.tensors.size(); t++) {
+            const zt::TensorSpec& ts = us.tensors[t];
+            float scale = ts.shape.size() == 2 ? 1.0f / std::sqrt(float(ts.shape[1])) * 1.5f : 0.1f;
+            float b = ts.init == zt::ParamInit::ones ? 1.0f : 0.0f;
+            for (int64_t i = 0; i < ts.numel; i++)
+                w[size_t(base + ts.offset + i)] =
+                    b + scale * zt::rng_normal(77, uint64_t(u * 100 + int(t)), uint64_t(i));
+        }
+        base += us.numel;
+    }
+    return w;
+}
+
+// Random tokens (batch, seq_len + 1) and the inputs and targets (batch,
+// seq_len) they give: the first seq_len of each row, and the last seq_len.
+struct GoldenBatch {
+    std::vector<int32_t> tokens, inputs, targets;
+};
+inline GoldenBatch golden_batch(int vocab_size, int batch, int seq_len) {
+    GoldenBatch g;
+    g.tokens.resize(size_t(batch) * (seq_len + 1));
+    g.inputs.resize(size_t(batch) * seq_len);
+    g.targets.resize(size_t(batch) * seq_len);
+    zt::Rng rng(5);
+    for (auto& t : g.tokens) t = int32_t(rng.below(uint64_t(vocab_size)));
+    for (int b = 0; b < batch; b++)
+        for (int t = 0; t < seq_len; t++) {
+            g.inputs[size_t(b * seq_len + t)] = g.tokens[size_t(b * (seq_len + 1) + t)];
+            g.targets[size_t(b * seq_len + t)] = g.tokens[size_t(b * (seq_len + 1) + t + 1)];
+        }
+    return g;
+}
 
 struct GoldenRun {
     int batch = 0, seq_len = 0, steps = 0;

@@ -23,22 +23,6 @@ constexpr int kB = 2, kT = 24, kSteps = 5;
 // 0.15 -> 0.19) and fp32 against float64 would measure chaos, not correctness.
 constexpr float kLr = 1e-3f, kClip = 0.5f, kWd = 0.1f;
 
-// Weights far from the default init, so attention patterns, norms and biases
-// all matter: matrices N(0, 0.3^2)/sqrt-ish, norm gains 1 + N(0, 0.1^2), biases N(0, 0.1^2).
-void randomise(Engine& e) {
-    for (int u = 0; u < e.layout().n_units(); u++) {
-        const UnitSpec& us = e.layout().units[size_t(u)];
-        float* p = e.unit_params(u);
-        for (size_t t = 0; t < us.tensors.size(); t++) {
-            const TensorSpec& ts = us.tensors[t];
-            float scale = ts.shape.size() == 2 ? 1.0f / std::sqrt(float(ts.shape[1])) * 1.5f : 0.1f;
-            float base = ts.init == ParamInit::ones ? 1.0f : 0.0f;
-            for (int64_t i = 0; i < ts.numel; i++)
-                p[ts.offset + i] = base + scale * rng_normal(77, uint64_t(u * 100 + int(t)), uint64_t(i));
-        }
-    }
-}
-
 void run_golden(const std::string& preset) {
     ModelConfig cfg = model_preset(preset);
     EngineOptions opt;
@@ -48,18 +32,12 @@ void run_golden(const std::string& preset) {
     opt.weight_decay = kWd;
     opt.grad_clip = kClip;
     Engine engine(cfg, opt, nullptr, nullptr);
-    randomise(engine);
+    engine.load_full_params(zt_test::golden_weights(engine.layout()).data());
     Model model(cfg, kB, kT, nullptr);
     const ModelLayout& layout = engine.layout();
 
-    std::vector<int32_t> tokens(size_t(kB) * (kT + 1)), in(size_t(kB) * kT), tgt(size_t(kB) * kT);
-    Rng rng(5);
-    for (auto& t : tokens) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
-    for (int b = 0; b < kB; b++)
-        for (int t = 0; t < kT; t++) {
-            in[size_t(b * kT + t)] = tokens[size_t(b * (kT + 1) + t)];
-            tgt[size_t(b * kT + t)] = tokens[size_t(b * (kT + 1) + t + 1)];
-        }
+    const zt_test::GoldenBatch batch = zt_test::golden_batch(cfg.vocab_size, kB, kT);
+    const std::vector<int32_t>&tokens = batch.tokens, &in = batch.inputs, &tgt = batch.targets;
 
     TempDir dir;
     zt_test::GoldenRun run;

@@ -43,23 +43,10 @@ using zt_test::TempDir;
 constexpr int kB = 2, kT = 24, kSteps = 5;
 constexpr float kLr = 1e-3f, kClip = 0.5f, kWd = 0.1f;
 
-// Weights as test_golden.cpp's randomise() (same seeds, same values), in
-// model order without padding, then rounded to bf16 (see the top of the file).
+// The golden weights (golden_reference.h), rounded to bf16 (see the top of the file).
 std::vector<float> randomised_bf16_weights(const ModelLayout& layout) {
-    std::vector<float> w(size_t(layout.total_numel));
-    int64_t base = 0;
-    for (int u = 0; u < layout.n_units(); u++) {
-        const UnitSpec& us = layout.units[size_t(u)];
-        for (size_t t = 0; t < us.tensors.size(); t++) {
-            const TensorSpec& ts = us.tensors[t];
-            float scale = ts.shape.size() == 2 ? 1.0f / std::sqrt(float(ts.shape[1])) * 1.5f : 0.1f;
-            float b = ts.init == ParamInit::ones ? 1.0f : 0.0f;
-            for (int64_t i = 0; i < ts.numel; i++)
-                w[size_t(base + ts.offset + i)] = bf16_to_f32(f32_to_bf16(
-                    b + scale * rng_normal(77, uint64_t(u * 100 + int(t)), uint64_t(i))));
-        }
-        base += us.numel;
-    }
+    std::vector<float> w = zt_test::golden_weights(layout);
+    for (float& x : w) x = bf16_to_f32(f32_to_bf16(x));
     return w;
 }
 
@@ -197,14 +184,8 @@ void run_golden_bf16(const std::string& preset, DType grad_dtype) {
     Model model(cfg, kB, kT, nullptr, DType::bf16);
     const std::string what = preset + " (bf16 compute, " + dtype_name(grad_dtype) + " grads)";
 
-    std::vector<int32_t> tokens(size_t(kB) * (kT + 1)), in(size_t(kB) * kT), tgt(size_t(kB) * kT);
-    Rng rng(5);
-    for (auto& t : tokens) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
-    for (int b = 0; b < kB; b++)
-        for (int t = 0; t < kT; t++) {
-            in[size_t(b * kT + t)] = tokens[size_t(b * (kT + 1) + t)];
-            tgt[size_t(b * kT + t)] = tokens[size_t(b * (kT + 1) + t + 1)];
-        }
+    const zt_test::GoldenBatch batch = zt_test::golden_batch(cfg.vocab_size, kB, kT);
+    const std::vector<int32_t>&tokens = batch.tokens, &in = batch.inputs, &tgt = batch.targets;
 
     TempDir dir;
     std::filesystem::create_directories(dir / "float64");
