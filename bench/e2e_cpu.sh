@@ -32,7 +32,9 @@ export LC_ALL=C
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build}"
 zt="$build/zerotrain"
-py=/usr/bin/python3  # Debian's PyTorch is importable only from this interpreter
+bench_name=e2e_cpu.sh
+# shellcheck source=bench/common.sh
+source "$root/bench/common.sh"
 [[ -x "$zt" ]] || { echo "e2e_cpu.sh: no zerotrain binary at $zt; build it first or pass BUILD_DIR" >&2; exit 1; }
 
 threads_list="${THREADS:-$( [[ $(nproc) -gt 1 ]] && echo "1 $(nproc)" || echo 1)}"
@@ -54,10 +56,7 @@ cp "$zt" "$tmp/zerotrain"
 built="$(date -r "$zt" '+%Y-%m-%d %H:%M')"
 zt="$tmp/zerotrain"
 
-fail() { echo "e2e_cpu.sh: $*" >&2; exit 1; }
-progress() { echo "e2e_cpu.sh: $*" >&2; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "below") }'; }
 
 # Runs zerotrain; prints nothing, leaves $tmp/zt-KEY.log and $tmp/zt-KEY/.
 run_zerotrain() {  # key model precision threads warm steps
@@ -87,24 +86,6 @@ print(statistics.median(r["tokens_per_s"] for r in timed))
 PY
 }
 
-# Writes zerotrain's resolved model as a Hugging Face config.json for the peer;
-# prints zerotrain's parameter count.
-peer_config_from_zerotrain() {  # metrics.jsonl out.json
-  "$py" - "$1" "$2" <<'PY'
-import json, sys
-run = next(r for r in map(json.loads, open(sys.argv[1])) if r.get("kind") == "run")
-m = run["config"]["model_config"]
-if m["arch"] != "llama":
-    sys.exit(f"e2e_cpu.sh: model {m['name']} is {m['arch']}; torch_peer.py trains LLaMA only")
-json.dump({"model_type": "llama", "hidden_size": m["d_model"], "intermediate_size": m["d_ff"],
-           "num_hidden_layers": m["n_layer"], "num_attention_heads": m["n_head"],
-           "num_key_value_heads": m["n_kv_head"], "vocab_size": m["vocab_size"],
-           "max_position_embeddings": m["max_seq"], "rms_norm_eps": m["norm_eps"],
-           "rope_theta": m["rope_theta"], "tie_word_embeddings": m["tie_embeddings"]},
-          open(sys.argv[2], "w"), indent=1)
-print(run["n_params"])
-PY
-}
 
 # Runs the PyTorch peer; prints its median tokens/s, checks its parameter count.
 run_peer() {  # key config precision threads warm steps expected_params
@@ -141,7 +122,6 @@ with torch.autocast("cpu", dtype=torch.bfloat16):
 PY
 }
 
-lscpu_field() { lscpu | sed -n "s/^$1:[[:space:]]*//p" | head -n 1; }
 cores=$(( $(lscpu_field 'Core(s) per socket') * $(lscpu_field 'Socket(s)') ))
 bf16_flags="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512_bf16|amx_bf16)$' | paste -sd' ')"
 echo "machine: $(lscpu_field 'Model name'), $cores cores ($(lscpu_field 'CPU(s)') CPUs), bf16 ISA: ${bf16_flags:-none}"

@@ -21,13 +21,15 @@ CommandResult zerotrain(const std::string& args) {
 void expect_refused(const CommandResult& r, std::initializer_list<const char*> fragments) {
     EXPECT_EQ(r.exit_code, 1) << r.output;
     EXPECT_NE(r.output.find("zerotrain: error:"), std::string::npos) << r.output;
-    for (const char* f : fragments) EXPECT_NE(r.output.find(f), std::string::npos) << "missing '" << f << "' in: " << r.output;
+    for (const char* f : fragments)
+        EXPECT_NE(r.output.find(f), std::string::npos) << "missing '" << f << "' in: " << r.output;
 }
 
 TEST(Cli, ShortRunWritesMetrics) {
     TempDir dir;
     std::string out = dir / "run";
-    auto r = zerotrain("train --data synthetic --steps 40 --eval-every 20 --eval-tokens 4096 --out " + out);
+    auto r = zerotrain(
+        "train --data synthetic --steps 40 --eval-every 20 --eval-tokens 4096 --out " + out);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     std::ifstream f(out + "/metrics.jsonl");
     std::string line;
@@ -46,7 +48,8 @@ TEST(Cli, ShortRunWritesMetrics) {
             for (const char* k : {"step", "loss", "lr", "grad_norm", "tokens", "step_s",
                                   "tokens_per_s", "time_s", "comm_bytes", "mem_bytes", "mfu"})
                 EXPECT_TRUE(j.contains(k)) << "step line lacks " << k;
-            for (const char* k : {"data", "forward", "backward", "comm", "comm_exposed", "optimizer"})
+            for (const char* k :
+                 {"data", "forward", "backward", "comm", "comm_exposed", "optimizer"})
                 EXPECT_TRUE(j["time_s"].contains(k)) << k;
             for (const char* k : {"params", "grads", "optimizer", "activations", "buffers", "peak"})
                 EXPECT_TRUE(j["mem_bytes"].contains(k)) << k;
@@ -65,16 +68,19 @@ TEST(Cli, ShortRunWritesMetrics) {
     EXPECT_EQ(evals, 2);
     EXPECT_EQ(lines.back()["kind"], "summary");
     EXPECT_EQ(lines.back()["ranks"].size(), 1u);
-    EXPECT_LT(last, first - 1.0) << "synthetic data must be learnable: loss " << first << " -> " << last;
+    EXPECT_LT(last, first - 1.0) << "synthetic data must be learnable: loss " << first << " -> "
+                                 << last;
 
     // The same run directory is never overwritten.
-    expect_refused(zerotrain("train --data synthetic --steps 1 --out " + out), {"already holds a run"});
+    expect_refused(zerotrain("train --data synthetic --steps 1 --out " + out),
+                   {"already holds a run"});
 }
 
 TEST(Cli, RefusesBadFlags) {
     TempDir dir;
     std::string out = " --out " + (dir / "r");
-    expect_refused(zerotrain("train --model no-such-model" + out), {"unknown model preset", "no-such-model", "test-tiny"});
+    expect_refused(zerotrain("train --model no-such-model" + out),
+                   {"unknown model preset", "no-such-model", "test-tiny"});
     expect_refused(zerotrain("train --seq-len 257" + out), {"--seq-len 257", "256"});
     expect_refused(zerotrain("train --seq-len 0" + out), {"--seq-len 0"});
     expect_refused(zerotrain("train --micro-batch -2" + out), {"--micro-batch -2"});
@@ -82,21 +88,34 @@ TEST(Cli, RefusesBadFlags) {
     expect_refused(zerotrain("train --grad-accum 0" + out), {"--grad-accum 0"});
     expect_refused(zerotrain("train --lr -1" + out), {"--lr -1"});
     expect_refused(zerotrain("train --zero-stage 5" + out), {"--zero-stage 5", "0 to 3"});
-    expect_refused(zerotrain("train --offload-optimizer" + out), {"--offload-optimizer"});
+    expect_refused(zerotrain("train --offload-optimizer disk" + out),
+                   {"--offload-optimizer 'disk'", "none, cpu or nvme"});
+    expect_refused(zerotrain("train --offload-optimizer nvme" + out), {"--offload-dir DIR"});
+    expect_refused(zerotrain("train --offload-dir " + (dir / "o") + out),
+                   {"--offload-dir", "only used with --offload-optimizer nvme"});
+    expect_refused(zerotrain("train --offload-params cpu" + out), {"--zero-stage 3"});
+    expect_refused(zerotrain("train --zero-stage 3 --offload-params nvme" + out),
+                   {"--offload-params nvme", "not implemented yet"});
+    expect_refused(zerotrain("train --recompute selective" + out),
+                   {"'selective'", "none, attn or full"});
     expect_refused(zerotrain("train --comm nccl" + out), {"--comm nccl"});
     expect_refused(zerotrain("train --device tpu" + out), {"--device 'tpu'"});
     expect_refused(zerotrain("train --data " + (dir / "nothing-here") + out), {"nothing-here"});
     std::ofstream(dir / "conf.json") << R"({"micro_batch": 2, "learning_rate": 1})";
-    expect_refused(zerotrain("train --config " + (dir / "conf.json") + out), {"learning_rate", "conf.json"});
+    expect_refused(zerotrain("train --config " + (dir / "conf.json") + out),
+                   {"learning_rate", "conf.json"});
     std::ofstream(dir / "broken.json") << "{not json";
     expect_refused(zerotrain("train --config " + (dir / "broken.json") + out), {"broken.json"});
-    EXPECT_FALSE(std::filesystem::exists(dir / "r")) << "a refused run must not create its run directory";
+    EXPECT_FALSE(std::filesystem::exists(dir / "r"))
+        << "a refused run must not create its run directory";
 }
 
 TEST(Cli, ConfigFileAndFlagsCombine) {
     TempDir dir;
-    std::ofstream(dir / "conf.json") << R"({"micro_batch": 2, "seq_len": 16, "steps": 3, "eval_every": 0, "eval_tokens": 512})";
-    auto r = zerotrain("train --config " + (dir / "conf.json") + " --data synthetic --steps 2 --out " + (dir / "r"));
+    std::ofstream(dir / "conf.json")
+        << R"({"micro_batch": 2, "seq_len": 16, "steps": 3, "eval_every": 0, "eval_tokens": 512})";
+    auto r = zerotrain("train --config " + (dir / "conf.json") +
+                       " --data synthetic --steps 2 --out " + (dir / "r"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     std::ifstream f(dir / "r/config.json");
     auto j = nlohmann::json::parse(f);
@@ -113,14 +132,16 @@ TEST(Cli, RefusesBadShards) {
     for (size_t i = 0; i < tokens.size(); i++) tokens[i] = uint32_t(i % 200);
     tokens[1234] = 300;  // test-tiny's vocabulary is 256
     zt::write_shard(data + "/shard_train_000.bin", tokens, 1);
-    std::string args = "train --seq-len 32 --micro-batch 2 --steps 2 --data " + data + " --out " + (dir / "r");
+    std::string args =
+        "train --seq-len 32 --micro-batch 2 --steps 2 --data " + data + " --out " + (dir / "r");
     expect_refused(zerotrain(args), {"shard_train_000.bin", "300", "256"});
 
     // Wrong magic.
     tokens[1234] = 5;
     zt::write_shard(data + "/shard_train_000.bin", tokens, 1);
     {
-        std::fstream f(data + "/shard_train_000.bin", std::ios::in | std::ios::out | std::ios::binary);
+        std::fstream f(data + "/shard_train_000.bin",
+                       std::ios::in | std::ios::out | std::ios::binary);
         int32_t bad = 12345;
         f.write(reinterpret_cast<const char*>(&bad), 4);
     }
@@ -140,9 +161,9 @@ TEST(Cli, RefusesBadShards) {
 TEST(Cli, HelpListsTrainFlags) {
     auto r = zerotrain("train --help");
     EXPECT_EQ(r.exit_code, 0);
-    for (const char* f : {"--model", "--data", "--seq-len", "--micro-batch", "--grad-accum", "--steps",
-                          "--lr", "--min-lr", "--warmup", "--weight-decay", "--grad-clip", "--seed",
-                          "--eval-every", "--out"})
+    for (const char* f : {"--model", "--data", "--seq-len", "--micro-batch", "--grad-accum",
+                          "--steps", "--lr", "--min-lr", "--warmup", "--weight-decay",
+                          "--grad-clip", "--seed", "--eval-every", "--out"})
         EXPECT_NE(r.output.find(f), std::string::npos) << f;
 }
 
@@ -152,15 +173,18 @@ namespace {
 
 TEST(Cli, AcceptsDeepSpeedKeys) {
     TempDir dir;
-    std::ofstream(dir / "ds.json") << R"({"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2,
+    std::ofstream(dir / "ds.json")
+        << R"({"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2,
         "train_batch_size": 4, "gradient_clipping": 0.7, "steps_per_print": 10, "steps": 2,
         "seq_len": 16, "eval_tokens": 256,
         "zero_optimization": {"stage": 2, "reduce_bucket_size": 5e8, "stage3_prefetch_bucket_size": 1e6,
                               "stage3_param_persistence_threshold": 1e4, "contiguous_gradients": true}})";
-    auto r = zerotrain("train --data synthetic --config " + (dir / "ds.json") + " --out " + (dir / "r"));
+    auto r =
+        zerotrain("train --data synthetic --config " + (dir / "ds.json") + " --out " + (dir / "r"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("'steps_per_print' is ignored"), std::string::npos) << r.output;
-    EXPECT_NE(r.output.find("'zero_optimization.contiguous_gradients' is ignored"), std::string::npos);
+    EXPECT_NE(r.output.find("'zero_optimization.contiguous_gradients' is ignored"),
+              std::string::npos);
     std::ifstream f(dir / "r/config.json");
     auto j = nlohmann::json::parse(f);
     EXPECT_EQ(j["micro_batch"], 2);

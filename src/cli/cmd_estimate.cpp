@@ -19,11 +19,16 @@ struct EstimateArgs {
     std::string grad_accum_dtype = "auto";
     int micro_batch = 0;
     int seq_len = 0;
-    bool offload_optimizer = false;
+    std::string offload_optimizer = "none";
+    std::string recompute = "none";
+    int64_t reduce_bucket_size = EstimateInput().reduce_bucket_elements;
+    int64_t allgather_bucket_size = EstimateInput().gather_bucket_elements;
     bool json = false;
 };
 
-double gib(int64_t b) { return double(b) / double(int64_t(1) << 30); }
+double gib(int64_t b) {
+    return double(b) / double(int64_t(1) << 30);
+}
 
 void run_estimate(const EstimateArgs& a) {
     EstimateInput in;
@@ -37,6 +42,13 @@ void run_estimate(const EstimateArgs& a) {
     in.micro_batch = a.micro_batch;
     in.seq_len = a.seq_len;
     in.offload_optimizer = a.offload_optimizer;
+    in.recompute = parse_recompute(a.recompute);
+    ZT_CHECK(a.reduce_bucket_size >= 1, "--reduce-bucket-size %lld: must be >= 1",
+             (long long)a.reduce_bucket_size);
+    ZT_CHECK(a.allgather_bucket_size >= 1, "--allgather-bucket-size %lld: must be >= 1",
+             (long long)a.allgather_bucket_size);
+    in.reduce_bucket_elements = a.reduce_bucket_size;
+    in.gather_bucket_elements = a.allgather_bucket_size;
     ZT_CHECK(a.world >= 1, "--world-size %d: must be >= 1", a.world);
     ZT_CHECK(a.stage >= -1 && a.stage <= 3, "--zero-stage %d: expected 0 to 3", a.stage);
     ZT_CHECK((a.micro_batch > 0) == (a.seq_len > 0),
@@ -45,42 +57,48 @@ void run_estimate(const EstimateArgs& a) {
              a.seq_len, in.model.max_seq);
     if (!a.json) {
         std::printf("%s\n", describe_model(in.model).c_str());
-        std::printf("world size %d, %s%s%s, bytes per rank (GiB)\n", a.world, a.precision.c_str(),
-                    a.offload_optimizer ? ", optimizer offloaded to host" : "",
-                    a.micro_batch > 0
-                        ? strprintf(", activations for %d x %d tokens", a.micro_batch, a.seq_len).c_str()
-                        : "");
-        std::printf("%-6s %10s %10s %10s %12s %10s %10s %12s\n", "stage", "params", "grads",
-                    "optimizer", "activations", "buffers", "total", "host_optim");
+        std::printf(
+            "world size %d, %s%s%s, bytes per rank (GiB)\n", a.world, a.precision.c_str(),
+            a.offload_optimizer == "none"
+                ? ""
+                : strprintf(", optimizer offloaded to %s", a.offload_optimizer.c_str()).c_str(),
+            a.micro_batch > 0
+                ? strprintf(", activations for %d x %d tokens", a.micro_batch, a.seq_len).c_str()
+                : "");
+        std::printf("%-6s %10s %10s %10s %12s %10s %10s %12s %12s\n", "stage", "params", "grads",
+                    "optimizer", "activations", "buffers", "total", "host_optim", "nvme_optim");
     }
     for (int s = 0; s <= 3; s++) {
         if (a.stage >= 0 && s != a.stage) continue;
         in.stage = s;
         MemoryEstimate e = estimate_memory(in);
         if (a.json) {
-            nlohmann::ordered_json j = {{"model", in.model.name},
-                                        {"n_params", count_params(in.model)},
-                                        {"world_size", a.world},
-                                        {"zero_stage", s},
-                                        {"precision", a.precision},
-                                        {"grad_accum_dtype", in.grad_dtype.empty() ? a.precision
-                                                                                   : in.grad_dtype},
-                                        {"micro_batch", a.micro_batch},
-                                        {"seq_len", a.seq_len},
-                                        {"offload_optimizer", a.offload_optimizer},
-                                        {"mem_bytes",
-                                         {{"params", e.params},
-                                          {"grads", e.grads},
-                                          {"optimizer", e.optimizer},
-                                          {"activations", e.activations},
-                                          {"buffers", e.buffers},
-                                          {"peak", e.peak()}}},
-                                        {"host_optimizer_bytes", e.host_optimizer}};
+            nlohmann::ordered_json j = {
+                {"model", in.model.name},
+                {"n_params", count_params(in.model)},
+                {"world_size", a.world},
+                {"zero_stage", s},
+                {"precision", a.precision},
+                {"grad_accum_dtype", in.grad_dtype.empty() ? a.precision : in.grad_dtype},
+                {"micro_batch", a.micro_batch},
+                {"seq_len", a.seq_len},
+                {"offload_optimizer", a.offload_optimizer},
+                {"recompute", a.recompute},
+                {"mem_bytes",
+                 {{"params", e.params},
+                  {"grads", e.grads},
+                  {"optimizer", e.optimizer},
+                  {"activations", e.activations},
+                  {"buffers", e.buffers},
+                  {"peak", e.peak()}}},
+                {"host_optimizer_bytes", e.host_optimizer},
+                {"nvme_optimizer_bytes", e.nvme_optimizer}};
             std::printf("%s\n", j.dump().c_str());
         } else {
-            std::printf("%-6d %10.3f %10.3f %10.3f %12.3f %10.3f %10.3f %12.3f\n", s, gib(e.params),
-                        gib(e.grads), gib(e.optimizer), gib(e.activations), gib(e.buffers),
-                        gib(e.peak()), gib(e.host_optimizer));
+            std::printf("%-6d %10.3f %10.3f %10.3f %12.3f %10.3f %10.3f %12.3f %12.3f\n", s,
+                        gib(e.params), gib(e.grads), gib(e.optimizer), gib(e.activations),
+                        gib(e.buffers), gib(e.peak()), gib(e.host_optimizer),
+                        gib(e.nvme_optimizer));
         }
     }
 }
@@ -101,8 +119,18 @@ void add_estimate_command(CLI::App& app) {
         ->capture_default_str();
     c->add_option("--micro-batch", args->micro_batch, "sequences per micro-batch (activations)");
     c->add_option("--seq-len", args->seq_len, "tokens per sequence (activations)");
-    c->add_flag("--offload-optimizer", args->offload_optimizer,
-                "optimizer state in host memory");
+    c->add_option("--offload-optimizer", args->offload_optimizer,
+                  "where the optimizer state lives: none, cpu (host memory), nvme (a file; the "
+                  "optimizer column is then its window of host buffers)")
+        ->capture_default_str();
+    c->add_option("--recompute", args->recompute, "activation recompute: none, attn or full")
+        ->capture_default_str();
+    c->add_option("--reduce-bucket-size", args->reduce_bucket_size,
+                  "elements per gradient-reduction bucket (staging buffers)")
+        ->capture_default_str();
+    c->add_option("--allgather-bucket-size", args->allgather_bucket_size,
+                  "elements per stage-1/2 parameter-gather bucket (staging buffers)")
+        ->capture_default_str();
     c->add_flag("--json", args->json, "one JSON object per stage");
     c->callback([args] { run_estimate(*args); });
 }

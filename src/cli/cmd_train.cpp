@@ -76,10 +76,18 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path) {
     t->add_option("--comm-timeout-s", c.comm_timeout_s,
                   "abort every rank when a collective waits longer than this")
         ->capture_default_str();
-    t->add_flag("--offload-optimizer", c.offload_optimizer,
-                "keep optimizer state in host memory (GPU only; refused with --device cpu)");
-    t->add_flag("--offload-params", c.offload_params,
-                "keep parameters in host memory (GPU only; refused with --device cpu)");
+    t->add_option("--offload-optimizer", c.offload_optimizer,
+                  "where the optimizer state (and fp32 master weights) lives: none, cpu (host "
+                  "memory; with --device cpu it is there already), nvme (files in --offload-dir, "
+                  "streamed through a small window of host buffers)")
+        ->capture_default_str();
+    t->add_option("--offload-dir", c.offload_dir,
+                  "directory for --offload-optimizer nvme (created; one preallocated file per "
+                  "rank, removed at exit)");
+    t->add_option("--offload-params", c.offload_params,
+                  "stage 3's parameter shards: none, cpu (host memory; with --device cpu they are "
+                  "there already); nvme is not implemented yet")
+        ->capture_default_str();
     t->add_option("--seq-len", c.seq_len, "tokens per sequence (T)")->capture_default_str();
     t->add_option("--micro-batch", c.micro_batch, "sequences per micro-batch (B)")
         ->capture_default_str();
@@ -97,7 +105,9 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path) {
     t->add_option("--grad-clip", c.grad_clip, "clip the global gradient norm (0: off)")
         ->capture_default_str();
     t->add_option("--seed", c.seed, "seed of initialisation and data order")->capture_default_str();
-    t->add_option("--recompute", c.recompute, "activation recompute: none (attn, full: not yet)")
+    t->add_option("--recompute", c.recompute,
+                  "activation recompute: none, attn (attention probabilities recomputed in "
+                  "backward), full (each block's forward rerun in backward; keeps block inputs)")
         ->capture_default_str();
     t->add_option("--eval-every", c.eval_every,
                   "evaluate on the validation split every N steps (0: at the end only)")

@@ -22,27 +22,30 @@ using namespace zt::cpu;
 // Saved activations (forward) and gradient scratch (backward), all in one
 // arena. S is the storage type (float or bf16); per-row statistics, RoPE
 // tables, losses and the classifier's logits are fp32 whatever S is.
+// Recompute (activations.h) makes layers alias: with attn every layer's att is
+// one shared buffer, with full every layer is one shared set; the residual
+// stream is always kept whole.
 template <class S>
 struct Model::Acts {
     struct Layer {
-        S* ln1;          // (N, C) normalised block input
-        float* ln1_mu;   // (N) LayerNorm mean (GPT-2 only)
-        float* ln1_rs;   // (N) rstd
-        S* qkv;          // (N, QKV) projections, q and k rotated (LLaMA)
-        S* att;          // (B, NH, T, T) attention probabilities
-        S* atty;         // (N, C) attention output before o_proj / c_proj
-        S* x_mid;        // (N, C) residual after attention
-        S* ln2;          // (N, C)
-        float* ln2_mu;   // (N)
-        float* ln2_rs;   // (N)
-        S* fc;           // (N, 2H) gate|up (LLaMA) or (N, H) pre-GELU (GPT-2)
-        S* act;          // (N, H) swiglu / gelu output
+        S* ln1;         // (N, C) normalised block input
+        float* ln1_mu;  // (N) LayerNorm mean (GPT-2 only)
+        float* ln1_rs;  // (N) rstd
+        S* qkv;         // (N, QKV) projections, q and k rotated (LLaMA)
+        S* att;         // (B, NH, T, T) attention probabilities
+        S* atty;        // (N, C) attention output before o_proj / c_proj
+        S* x_mid;       // (N, C) residual after attention
+        S* ln2;         // (N, C)
+        float* ln2_mu;  // (N)
+        float* ln2_rs;  // (N)
+        S* fc;          // (N, 2H) gate|up (LLaMA) or (N, H) pre-GELU (GPT-2)
+        S* act;         // (N, H) swiglu / gelu output
     };
     std::vector<S*> residual;  // L + 1 entries of (N, C): block inputs, then final
     std::vector<Layer> layers;
-    S* lnf;         // (N, C) final norm output
-    float* lnf_mu;  // (N)
-    float* lnf_rs;  // (N)
+    S* lnf;                     // (N, C) final norm output
+    float* lnf_mu;              // (N)
+    float* lnf_rs;              // (N)
     float* rope_cos = nullptr;  // (T, D/2)
     float* rope_sin = nullptr;  // (T, D/2)
     float* losses;              // (N)
@@ -74,21 +77,29 @@ int classifier_chunk_rows(int64_t N, int V) {
     return int(rows);
 }
 
+// Sets of per-layer activations (Acts::Layer) a recompute mode allocates.
+int layer_sets(const ModelConfig& c, Recompute r) {
+    return r == Recompute::full ? 1 : c.n_layer;
+}
+
 // The arena's allocations in order: alloc(n, true) for n elements of the
-// storage type, alloc(n, false) for n fp32 elements.
+// storage type, alloc(n, false) for n fp32 elements. A zero-sized alloc takes
+// no bytes (its pointer is null): with attn each set's att is one, and the
+// shared probabilities follow the sets.
 template <typename Alloc>
-void plan_acts(const ModelConfig& c, int B, int T, Alloc&& alloc) {
+void plan_acts(const ModelConfig& c, int B, int T, Recompute r, Alloc&& alloc) {
     int64_t N = int64_t(B) * T, C = c.d_model, H = c.d_ff;
     int64_t fc = c.arch == Arch::llama ? 2 * H : H;
+    int64_t att = int64_t(B) * c.n_head * T * T;
     bool gpt2 = c.arch == Arch::gpt2;
     const bool S = true, F = false;
     for (int l = 0; l <= c.n_layer; l++) alloc(N * C, S);
-    for (int l = 0; l < c.n_layer; l++) {
+    for (int l = 0; l < layer_sets(c, r); l++) {
         alloc(N * C, S);
         alloc(gpt2 ? N : 0, F);
         alloc(N, F);
         alloc(N * c.qkv_dim(), S);
-        alloc(int64_t(B) * c.n_head * T * T, S);
+        alloc(r == Recompute::attn ? 0 : att, S);
         alloc(N * C, S);
         alloc(N * C, S);
         alloc(N * C, S);
@@ -97,6 +108,7 @@ void plan_acts(const ModelConfig& c, int B, int T, Alloc&& alloc) {
         alloc(N * fc, S);
         alloc(N * H, S);
     }
+    alloc(r == Recompute::attn ? att : 0, S);
     alloc(N * C, S);
     alloc(gpt2 ? N : 0, F);
     alloc(N, F);
@@ -114,8 +126,8 @@ void plan_acts(const ModelConfig& c, int B, int T, Alloc&& alloc) {
 }
 
 size_t storage_size(DType dtype) {
-    ZT_CHECK(dtype == DType::f32 || dtype == DType::bf16,
-             "model dtype %s: expected f32 or bf16", dtype_name(dtype));
+    ZT_CHECK(dtype == DType::f32 || dtype == DType::bf16, "model dtype %s: expected f32 or bf16",
+             dtype_name(dtype));
     return dtype_size(dtype);
 }
 
@@ -136,7 +148,7 @@ void zero(T* p, int64_t n) {
 // with a float model, float or bf16 with a bf16 model.
 template <class S>
 class Model::Pass {
-public:
+  public:
     Pass(Model& m, Acts<S>& a) : m_(m), c_(m.cfg_), a_(a), B_(m.B_), T_(m.T_) {}
 
     void forward_blocks(UnitHooks& hooks, const int32_t* inputs);
@@ -146,7 +158,7 @@ public:
     void backward_blocks(UnitHooks& hooks, const int32_t* inputs);
     void logits(UnitHooks& hooks, float* out);
 
-private:
+  private:
     const S* params(UnitHooks& hooks, int unit) {
         Tensor t = hooks.acquire(unit);
         ZT_CHECK(t.device == Device::cpu,
@@ -158,9 +170,13 @@ private:
                  dtype_name(t.dtype), dtype_name(dtype_of<S>()));
         return static_cast<const S*>(t.data);
     }
-    void block_forward(int layer, const S* params);
+    // recompute: rerun for the backward into the layer's activations, without
+    // the block's output (the next residual, which the backward never reads).
+    void block_forward(int layer, const S* params, bool recompute = false);
     template <class G>
     void block_backward(int layer, const S* params, G* grads);
+    // Recompute::attn: the layer's probabilities again, from its saved qkv.
+    void recompute_attention(int layer);
     const S* final_norm_forward(const S* head_params);
     template <class G>
     void final_norm_backward(const S* head_params, G* head_grads);
@@ -198,7 +214,7 @@ void Model::Pass<S>::with_grads(UnitHooks& hooks, int unit, F&& f) {
 }
 
 template <class S>
-void Model::Pass<S>::block_forward(int layer, const S* params) {
+void Model::Pass<S>::block_forward(int layer, const S* params, bool recompute) {
     const BlockWeights<const S> w = BlockWeights<const S>::at(params, m_.blocks_[size_t(layer)]);
     auto& L = a_.layers[size_t(layer)];
     const S* x = a_.residual[size_t(layer)];
@@ -217,6 +233,7 @@ void Model::Pass<S>::block_forward(int layer, const S* params) {
         rmsnorm_forward(L.ln2, L.ln2_rs, L.x_mid, w.mlp_norm, N, C, c_.norm_eps);
         matmul_forward(L.fc, L.ln2, w.w_fc, nullptr, N, C, 2 * H);
         swiglu_forward(L.act, L.fc, N, H);
+        if (recompute) return;
         matmul_forward(x_out, L.act, w.w_proj, nullptr, N, H, C);
     } else {
         layernorm_forward(L.ln1, L.ln1_mu, L.ln1_rs, x, w.attn_norm, w.attn_norm_bias, N, C,
@@ -229,9 +246,19 @@ void Model::Pass<S>::block_forward(int layer, const S* params) {
                           c_.norm_eps);
         matmul_forward(L.fc, L.ln2, w.w_fc, w.b_fc, N, C, H);
         gelu_forward(L.act, L.fc, N * H);
+        if (recompute) return;
         matmul_forward(x_out, L.act, w.w_proj, w.b_proj, N, H, C);
     }
     add_inplace(x_out, L.x_mid, N * C);
+}
+
+// The same call as the forward's on the same qkv, so the same probabilities.
+// The attention output is written to a_.datty, free until block_backward
+// zeroes it for its own use.
+template <class S>
+void Model::Pass<S>::recompute_attention(int layer) {
+    auto& L = a_.layers[size_t(layer)];
+    attention_forward(a_.datty, L.att, L.qkv, B_, T_, c_.n_head, c_.n_kv_head, c_.head_dim());
 }
 
 // On entry a_.dres holds dLoss/d(block output); on exit dLoss/d(block input).
@@ -246,6 +273,7 @@ void Model::Pass<S>::block_backward(int layer, const S* params, G* grads) {
     const S* x = a.residual[size_t(layer)];
     int64_t N = int64_t(B_) * T_;
     int C = c_.d_model, H = c_.d_ff, QKV = c_.qkv_dim(), D = c_.head_dim();
+    if (m_.recompute_ == Recompute::attn) recompute_attention(layer);
 
     if (c_.arch == Arch::llama) {
         zero(a.dact, N * H);
@@ -290,8 +318,8 @@ void Model::Pass<S>::block_backward(int layer, const S* params, G* grads) {
         attention_backward(a.dqkv, a.datty, L.qkv, L.att, B_, T_, c_.n_head, c_.n_kv_head, D);
         zero(a.dnorm, N * C);
         matmul_backward(a.dnorm, g.wqkv, g.bqkv, a.dqkv, L.ln1, w.wqkv, N, C, QKV);
-        layernorm_backward(a.dres, g.attn_norm, g.attn_norm_bias, a.dnorm, x, w.attn_norm,
-                           L.ln1_mu, L.ln1_rs, N, C);
+        layernorm_backward(a.dres, g.attn_norm, g.attn_norm_bias, a.dnorm, x, w.attn_norm, L.ln1_mu,
+                           L.ln1_rs, N, C);
     }
 }
 
@@ -372,14 +400,13 @@ double Model::Pass<S>::head_loss(UnitHooks& hooks, const int32_t* targets, float
     const S* w_cls = c_.tie_embeddings ? params(hooks, E) + m_.embed_.wte : hp + m_.head_.lm_head;
     const S* xn = final_norm_forward(hp);
     if (backward) {
-        with_grads(hooks, HU, [&](auto* hg) {
-            head_grads(hooks, hp, w_cls, xn, targets, loss_scale, hg);
-        });
+        with_grads(hooks, HU,
+                   [&](auto* hg) { head_grads(hooks, hp, w_cls, xn, targets, loss_scale, hg); });
         hooks.grads_ready(HU);
     } else {
-        classifier_forward_backward(a_.losses, static_cast<S*>(nullptr), static_cast<float*>(nullptr),
-                                    xn, w_cls, targets, N, c_.d_model, c_.vocab_size, 0.0f,
-                                    a_.logits_scratch, a_.chunk_rows);
+        classifier_forward_backward(a_.losses, static_cast<S*>(nullptr),
+                                    static_cast<float*>(nullptr), xn, w_cls, targets, N, c_.d_model,
+                                    c_.vocab_size, 0.0f, a_.logits_scratch, a_.chunk_rows);
     }
     if (c_.tie_embeddings) hooks.release(E);
     hooks.release(HU);
@@ -407,6 +434,7 @@ void Model::Pass<S>::backward_blocks(UnitHooks& hooks, const int32_t* inputs) {
     for (int l = c_.n_layer - 1; l >= 0; l--) {
         int u = ModelLayout::block_unit(l);
         const S* p = params(hooks, u);
+        if (m_.recompute_ == Recompute::full) block_forward(l, p, true);
         with_grads(hooks, u, [&](auto* g) { block_backward(l, p, g); });
         hooks.grads_ready(u);
         hooks.release(u);
@@ -430,8 +458,9 @@ void Model::Pass<S>::logits(UnitHooks& hooks, float* out) {
 
 // ---- Model ---------------------------------------------------------------------
 
-Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType dtype)
-    : cfg_(cfg), layout_(model_layout(cfg)), B_(B), T_(T), dtype_(dtype) {
+Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType dtype,
+             Recompute recompute)
+    : cfg_(cfg), layout_(model_layout(cfg)), B_(B), T_(T), dtype_(dtype), recompute_(recompute) {
     ZT_CHECK(B > 0, "micro-batch must be positive, got %d", B);
     ZT_CHECK(T > 0, "seq-len must be positive, got %d", T);
     ZT_CHECK(T <= cfg.max_seq, "seq-len %d exceeds the model's maximum of %d (%s)", T, cfg.max_seq,
@@ -443,13 +472,14 @@ Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType d
 
     const size_t ssize = storage_size(dtype);
     Sizer sizer;
-    plan_acts(cfg, B, T, [&](int64_t n, bool s) { sizer.add(n, s ? ssize : sizeof(float)); });
+    plan_acts(cfg, B, T, recompute,
+              [&](int64_t n, bool s) { sizer.add(n, s ? ssize : sizeof(float)); });
     arena_ = Arena(sizer.bytes, "activations");
     ledger_ = ledger;
     if (ledger_) ledger_->add(MemCategory::activations, int64_t(arena_.capacity()));
 
     std::vector<void*> ptrs;
-    plan_acts(cfg, B, T, [&](int64_t n, bool s) {
+    plan_acts(cfg, B, T, recompute, [&](int64_t n, bool s) {
         const size_t bytes = size_t(n) * (s ? ssize : sizeof(float));
         ptrs.push_back(n ? arena_.alloc<unsigned char>(bytes) : nullptr);
     });
@@ -461,7 +491,7 @@ Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType d
         auto f = [&]() { return static_cast<float*>(ptrs[i++]); };
         A& a = *acts;
         for (int l = 0; l <= cfg.n_layer; l++) a.residual.push_back(s());
-        a.layers.resize(size_t(cfg.n_layer));
+        a.layers.resize(size_t(layer_sets(cfg, recompute)));
         for (auto& L : a.layers) {
             L.ln1 = s();
             L.ln1_mu = f();
@@ -476,6 +506,12 @@ Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType d
             L.fc = s();
             L.act = s();
         }
+        if (recompute == Recompute::full) {
+            const auto shared = a.layers[0];
+            a.layers.assign(size_t(cfg.n_layer), shared);
+        }
+        if (St* shared_att = s())
+            for (auto& L : a.layers) L.att = shared_att;
         a.lnf = s();
         a.lnf_mu = f();
         a.lnf_rs = f();
@@ -508,12 +544,16 @@ Model::~Model() {
     if (ledger_) ledger_->sub(MemCategory::activations, int64_t(arena_.capacity()));
 }
 
-int64_t Model::activation_bytes() const { return int64_t(arena_.capacity()); }
+int64_t Model::activation_bytes() const {
+    return int64_t(arena_.capacity());
+}
 
-int64_t activation_bytes_for(const ModelConfig& cfg, int B, int T, DType dtype) {
+int64_t activation_bytes_for(const ModelConfig& cfg, int B, int T, DType dtype,
+                             Recompute recompute) {
     const size_t ssize = storage_size(dtype);
     Sizer sizer;
-    plan_acts(cfg, B, T, [&](int64_t n, bool s) { sizer.add(n, s ? ssize : sizeof(float)); });
+    plan_acts(cfg, B, T, recompute,
+              [&](int64_t n, bool s) { sizer.add(n, s ? ssize : sizeof(float)); });
     return int64_t(Arena::aligned(sizer.bytes));
 }
 

@@ -10,6 +10,9 @@
 // written in the dtype of the gradient view (f32, or bf16 with a bf16 model).
 // Invariant: gradients are accumulated (+=) into the engine's buffers, so
 // micro-batches add up until the engine zeroes them after a step.
+// Recompute (activations.h): with attn or full the backward reruns part of a
+// block's forward from what the forward kept, with the same ops on the same
+// inputs, so losses and gradients are bit-identical to none's.
 #pragma once
 
 #include <cstdint>
@@ -33,10 +36,12 @@ struct PassTimes {
 };
 
 class Model {
-public:
+  public:
     // Activations for micro-batches of B sequences of T tokens, in dtype
-    // (f32 or bf16), are allocated once and counted under `activations`.
-    Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType dtype = DType::f32);
+    // (f32 or bf16), are allocated once and counted under `activations`;
+    // recompute (activations.h) decides how much of them the forward keeps.
+    Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType dtype = DType::f32,
+          Recompute recompute = Recompute::none);
     ~Model();
     Model(const Model&) = delete;
     Model& operator=(const Model&) = delete;
@@ -46,6 +51,7 @@ public:
     int batch() const { return B_; }
     int seq_len() const { return T_; }
     DType dtype() const { return dtype_; }
+    Recompute recompute() const { return recompute_; }
     // The activation arena's bytes; activation_bytes_for (activations.h) gives
     // the same number without building a model.
     int64_t activation_bytes() const;
@@ -62,7 +68,7 @@ public:
     // logits (B, T, V) of the inputs (B, T) (tests, generation).
     void forward_logits(UnitHooks& hooks, const int32_t* inputs, float* logits);
 
-private:
+  private:
     template <class S>
     struct Acts;
     template <class S>
@@ -77,8 +83,9 @@ private:
     HeadSlots head_;
     int B_, T_;
     DType dtype_;
+    Recompute recompute_;
     Arena arena_;
-    MemoryLedger* ledger_ = nullptr;  // the arena's bytes are counted here
+    MemoryLedger* ledger_ = nullptr;         // the arena's bytes are counted here
     std::unique_ptr<Acts<float>> acts_f32_;  // exactly one of the two is set
     std::unique_ptr<Acts<bf16>> acts_bf16_;
 };

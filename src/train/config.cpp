@@ -27,6 +27,7 @@ nlohmann::ordered_json train_config_to_json(const TrainConfig& c) {
     j["prefetch_bucket_size"] = c.prefetch_bucket_size;
     j["param_persistence_threshold"] = c.param_persistence_threshold;
     j["offload_optimizer"] = c.offload_optimizer;
+    j["offload_dir"] = c.offload_dir;
     j["offload_params"] = c.offload_params;
     j["seq_len"] = c.seq_len;
     j["micro_batch"] = c.micro_batch;
@@ -78,11 +79,20 @@ void read_key(const nlohmann::json& v, const std::string& key, const std::string
 // Keys of DeepSpeed's configuration that change nothing here, or that
 // zerotrain decides itself; a warning names each one found.
 bool is_ignored_deepspeed_key(const std::string& k) {
-    static const char* keys[] = {"steps_per_print", "wall_clock_breakdown", "optimizer",
-                                 "scheduler", "zero_allow_untested_optimizer",
-                                 "gradient_predivide_factor", "prescale_gradients",
-                                 "communication_data_type", "flops_profiler", "tensorboard",
-                                 "wandb", "csv_monitor", "dump_state", "train_batch_size_auto"};
+    static const char* keys[] = {"steps_per_print",
+                                 "wall_clock_breakdown",
+                                 "optimizer",
+                                 "scheduler",
+                                 "zero_allow_untested_optimizer",
+                                 "gradient_predivide_factor",
+                                 "prescale_gradients",
+                                 "communication_data_type",
+                                 "flops_profiler",
+                                 "tensorboard",
+                                 "wandb",
+                                 "csv_monitor",
+                                 "dump_state",
+                                 "train_batch_size_auto"};
     for (const char* name : keys)
         if (k == name) return true;
     return false;
@@ -104,12 +114,18 @@ int64_t* element_count_field(TrainConfig& c, const std::string& key) {
 
 void apply_zero_optimization(TrainConfig& c, const nlohmann::json& z, const std::string& source) {
     ZT_CHECK(z.is_object(), "%s: 'zero_optimization' must be an object", source.c_str());
-    static const char* ignored[] = {"contiguous_gradients", "round_robin_gradients",
-                                    "sub_group_size", "stage3_max_live_parameters",
-                                    "stage3_max_reuse_distance", "elastic_checkpoint",
+    static const char* ignored[] = {"contiguous_gradients",
+                                    "round_robin_gradients",
+                                    "sub_group_size",
+                                    "stage3_max_live_parameters",
+                                    "stage3_max_reuse_distance",
+                                    "elastic_checkpoint",
                                     "stage3_gather_16bit_weights_on_model_save",
-                                    "reduce_scatter", "allgather_partitions", "load_from_fp32_weights",
-                                    "ignore_unused_parameters", "memory_efficient_linear"};
+                                    "reduce_scatter",
+                                    "allgather_partitions",
+                                    "load_from_fp32_weights",
+                                    "ignore_unused_parameters",
+                                    "memory_efficient_linear"};
     for (auto it = z.begin(); it != z.end(); ++it) {
         const std::string& k = it.key();
         const auto& v = it.value();
@@ -122,21 +138,36 @@ void apply_zero_optimization(TrainConfig& c, const nlohmann::json& z, const std:
             // DeepSpeed writes these as numbers such as 5e8: read any number.
             double x;
             read_key(v, name, source, &x);
+            ZT_CHECK(std::isfinite(x) && x >= 0 && x <= 4.0e18 && x == std::floor(x),
+                     "%s: %s is %g: expected a whole number of elements from 0 to 4e18",
+                     source.c_str(), name.c_str(), x);
             *count = int64_t(x);
-            if (k == "reduce_bucket_size" || k == "allgather_bucket_size")
-                std::fprintf(stderr,
-                             "zerotrain: warning: %s: %s is recorded, but zerotrain reduces and "
-                             "gathers one model unit per collective whatever its value\n",
-                             source.c_str(), name.c_str());
         } else if (k == "offload_optimizer" || k == "offload_param") {
             ZT_CHECK(v.is_object() && v.contains("device") && v["device"].is_string(),
                      "%s: '%s' must be an object with a string 'device'", source.c_str(),
                      name.c_str());
-            std::string dev = v["device"];
-            ZT_CHECK(dev == "cpu" || dev == "none",
-                     "%s: %s.device '%s': expected cpu or none", source.c_str(), name.c_str(),
+            const std::string dev = v["device"];
+            ZT_CHECK(dev == "cpu" || dev == "none" || dev == "nvme",
+                     "%s: %s.device '%s': expected none, cpu or nvme", source.c_str(), name.c_str(),
                      dev.c_str());
-            (k == "offload_optimizer" ? c.offload_optimizer : c.offload_params) = dev == "cpu";
+            (k == "offload_optimizer" ? c.offload_optimizer : c.offload_params) = dev;
+            c.given.insert(k == "offload_optimizer" ? "offload_optimizer" : "offload_params");
+            for (auto f = v.begin(); f != v.end(); ++f) {
+                const std::string field = name + "." + f.key();
+                if (f.key() == "device") continue;
+                if (f.key() == "nvme_path" && k == "offload_optimizer") {
+                    read_key(f.value(), field, source, &c.offload_dir);
+                    c.given.insert("offload_dir");
+                } else if (f.key() == "pin_memory" || f.key() == "buffer_count" ||
+                           f.key() == "buffer_size" || f.key() == "fast_init" ||
+                           f.key() == "max_in_cpu" || f.key() == "ratio" ||
+                           f.key() == "pipeline_read" || f.key() == "pipeline_write" ||
+                           f.key() == "nvme_path") {
+                    warn_ignored(source, field);
+                } else {
+                    ZT_FAIL("%s: unknown configuration key '%s'", source.c_str(), field.c_str());
+                }
+            }
         } else {
             bool known_ignored = false;
             for (const char* n : ignored) known_ignored |= k == n;
@@ -198,59 +229,106 @@ void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std:
         ~RecordGiven() {
             nlohmann::ordered_json after = train_config_to_json(c);
             for (auto it = after.begin(); it != after.end(); ++it)
-                if (j.contains(it.key()) || before[it.key()] != it.value()) c.given.insert(it.key());
+                if (j.contains(it.key()) || before[it.key()] != it.value())
+                    c.given.insert(it.key());
         }
     } record{c, j, before};
     for (auto it = j.begin(); it != j.end(); ++it) {
         const std::string& k = it.key();
         const auto& v = it.value();
-        if (k == "model") read_key(v, k, source, &c.model);
-        else if (k == "data") read_key(v, k, source, &c.data);
-        else if (k == "zero_stage") read_key(v, k, source, &c.zero_stage);
-        else if (k == "nproc") read_key(v, k, source, &c.nproc);
-        else if (k == "sim_bandwidth_gbps") read_key(v, k, source, &c.sim_bandwidth_gbps);
-        else if (k == "sim_latency_us") read_key(v, k, source, &c.sim_latency_us);
-        else if (k == "comm_timeout_s") read_key(v, k, source, &c.comm_timeout_s);
-        else if (k == "overlap_comm") read_key(v, k, source, &c.overlap_comm);
-        else if (k == "reduce_bucket_size") read_key(v, k, source, &c.reduce_bucket_size);
-        else if (k == "allgather_bucket_size") read_key(v, k, source, &c.allgather_bucket_size);
-        else if (k == "prefetch_bucket_size") read_key(v, k, source, &c.prefetch_bucket_size);
+        if (k == "model")
+            read_key(v, k, source, &c.model);
+        else if (k == "data")
+            read_key(v, k, source, &c.data);
+        else if (k == "zero_stage")
+            read_key(v, k, source, &c.zero_stage);
+        else if (k == "nproc")
+            read_key(v, k, source, &c.nproc);
+        else if (k == "sim_bandwidth_gbps")
+            read_key(v, k, source, &c.sim_bandwidth_gbps);
+        else if (k == "sim_latency_us")
+            read_key(v, k, source, &c.sim_latency_us);
+        else if (k == "comm_timeout_s")
+            read_key(v, k, source, &c.comm_timeout_s);
+        else if (k == "overlap_comm")
+            read_key(v, k, source, &c.overlap_comm);
+        else if (k == "reduce_bucket_size")
+            read_key(v, k, source, &c.reduce_bucket_size);
+        else if (k == "allgather_bucket_size")
+            read_key(v, k, source, &c.allgather_bucket_size);
+        else if (k == "prefetch_bucket_size")
+            read_key(v, k, source, &c.prefetch_bucket_size);
         else if (k == "param_persistence_threshold")
             read_key(v, k, source, &c.param_persistence_threshold);
-        else if (k == "offload_optimizer") read_key(v, k, source, &c.offload_optimizer);
-        else if (k == "offload_params") read_key(v, k, source, &c.offload_params);
-        else if (apply_deepspeed_key(c, k, v, source)) continue;
-        else if (k == "device") read_key(v, k, source, &c.device);
-        else if (k == "precision") read_key(v, k, source, &c.precision);
-        else if (k == "grad_accum_dtype") read_key(v, k, source, &c.grad_accum_dtype);
-        else if (k == "comm") read_key(v, k, source, &c.comm);
-        else if (k == "seq_len") read_key(v, k, source, &c.seq_len);
-        else if (k == "micro_batch") read_key(v, k, source, &c.micro_batch);
-        else if (k == "grad_accum") read_key(v, k, source, &c.grad_accum);
-        else if (k == "steps") read_key(v, k, source, &c.steps);
-        else if (k == "lr") read_key(v, k, source, &c.lr);
-        else if (k == "min_lr") read_key(v, k, source, &c.min_lr);
-        else if (k == "warmup") read_key(v, k, source, &c.warmup);
-        else if (k == "weight_decay") read_key(v, k, source, &c.weight_decay);
-        else if (k == "weight_decay_all") read_key(v, k, source, &c.weight_decay_all);
-        else if (k == "grad_clip") read_key(v, k, source, &c.grad_clip);
-        else if (k == "beta1") read_key(v, k, source, &c.beta1);
-        else if (k == "beta2") read_key(v, k, source, &c.beta2);
-        else if (k == "seed") read_key(v, k, source, &c.seed);
-        else if (k == "recompute") read_key(v, k, source, &c.recompute);
-        else if (k == "eval_every") read_key(v, k, source, &c.eval_every);
-        else if (k == "eval_tokens") read_key(v, k, source, &c.eval_tokens);
-        else if (k == "out") read_key(v, k, source, &c.out);
-        else if (k == "threads") read_key(v, k, source, &c.threads);
-        else if (k == "save_every") read_key(v, k, source, &c.save_every);
-        else if (k == "sample_tokens") read_key(v, k, source, &c.sample_tokens);
-        else if (k == "keep_last") read_key(v, k, source, &c.keep_last);
-        else if (k == "resume") read_key(v, k, source, &c.resume);
-        else if (k == "init_from") read_key(v, k, source, &c.init_from);
+        else if (k == "offload_optimizer" || k == "offload_params") {
+            std::string& field = k == "offload_optimizer" ? c.offload_optimizer : c.offload_params;
+            if (v.is_boolean())  // run configs written before nvme existed
+                field = v.get<bool>() ? "cpu" : "none";
+            else
+                read_key(v, k, source, &field);
+        } else if (k == "offload_dir")
+            read_key(v, k, source, &c.offload_dir);
+        else if (apply_deepspeed_key(c, k, v, source))
+            continue;
+        else if (k == "device")
+            read_key(v, k, source, &c.device);
+        else if (k == "precision")
+            read_key(v, k, source, &c.precision);
+        else if (k == "grad_accum_dtype")
+            read_key(v, k, source, &c.grad_accum_dtype);
+        else if (k == "comm")
+            read_key(v, k, source, &c.comm);
+        else if (k == "seq_len")
+            read_key(v, k, source, &c.seq_len);
+        else if (k == "micro_batch")
+            read_key(v, k, source, &c.micro_batch);
+        else if (k == "grad_accum")
+            read_key(v, k, source, &c.grad_accum);
+        else if (k == "steps")
+            read_key(v, k, source, &c.steps);
+        else if (k == "lr")
+            read_key(v, k, source, &c.lr);
+        else if (k == "min_lr")
+            read_key(v, k, source, &c.min_lr);
+        else if (k == "warmup")
+            read_key(v, k, source, &c.warmup);
+        else if (k == "weight_decay")
+            read_key(v, k, source, &c.weight_decay);
+        else if (k == "weight_decay_all")
+            read_key(v, k, source, &c.weight_decay_all);
+        else if (k == "grad_clip")
+            read_key(v, k, source, &c.grad_clip);
+        else if (k == "beta1")
+            read_key(v, k, source, &c.beta1);
+        else if (k == "beta2")
+            read_key(v, k, source, &c.beta2);
+        else if (k == "seed")
+            read_key(v, k, source, &c.seed);
+        else if (k == "recompute")
+            read_key(v, k, source, &c.recompute);
+        else if (k == "eval_every")
+            read_key(v, k, source, &c.eval_every);
+        else if (k == "eval_tokens")
+            read_key(v, k, source, &c.eval_tokens);
+        else if (k == "out")
+            read_key(v, k, source, &c.out);
+        else if (k == "threads")
+            read_key(v, k, source, &c.threads);
+        else if (k == "save_every")
+            read_key(v, k, source, &c.save_every);
+        else if (k == "sample_tokens")
+            read_key(v, k, source, &c.sample_tokens);
+        else if (k == "keep_last")
+            read_key(v, k, source, &c.keep_last);
+        else if (k == "resume")
+            read_key(v, k, source, &c.resume);
+        else if (k == "init_from")
+            read_key(v, k, source, &c.init_from);
         else
-            ZT_FAIL("%s: unknown configuration key '%s' (keys are the train flags with "
-                    "underscores, e.g. micro_batch; see zerotrain train --help)",
-                    source.c_str(), k.c_str());
+            ZT_FAIL(
+                "%s: unknown configuration key '%s' (keys are the train flags with "
+                "underscores, e.g. micro_batch; see zerotrain train --help)",
+                source.c_str(), k.c_str());
     }
 }
 
@@ -301,19 +379,28 @@ void validate_train_config(const TrainConfig& c) {
     ZT_CHECK(c.param_persistence_threshold >= 0,
              "stage3_param_persistence_threshold %lld: must be >= 0",
              (long long)c.param_persistence_threshold);
-    ZT_CHECK(!c.offload_optimizer,
-             "--offload-optimizer: with --device cpu the optimizer state already lives in host "
-             "memory; offload applies to --device cuda, which this build does not have");
-    ZT_CHECK(!c.offload_params,
-             "--offload-params: with --device cpu the parameters already live in host memory; "
-             "offload applies to --device cuda, which this build does not have");
+    ZT_CHECK(c.offload_optimizer == "none" || c.offload_optimizer == "cpu" ||
+                 c.offload_optimizer == "nvme",
+             "--offload-optimizer '%s': expected none, cpu or nvme", c.offload_optimizer.c_str());
+    ZT_CHECK(c.offload_optimizer != "nvme" || !c.offload_dir.empty(),
+             "--offload-optimizer nvme needs --offload-dir DIR (DeepSpeed: "
+             "offload_optimizer.nvme_path): the directory the optimizer state is streamed to");
+    ZT_CHECK(c.offload_dir.empty() || c.offload_optimizer == "nvme",
+             "--offload-dir %s: only used with --offload-optimizer nvme (now %s)",
+             c.offload_dir.c_str(), c.offload_optimizer.c_str());
+    ZT_CHECK(c.offload_params == "none" || c.offload_params == "cpu" || c.offload_params == "nvme",
+             "--offload-params '%s': expected none, cpu or nvme", c.offload_params.c_str());
+    ZT_CHECK(c.offload_params == "none" || c.zero_stage == 3,
+             "--offload-params %s: parameter offload needs --zero-stage 3 (now %d), where each "
+             "rank keeps only its shard of the parameters",
+             c.offload_params.c_str(), c.zero_stage);
+    ZT_CHECK(c.offload_params != "nvme",
+             "--offload-params nvme: parameter shards on NVMe are not implemented yet; use "
+             "--offload-params cpu, or --offload-optimizer nvme for the optimizer state");
     ZT_CHECK(c.train_batch_size >= 0, "train_batch_size %lld: must be positive",
              (long long)c.train_batch_size);
     ZT_CHECK(c.recompute == "none" || c.recompute == "attn" || c.recompute == "full",
              "--recompute '%s': expected none, attn or full", c.recompute.c_str());
-    ZT_CHECK(c.recompute == "none",
-             "--recompute %s: activation recompute is not implemented yet; use --recompute none",
-             c.recompute.c_str());
     ZT_CHECK(c.seq_len > 0, "--seq-len %d: must be a positive number of tokens", c.seq_len);
     ZT_CHECK(c.micro_batch > 0, "--micro-batch %d: must be a positive number of sequences",
              c.micro_batch);

@@ -26,19 +26,26 @@ struct TrainConfig {
     // data_types.grad_accum_dtype): auto is the precision's own (bf16 for
     // bf16, as DeepSpeed does; fp32 for fp32), fp32 with bf16 keeps more bits.
     std::string grad_accum_dtype = "auto";
-    std::string comm = "auto";  // auto: local for one rank, mpi for several
+    std::string comm = "auto";      // auto: local for one rank, mpi for several
     double sim_bandwidth_gbps = 0;  // gigabits/s; 0 = unlimited (no simulation)
     double sim_latency_us = 0;
     double comm_timeout_s = 300;
     bool overlap_comm = true;
-    // DeepSpeed's bucket keys, recorded in the run's config; the engine's
-    // granule is one model unit per collective, so they do not change it.
-    int64_t reduce_bucket_size = int64_t(50) << 20;  // elements
-    int64_t allgather_bucket_size = int64_t(50) << 20;
-    int64_t prefetch_bucket_size = int64_t(50) << 20;  // stage3_prefetch_bucket_size
+    // DeepSpeed's bucket keys, in elements: gradient reductions, and stages
+    // 1/2's gathers after the update, travel in buckets of at most this many
+    // (zero/bucket.h). Stage 3's gathers on use are one unit each, ahead of
+    // use by up to prefetch_bucket_size.
+    int64_t reduce_bucket_size = int64_t(1) << 20;
+    int64_t allgather_bucket_size = int64_t(1) << 20;
+    int64_t prefetch_bucket_size = int64_t(50) << 20;        // stage3_prefetch_bucket_size
     int64_t param_persistence_threshold = int64_t(1) << 16;  // stage3_param_persistence_threshold
-    bool offload_optimizer = false;
-    bool offload_params = false;
+    // Where the optimizer state lives (DeepSpeed's offload_optimizer.device):
+    // none | cpu (host memory: where it is anyway with --device cpu) | nvme
+    // (files under offload_dir, streamed through a window of host buffers).
+    std::string offload_optimizer = "none";
+    std::string offload_dir;  // offload_optimizer.nvme_path
+    // Stage 3's parameter shards (offload_param.device): none | cpu.
+    std::string offload_params = "none";
     int seq_len = 64;
     int micro_batch = 16;
     int grad_accum = 1;
@@ -53,11 +60,11 @@ struct TrainConfig {
     double beta2 = 0.95;
     uint64_t seed = 1337;
     std::string recompute = "none";
-    int eval_every = 100;    // 0: only at the end
+    int eval_every = 100;         // 0: only at the end
     int64_t eval_tokens = 32768;  // <= 0: the whole validation split
-    std::string out;         // empty: runs/run-<time>
-    int save_every = 0;      // checkpoint every N steps (0: only on SIGINT/SIGTERM)
-    int keep_last = 0;       // keep the newest K checkpoints (0: all)
+    std::string out;              // empty: runs/run-<time>
+    int save_every = 0;           // checkpoint every N steps (0: only on SIGINT/SIGTERM)
+    int keep_last = 0;            // keep the newest K checkpoints (0: all)
     std::string resume;      // checkpoint to continue from: a directory, or auto (latest in --out)
     std::string init_from;   // Hugging Face folder whose weights start the run
     int threads = 0;         // 0: OpenMP's default

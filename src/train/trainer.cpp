@@ -15,6 +15,7 @@
 #include "train/trainer.h"
 
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <array>
@@ -42,6 +43,7 @@
 #include "train/resolve.h"
 #include "train/stop_signal.h"
 #include "zero/engine.h"
+#include "zero/estimate.h"
 
 namespace zt {
 
@@ -58,6 +60,8 @@ EngineOptions engine_options(const ResolvedRun& run) {
     eopt.overlap_comm = cfg.overlap_comm;
     eopt.prefetch_elements = cfg.prefetch_bucket_size;
     eopt.persistence_threshold = cfg.param_persistence_threshold;
+    eopt.reduce_bucket_elements = cfg.reduce_bucket_size;
+    eopt.gather_bucket_elements = cfg.allgather_bucket_size;
     eopt.beta1 = float(cfg.beta1);
     eopt.beta2 = float(cfg.beta2);
     eopt.weight_decay = float(cfg.weight_decay);
@@ -65,7 +69,61 @@ EngineOptions engine_options(const ResolvedRun& run) {
     eopt.decay_all = cfg.weight_decay_all;
     eopt.compute_dtype = run.compute_dtype;
     eopt.grad_dtype = run.grad_dtype;
+    if (cfg.offload_optimizer == "nvme") eopt.offload_dir = cfg.offload_dir;
     return eopt;
+}
+
+// The ledger's estimate of this rank's bytes, for the check before building.
+MemoryEstimate run_memory_estimate(const ResolvedRun& run) {
+    const TrainConfig& cfg = run.cfg;
+    EstimateInput in;
+    in.model = run.model;
+    in.world = run.world;
+    in.stage = cfg.zero_stage;
+    in.precision = cfg.precision;
+    in.grad_dtype = cfg.resolved_grad_dtype();
+    in.micro_batch = cfg.micro_batch;
+    in.seq_len = cfg.seq_len;
+    in.recompute = parse_recompute(cfg.recompute);
+    in.offload_optimizer = cfg.offload_optimizer;
+    in.prefetch_elements = cfg.prefetch_bucket_size;
+    in.reduce_bucket_elements = cfg.reduce_bucket_size;
+    in.gather_bucket_elements = cfg.allgather_bucket_size;
+    return estimate_memory(in);
+}
+
+// Bytes this machine can still give (MemAvailable), or -1 when unknown.
+int64_t available_memory_bytes() {
+    std::ifstream f("/proc/meminfo");
+    std::string key;
+    int64_t kib = 0;
+    std::string unit;
+    while (f >> key >> kib >> unit)
+        if (key == "MemAvailable:") return kib * 1024;
+    return -1;
+}
+
+// Refuses, before anything is allocated, a run whose ranks on this machine
+// need more memory than it has available (the estimate counts what the
+// ledger will; the process's own code and libraries come on top).
+void check_memory_fits(const ResolvedRun& run) {
+    const int64_t avail = available_memory_bytes();
+    if (avail < 0) return;
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    const int local_ranks = local ? std::max(1, std::atoi(local)) : 1;
+    const MemoryEstimate e = run_memory_estimate(run);
+    const double gib = double(int64_t(1) << 30);
+    const int64_t need = (e.peak() + e.host_optimizer) * local_ranks;
+    ZT_CHECK(need <= avail,
+             "this run needs about %.2f GiB of memory (%d rank(s) on this machine x %.2f GiB: "
+             "params %.2f, grads %.2f, optimizer %.2f, activations %.2f, buffers %.2f), but "
+             "only %.2f GiB is available; try --offload-optimizer nvme --offload-dir DIR, "
+             "--recompute full, a higher --zero-stage with more ranks, or a smaller "
+             "--micro-batch (zerotrain estimate shows each)",
+             double(need) / gib, local_ranks, double(need / local_ranks) / gib,
+             double(e.params) / gib, double(e.grads) / gib,
+             double(e.optimizer + e.host_optimizer) / gib, double(e.activations) / gib,
+             double(e.buffers) / gib, double(avail) / gib);
 }
 
 // The weights the run starts from: the resumed checkpoint's (with the AdamW
@@ -280,6 +338,14 @@ nlohmann::ordered_json comm_bytes_json(const CommStats& before, const CommStats&
             {"all_gather", d(CommOp::all_gather)}};
 }
 
+// Collectives the step issued, by op.
+nlohmann::ordered_json comm_calls_json(const CommStats& before, const CommStats& after) {
+    auto d = [&](CommOp op) { return after[op].calls - before[op].calls; };
+    return {{"all_reduce", d(CommOp::all_reduce)},
+            {"reduce_scatter", d(CommOp::reduce_scatter)},
+            {"all_gather", d(CommOp::all_gather)}};
+}
+
 // Adds step s to the progress and writes its metrics line (rank 0).
 void record_step(Training& t, Progress& p, int64_t s, const StepWork& w, double loss,
                  const StepRate& rate) {
@@ -307,6 +373,7 @@ void record_step(Training& t, Progress& p, int64_t s, const StepWork& w, double 
                       {"comm_exposed", w.comm_after.exposed_s() - w.comm_before.exposed_s()},
                       {"optimizer", w.optimizer_s}};
     line["comm_bytes"] = comm_bytes_json(w.comm_before, w.comm_after);
+    line["comm_calls"] = comm_calls_json(w.comm_before, w.comm_after);
     line["mem_bytes"] = mem_bytes_json(t.ledger);
     line["mfu"] = rate.mfu;
     if (t.metrics) t.metrics->write(line);
@@ -434,18 +501,22 @@ void print_sample(Training& t) {
 }
 
 // Every rank's ledger, gathered to all as i64 byte counts.
-std::vector<std::array<int64_t, 6>> gather_mem_bytes(Communicator& comm,
+// Entry 6 is the process's peak resident set (getrusage), which counts what
+// the ledger does not: code, libraries, the communicator's buffers.
+std::vector<std::array<int64_t, 7>> gather_mem_bytes(Communicator& comm,
                                                      const MemoryLedger& ledger) {
-    std::array<int64_t, 6> mine{};
+    std::array<int64_t, 7> mine{};
     for (int c = 0; c < int(MemCategory::count); c++)
         mine[size_t(c)] = ledger.current(MemCategory(c));
     mine[5] = ledger.peak();
-    std::vector<std::array<int64_t, 6>> all(size_t(comm.world_size()));
+    struct rusage ru {};
+    if (getrusage(RUSAGE_SELF, &ru) == 0) mine[6] = int64_t(ru.ru_maxrss) * 1024;
+    std::vector<std::array<int64_t, 7>> all(size_t(comm.world_size()));
     comm.all_gather(mine.data(), all.data(), int64_t(mine.size()), DType::i64);
     return all;
 }
 
-nlohmann::ordered_json mem_json(const std::array<int64_t, 6>& m) {
+nlohmann::ordered_json mem_json(const std::array<int64_t, 7>& m) {
     nlohmann::ordered_json j;
     for (int c = 0; c < int(MemCategory::count); c++)
         j[mem_category_name(MemCategory(c))] = m[size_t(c)];
@@ -476,7 +547,20 @@ void finish_run(Training& t, Progress& p) {
     last["mem_bytes"] = mem_bytes_json(t.ledger);
     nlohmann::ordered_json ranks_json = nlohmann::ordered_json::array();
     for (int r = 0; r < t.run.world; r++)
-        ranks_json.push_back({{"rank", r}, {"mem_bytes", mem_json(all_mem[size_t(r)])}});
+        ranks_json.push_back({{"rank", r},
+                              {"mem_bytes", mem_json(all_mem[size_t(r)])},
+                              {"peak_rss_bytes", all_mem[size_t(r)][6]}});
+    if (const OffloadFile* f = t.engine.optimizer_offload()) {
+        const OffloadStats& st = f->stats();
+        last["offload"] = {
+            {"file_bytes", f->file_bytes()},
+            {"window_bytes", f->window_bytes()},
+            {"direct_io", f->direct_io()},
+            {"bytes_read", st.bytes_read},
+            {"bytes_written", st.bytes_written},
+            {"read_gb_per_s", st.read_s > 0 ? double(st.bytes_read) / st.read_s / 1e9 : 0.0},
+            {"write_gb_per_s", st.write_s > 0 ? double(st.bytes_written) / st.write_s / 1e9 : 0.0}};
+    }
     last["ranks"] = ranks_json;
     t.metrics->write(last);
     std::printf(
@@ -552,11 +636,21 @@ TrainSummary run_training(const TrainConfig& flags) {
 
     // Build: the engine owns the weights, the model borrows them, the loader
     // draws each rank's sequences.
+    check_memory_fits(run);
+    if (run.root() && cfg.offload_optimizer == "cpu")
+        std::fprintf(stderr,
+                     "zerotrain: note: --offload-optimizer cpu: with --device cpu the optimizer "
+                     "state already lives in host memory; nothing moves\n");
+    if (run.root() && cfg.offload_params == "cpu")
+        std::fprintf(stderr,
+                     "zerotrain: note: --offload-params cpu: with --device cpu the parameter "
+                     "shards already live in host memory; nothing moves\n");
     MemoryLedger ledger;
     Engine engine(run.model, engine_options(run), &comm, &ledger);
     load_start_weights(engine, run, request.resume_from.get());
     request.resume_from.reset();  // its files stay mapped no longer than needed
-    Model model(run.model, cfg.micro_batch, cfg.seq_len, &ledger, run.compute_dtype);
+    Model model(run.model, cfg.micro_batch, cfg.seq_len, &ledger, run.compute_dtype,
+                parse_recompute(cfg.recompute));
     DataLoader loader(*run.data.train, cfg.seq_len, cfg.micro_batch, cfg.grad_accum, run.rank,
                       run.world, cfg.seed);
     const nlohmann::ordered_json resolved = resolved_config_json(run);

@@ -1,7 +1,10 @@
 #include "zero/engine.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include "core/check.h"
 #include "ops/adamw.h"
@@ -10,7 +13,10 @@ namespace zt {
 
 Engine::Engine(const ModelConfig& cfg, const EngineOptions& opt, Communicator* comm,
                MemoryLedger* ledger)
-    : cfg_(cfg), layout_(model_layout(cfg)), opt_(opt), policy_(stage_policy(opt.stage)),
+    : cfg_(cfg),
+      layout_(model_layout(cfg)),
+      opt_(opt),
+      policy_(stage_policy(opt.stage)),
       comm_(comm) {
     ZT_CHECK(opt.grad_clip >= 0, "--grad-clip %g: must be >= 0 (0 disables clipping)",
              double(opt.grad_clip));
@@ -31,15 +37,31 @@ Engine::Engine(const ModelConfig& cfg, const EngineOptions& opt, Communicator* c
     po.overlap_comm = opt.overlap_comm;
     po.prefetch_elements = opt.prefetch_elements;
     po.persistence_threshold = opt.persistence_threshold;
+    po.gather_bucket_elements = opt.gather_bucket_elements;
     params_ = std::make_unique<ParamStore>(zl_, policy_, po, comm_, rank_, ledger);
-    grads_ = std::make_unique<GradReducer>(zl_, policy_, opt.grad_dtype, opt.overlap_comm, comm_,
-                                           rank_, ledger);
+    GradReducerOptions go;
+    go.dtype = opt.grad_dtype;
+    go.overlap_comm = opt.overlap_comm;
+    go.bucket_elements = opt.reduce_bucket_elements;
+    grads_ = std::make_unique<GradReducer>(zl_, policy_, go, comm_, rank_, ledger);
     ShardOptimizerOptions so;
     so.beta1 = opt.beta1;
     so.beta2 = opt.beta2;
     so.eps = opt.adam_eps;
     so.weight_decay = opt.weight_decay;
     so.decay_all = opt.decay_all;
+    if (!opt.offload_dir.empty()) {
+        std::error_code ec;
+        std::filesystem::create_directories(opt.offload_dir, ec);
+        ZT_CHECK(!ec && std::filesystem::is_directory(opt.offload_dir),
+                 "--offload-dir %s: cannot create the directory: %s", opt.offload_dir.c_str(),
+                 ec.message().c_str());
+        // One file per process: runs sharing the directory never collide.
+        so.offload_file = strprintf("%s/zerotrain-optimizer-%d-rank%d.bin", opt.offload_dir.c_str(),
+                                    int(::getpid()), rank_);
+        so.offload_tile_elements = opt.offload_tile_elements;
+        so.offload_window = opt.offload_window;
+    }
     optimizer_ = std::make_unique<ShardOptimizer>(layout_, zl_, policy_, so, opt.compute_dtype,
                                                   rank_, ledger);
 }
@@ -61,7 +83,19 @@ void Engine::init_params(uint64_t seed) {
     }
 }
 
-void Engine::begin_micro(int micro, int grad_accum) { grads_->begin_micro(micro, grad_accum); }
+std::array<int64_t, size_t(CommOp::count)> Engine::planned_calls(int grad_accum) const {
+    std::array<int64_t, size_t(CommOp::count)> calls{};
+    if (world_ == 1) return calls;
+    calls[size_t(policy_.optimizer_sharded ? CommOp::reduce_scatter : CommOp::all_reduce)] +=
+        grads_->collectives_per_step(grad_accum);
+    calls[size_t(CommOp::all_gather)] += params_->publish_collectives();
+    calls[size_t(CommOp::all_reduce)] += 1;  // the gradient norm
+    return calls;
+}
+
+void Engine::begin_micro(int micro, int grad_accum) {
+    grads_->begin_micro(micro, grad_accum);
+}
 
 Tensor Engine::acquire(int unit) {
     check_unit(unit);
@@ -83,7 +117,9 @@ void Engine::grads_ready(int unit) {
     grads_->grads_ready(unit);
 }
 
-void Engine::zero_grads() { grads_->zero(); }
+void Engine::zero_grads() {
+    grads_->zero();
+}
 
 StepResult Engine::step(float lr, int64_t step) {
     grads_->finish();
@@ -133,17 +169,16 @@ std::vector<float> Engine::full_params() {
     int64_t o = 0;
     for (int u = 0; u < layout_.n_units(); u++) {
         const UnitShard& us = zl_.units[size_t(u)];
-        const float* master = optimizer_->master(u, *params_);
+        const OwnedRange r = optimizer_->range(u);
         if (!policy_.optimizer_sharded || world_ == 1) {
             // The master holds the whole unit (stage 0) or, in one process,
             // the whole unit as the rank's only block.
-            std::memcpy(out.data() + o, master, size_t(us.numel) * sizeof(float));
+            optimizer_->read_state(u, 0, us.numel, out.data() + o, nullptr, nullptr, *params_);
         } else {
             // Each rank's block of the master, padding included (zero past n_u).
             tmp.assign(size_t(us.padded), 0.0f);
             std::vector<float> block(size_t(us.shard), 0.0f);
-            const OwnedRange r = optimizer_->range(u);
-            if (r.size() > 0) std::memcpy(block.data(), master, size_t(r.size()) * sizeof(float));
+            optimizer_->read_state(u, 0, r.size(), block.data(), nullptr, nullptr, *params_);
             comm_->all_gather(block.data(), tmp.data(), us.shard, DType::f32);
             std::memcpy(out.data() + o, tmp.data(), size_t(us.numel) * sizeof(float));
         }
@@ -155,14 +190,10 @@ std::vector<float> Engine::full_params() {
 void Engine::load_full_params(const float* params) {
     int64_t o = 0;
     for (int u = 0; u < layout_.n_units(); u++) {
-        const int64_t n = zl_.units[size_t(u)].numel;
         params_->load_unit(u, params + o);
         // Moments are left as they are: load_full_params replaces weights only.
-        const OwnedRange r = optimizer_->range(u);
-        if (opt_.compute_dtype != DType::f32 && r.size() > 0)
-            std::memcpy(optimizer_->master(u, *params_), params + o + r.begin,
-                        size_t(r.size()) * sizeof(float));
-        o += n;
+        optimizer_->load_master(u, params + o, *params_);
+        o += zl_.units[size_t(u)].numel;
     }
 }
 
@@ -178,10 +209,7 @@ void Engine::save_owned_state(int unit, float* params, float* exp_avg, float* ex
     if (own.size() == 0) return;
     // The owned range lies inside the optimizer's range at every stage.
     const int64_t skip = own.begin - optimizer_->range(unit).begin;
-    const size_t bytes = size_t(own.size()) * sizeof(float);
-    std::memcpy(params, optimizer_->master(unit, *params_) + skip, bytes);
-    std::memcpy(exp_avg, optimizer_->exp_avg(unit) + skip, bytes);
-    std::memcpy(exp_avg_sq, optimizer_->exp_avg_sq(unit) + skip, bytes);
+    optimizer_->read_state(unit, skip, own.size(), params, exp_avg, exp_avg_sq, *params_);
 }
 
 void Engine::load_unit_state(int unit, const float* params, const float* exp_avg,

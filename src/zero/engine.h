@@ -18,8 +18,10 @@
 // Invariant: gradients accumulate (+=) across micro-batches until zero_grads().
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -48,10 +50,21 @@ struct EngineOptions {
     // Stage 3: elements gathered ahead of use, and units small enough to stay gathered.
     int64_t prefetch_elements = int64_t(50) << 20;
     int64_t persistence_threshold = int64_t(1) << 16;
+    // Elements per bucket of the gradient reductions (reduce_bucket_size) and
+    // of the gathers after a step in stages 1/2 (allgather_bucket_size); see
+    // zero/bucket.h.
+    int64_t reduce_bucket_elements = int64_t(1) << 20;
+    int64_t gather_bucket_elements = int64_t(1) << 20;
     // The compute copy's dtype (f32, or bf16 for mixed precision) and the
     // dtype gradients are accumulated and reduced in (bf16 needs a bf16 copy).
     DType compute_dtype = DType::f32;
     DType grad_dtype = DType::f32;
+    // Non-empty: the optimizer state (fp32 master with a bf16 copy, and the
+    // moments) lives in a file of this directory, one per rank, streamed
+    // through a window of host buffers (zero/offload.h): the NVMe tier.
+    std::string offload_dir;
+    int64_t offload_tile_elements = int64_t(1) << 20;
+    int offload_window = 4;
 };
 
 struct StepResult {
@@ -60,7 +73,7 @@ struct StepResult {
 };
 
 class Engine : public UnitHooks {
-public:
+  public:
     // comm may be null for a single-process engine (world size 1, no communication).
     Engine(const ModelConfig& cfg, const EngineOptions& opt, Communicator* comm,
            MemoryLedger* ledger);
@@ -76,6 +89,12 @@ public:
     int world() const { return world_; }
     DType compute_dtype() const { return opt_.compute_dtype; }
     DType grad_dtype() const { return opt_.grad_dtype; }
+
+    // The collectives of the reductions and the gathers after the update that
+    // one step with grad_accum micro-batches issues, by op: the bucket plans'
+    // counts (stage 3's gathers on use are not included), plus the gradient
+    // norm's all-reduce.
+    std::array<int64_t, size_t(CommOp::count)> planned_calls(int grad_accum) const;
 
     // Deterministic initialisation from the seed; identical at every world size.
     void init_params(uint64_t seed);
@@ -115,12 +134,15 @@ public:
     void load_unit_state(int unit, const float* params, const float* exp_avg,
                          const float* exp_avg_sq);
 
+    // The NVMe tier's file, or null when the optimizer state is in memory.
+    const OffloadFile* optimizer_offload() const { return optimizer_->offload(); }
+
     // Single-process stage-0 fp32 access to the resident buffers (tests).
     float* unit_params(int unit);
     float* all_params();
     float* all_grads();
 
-private:
+  private:
     void check_unit(int unit) const;
     void check_direct_access(const char* what) const;
 

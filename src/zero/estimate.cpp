@@ -5,7 +5,10 @@
 #include "core/check.h"
 #include "model/activations.h"
 #include "model/layout.h"
+#include "zero/grad_reducer.h"
 #include "zero/layout.h"
+#include "zero/offload.h"
+#include "zero/param_store.h"
 #include "zero/policy.h"
 
 namespace zt {
@@ -24,34 +27,40 @@ MemoryEstimate estimate_memory(const EstimateInput& in) {
              "gradient dtype '%s': expected fp32, or bf16 with --precision bf16",
              grad_dtype.c_str());
     const int64_t full = zl.full_padded, shard = zl.shard_total;
-    const int64_t wbytes = bf16 ? 2 : 4;                     // compute copy
-    const int64_t gbytes = grad_dtype == "bf16" ? 2 : 4;     // gradients
-    const int64_t obytes = bf16 ? 12 : 8;                    // (fp32 master +) m + v
+    const int64_t wbytes = bf16 ? 2 : 4;                  // compute copy
+    const int64_t gbytes = grad_dtype == "bf16" ? 2 : 4;  // gradients
+    const int64_t obytes = bf16 ? 12 : 8;                 // (fp32 master +) m + v
     MemoryEstimate e;
     e.params = wbytes * (policy.params_sharded ? shard : full);
     e.grads = gbytes * (policy.grads_sharded ? shard : full);
     e.optimizer = obytes * (policy.optimizer_sharded ? shard : full);
-    if (in.offload_optimizer) {
+    ZT_CHECK(in.offload_optimizer == "none" || in.offload_optimizer == "cpu" ||
+                 in.offload_optimizer == "nvme",
+             "--offload-optimizer '%s': expected none, cpu or nvme", in.offload_optimizer.c_str());
+    if (in.offload_optimizer == "cpu") {
         e.host_optimizer = e.optimizer;
         e.optimizer = 0;
+    } else if (in.offload_optimizer == "nvme") {
+        const int arrays = bf16 ? 3 : 2;
+        const int64_t n = policy.optimizer_sharded ? shard : full;
+        e.nvme_optimizer = offload_file_bytes(arrays, n, in.offload_tile_elements);
+        e.optimizer =
+            offload_window_ledger_bytes(arrays, n, in.offload_tile_elements, in.offload_window);
     }
     if (in.micro_batch > 0 && in.seq_len > 0)
         e.activations = activation_bytes_for(in.model, in.micro_batch, in.seq_len,
-                                             bf16 ? DType::bf16 : DType::f32);
+                                             bf16 ? DType::bf16 : DType::f32, in.recompute);
 
     // Transient buffers at their peak (the engine's schedule, see engine.h):
-    // stages 2/3 hold the gradient of the unit in backward plus the previous
-    // unit's, whose reduce-scatter is in flight, and its reduced block; with
-    // tied embeddings the embedding's gradient lives through the whole
-    // backward. Stage 3 also holds gathered units: the one in use plus the
+    // the reductions' staging ring and, stages 2/3, the embedding's and the
+    // largest other unit's gradient buffers (grad_reducer.h); stages 1/2 the
+    // gathers' staging ring (param_store.h). Both are allocated for the whole
+    // run. Stage 3 also holds gathered units: the one in use plus the
     // prefetch window, never more than the whole model.
-    if (policy.grads_sharded) {
-        int64_t largest = 0;
-        for (int u = 1; u < ml.n_units(); u++) largest = std::max(largest, zl.units[size_t(u)].padded);
-        int64_t g = in.world > 1 ? 2 * largest + largest / in.world : largest;
-        if (in.model.tie_embeddings) g += zl.units[0].padded;
-        e.buffers += gbytes * g;
-    }
+    e.buffers += gbytes * reduce_transient_elements(zl, policy, in.reduce_bucket_elements,
+                                                    GradReducerOptions().staging_slots);
+    e.buffers += wbytes * gather_transient_elements(zl, policy, in.gather_bucket_elements,
+                                                    ParamStoreOptions().staging_slots);
     if (policy.params_sharded) {
         int64_t largest = 0;
         for (const auto& u : zl.units) largest = std::max(largest, u.padded);

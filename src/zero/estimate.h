@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "model/activations.h"
 #include "model/config.h"
 
 namespace zt {
@@ -18,15 +19,23 @@ struct EstimateInput {
     // Dtype gradients are accumulated and reduced in: "" is the precision's
     // own (bf16 for bf16, fp32 for fp32); "fp32" with bf16 training.
     std::string grad_dtype;
-    int micro_batch = 0;             // 0: no activations estimated
+    int micro_batch = 0;  // 0: no activations estimated
     int seq_len = 0;
-    bool offload_optimizer = false;  // optimizer state (and master weights) in host memory
-    int64_t prefetch_elements = int64_t(50) << 20;  // stage 3 gather-ahead window
+    // Where the optimizer state (and fp32 master weights) lives: none (with the
+    // model), cpu (host memory), nvme (a file, through a window of host buffers).
+    std::string offload_optimizer = "none";
+    int64_t offload_tile_elements = int64_t(1) << 20;
+    int offload_window = 4;
+    Recompute recompute = Recompute::none;
+    int64_t prefetch_elements = int64_t(50) << 20;      // stage 3 gather-ahead window
+    int64_t reduce_bucket_elements = int64_t(1) << 20;  // reduce_bucket_size
+    int64_t gather_bucket_elements = int64_t(1) << 20;  // allgather_bucket_size
 };
 
 struct MemoryEstimate {
     int64_t params = 0, grads = 0, optimizer = 0, activations = 0, buffers = 0;
-    int64_t host_optimizer = 0;  // with offload: bytes kept in host memory instead
+    int64_t host_optimizer = 0;  // offload cpu: bytes kept in host memory instead
+    int64_t nvme_optimizer = 0;  // offload nvme: bytes of the file (optimizer holds the window)
     int64_t peak() const { return params + grads + optimizer + activations + buffers; }
 };
 

@@ -24,12 +24,67 @@ void store_values(DType dtype, void* dst, const float* src, int64_t n) {
         cpu::cast_f32_to_bf16(static_cast<bf16*>(dst), src, n);
 }
 
+char* byte_at(void* base, int64_t elem, size_t esize) {
+    return static_cast<char*>(base) + elem * int64_t(esize);
+}
+
+bool gathers_after_step(const StagePolicy& policy, int world) {
+    return !policy.params_sharded && policy.optimizer_sharded && world > 1;
+}
+
 }  // namespace
+
+BucketPlan gather_plan(const ZeroLayout& zl, int64_t bucket_elements) {
+    ZT_CHECK(bucket_elements >= 1, "allgather_bucket_size %lld: must be >= 1",
+             (long long)bucket_elements);
+    std::vector<int64_t> span;
+    std::vector<int> order;
+    for (size_t u = 0; u < zl.units.size(); u++) {
+        span.push_back(zl.units[u].shard);
+        order.push_back(int(u));
+    }
+    return plan_buckets(span, order, sharded_bucket_capacity(bucket_elements, zl.world),
+                        /*split_units=*/false);
+}
+
+bool gathered_in_place(const ZeroLayout& zl, const Bucket& b) {
+    return b.segments.size() == 1 && b.segments[0].begin == 0 &&
+           b.segments[0].end == zl.units[size_t(b.segments[0].unit)].shard;
+}
+
+namespace {
+
+// Staging slots and the largest staged bucket of a gather plan.
+std::pair<int, int64_t> gather_staging(const ZeroLayout& zl, const BucketPlan& plan,
+                                       int max_slots) {
+    int staged = 0;
+    int64_t largest = 0;
+    for (const auto& b : plan.buckets) {
+        if (gathered_in_place(zl, b)) continue;
+        staged++;
+        largest = std::max(largest, b.size);
+    }
+    return {std::min(std::max(1, max_slots), staged), largest};
+}
+
+}  // namespace
+
+int64_t gather_transient_elements(const ZeroLayout& zl, const StagePolicy& policy,
+                                  int64_t bucket_elements, int max_slots) {
+    if (!gathers_after_step(policy, zl.world)) return 0;
+    auto [slots, largest] = gather_staging(zl, gather_plan(zl, bucket_elements), max_slots);
+    return int64_t(slots) * (zl.world + 1) * largest;
+}
 
 ParamStore::ParamStore(const ZeroLayout& zl, const StagePolicy& policy,
                        const ParamStoreOptions& opt, Communicator* comm, int rank,
                        MemoryLedger* ledger)
-    : zl_(zl), policy_(policy), opt_(opt), comm_(comm), ledger_(ledger), rank_(rank),
+    : zl_(zl),
+      policy_(policy),
+      opt_(opt),
+      comm_(comm),
+      ledger_(ledger),
+      rank_(rank),
       world_(zl.world) {
     ZT_CHECK(opt.dtype == DType::f32 || opt.dtype == DType::bf16,
              "compute copy dtype %s: expected f32 or bf16", dtype_name(opt.dtype));
@@ -39,6 +94,42 @@ ParamStore::ParamStore(const ZeroLayout& zl, const StagePolicy& policy,
                               policy.params_sharded ? zl.shard_total : zl.full_padded);
     pending_gather_.resize(zl.units.size());
     gathered_.resize(zl.units.size());
+    last_staged_.assign(zl.units.size(), -1);
+    if (gathers_after_step(policy, world_)) {
+        gather_plan_ = gather_plan(zl, opt.gather_bucket_elements);
+        for (size_t b = 0; b < gather_plan_.buckets.size(); b++) {
+            if (gathered_in_place(zl, gather_plan_.buckets[b])) continue;
+            for (const auto& s : gather_plan_.buckets[b].segments)
+                last_staged_[size_t(s.unit)] = int(b);
+        }
+        auto [slots, largest] = gather_staging(zl, gather_plan_, opt.staging_slots);
+        if (slots > 0)
+            ring_ = StagingRing(slots, largest, world_ * largest, opt.dtype, ledger,
+                                [this](int b, StagingRing::Slot& s) { unpack(b, s); });
+    }
+}
+
+int64_t ParamStore::publish_collectives() const {
+    return gathers_after_step(policy_, world_) ? int64_t(gather_plan_.buckets.size()) : 0;
+}
+
+void ParamStore::wait_published(int unit) {
+    pending_gather_[size_t(unit)].wait();
+    pending_gather_[size_t(unit)] = Work();
+    if (last_staged_[size_t(unit)] >= 0) ring_.complete_until(last_staged_[size_t(unit)]);
+}
+
+// Every rank's blocks of the bucket, from the staging slot into the full units.
+void ParamStore::unpack(int b, StagingRing::Slot& slot) {
+    const Bucket& bucket = gather_plan_.buckets[size_t(b)];
+    const size_t esize = dtype_size(opt_.dtype);
+    for (const BucketSegment& s : bucket.segments) {
+        const UnitShard& us = zl_.units[size_t(s.unit)];
+        for (int r = 0; r < world_; r++)
+            std::memcpy(byte_at(full_unit(s.unit), r * us.shard + s.begin, esize),
+                        byte_at(slot.recv.data(), r * bucket.size + s.offset, esize),
+                        size_t(s.size()) * esize);
+    }
 }
 
 ParamStore::~ParamStore() {
@@ -51,16 +142,19 @@ ParamStore::~ParamStore() {
 
 void ParamStore::drain() {
     for (auto& w : pending_gather_) w.wait();
+    if (!ring_.empty()) ring_.drain();
     for (auto& g : gathered_)
         if (g) g->work.wait();
 }
 
-void* ParamStore::full_unit(int unit) { return copy_.at(zl_.units[size_t(unit)].full_offset); }
+void* ParamStore::full_unit(int unit) {
+    return copy_.at(zl_.units[size_t(unit)].full_offset);
+}
 
 void* ParamStore::element(int unit, int64_t e) {
     const UnitShard& us = zl_.units[size_t(unit)];
     if (!policy_.params_sharded) {
-        pending_gather_[size_t(unit)].wait();
+        wait_published(unit);
         return copy_.at(us.full_offset + e);
     }
     // An empty owned range may start at n_u, before the block's nominal start.
@@ -74,7 +168,7 @@ void ParamStore::load_unit(int unit, const float* values) {
     const UnitShard& us = zl_.units[size_t(unit)];
     const size_t esize = dtype_size(opt_.dtype);
     if (!policy_.params_sharded) {
-        pending_gather_[size_t(unit)].wait();
+        wait_published(unit);
         void* dst = full_unit(unit);
         std::memset(dst, 0, size_t(us.padded) * esize);
         store_values(opt_.dtype, dst, values, us.numel);
@@ -88,12 +182,30 @@ void ParamStore::load_unit(int unit, const float* values) {
 }
 
 void ParamStore::publish_block(int unit) {
-    if (policy_.params_sharded || !policy_.optimizer_sharded || world_ == 1) return;
+    if (!gathers_after_step(policy_, world_)) return;
+    if (unit == 0 && !ring_.empty()) ring_.drain();  // the last step's gathers are done
     const UnitShard& us = zl_.units[size_t(unit)];
+    const size_t esize = dtype_size(opt_.dtype);
     char* full = static_cast<char*>(full_unit(unit));
-    pending_gather_[size_t(unit)] = comm_->all_gather_async(
-        full + rank_ * us.shard * int64_t(dtype_size(opt_.dtype)), full, us.shard, opt_.dtype);
-    if (!opt_.overlap_comm) pending_gather_[size_t(unit)].wait();
+    for (auto [b, k] : gather_plan_.segments_of[size_t(unit)]) {
+        const Bucket& bucket = gather_plan_.buckets[size_t(b)];
+        if (gathered_in_place(zl_, bucket)) {
+            pending_gather_[size_t(unit)] = comm_->all_gather_async(
+                full + rank_ * us.shard * int64_t(esize), full, us.shard, opt_.dtype);
+            if (!opt_.overlap_comm) pending_gather_[size_t(unit)].wait();
+            continue;
+        }
+        const BucketSegment& s = bucket.segments[size_t(k)];
+        if (k == 0) filling_ = &ring_.next();
+        std::memcpy(byte_at(filling_->send.data(), s.offset, esize),
+                    full + (rank_ * us.shard + s.begin) * int64_t(esize), size_t(s.size()) * esize);
+        if (size_t(k) + 1 < bucket.segments.size()) continue;
+        Work w = comm_->all_gather_async(filling_->send.data(), filling_->recv.data(), bucket.size,
+                                         opt_.dtype);
+        filling_ = nullptr;
+        ring_.issued(b, std::move(w));
+        if (!opt_.overlap_comm) ring_.drain();
+    }
 }
 
 ParamStore::Gathered& ParamStore::gather_unit(int unit) {
@@ -143,10 +255,9 @@ void ParamStore::prefetch_after(int unit) {
 Tensor ParamStore::acquire(int unit) {
     const UnitShard& us = zl_.units[size_t(unit)];
     if (!policy_.params_sharded) {
-        // The all-gather of this unit's updated blocks, issued after the last
-        // step, overlapped the units before it.
-        pending_gather_[size_t(unit)].wait();
-        pending_gather_[size_t(unit)] = Work();
+        // The all-gathers of this unit's updated blocks, issued after the
+        // last step, overlapped the units before it.
+        wait_published(unit);
         return Tensor(full_unit(unit), {us.numel}, opt_.dtype);
     }
     if (!trace_recorded_) trace_.push_back(unit);

@@ -2,8 +2,11 @@
 //
 // The copy is in the compute dtype (f32, or bf16 for mixed precision).
 // Replicated (stages 0-2) it holds every unit in full; after an optimizer step
-// that updated only this rank's blocks (stages 1/2) it all-gathers each unit,
-// and acquire(u) waits for unit u's gather only, so the gathers overlap the
+// that updated only this rank's blocks (stages 1/2) it all-gathers them in
+// buckets of whole units, up to allgather_bucket_size elements, planned in forward order
+// (zero/bucket.h): a bucket that is exactly one unit is gathered in place,
+// others are packed into a fixed staging ring and unpacked when waited for.
+// acquire(u) waits for unit u's buckets only, so the gathers overlap the
 // forward of the units before. Sharded (stage 3) it holds this rank's block
 // of every unit; acquire(u) all-gathers u into a transient buffer, prefetches
 // the units that follow in the order recorded during the first step, and
@@ -18,6 +21,7 @@
 #include "comm/communicator.h"
 #include "core/tensor.h"
 #include "prof/memory.h"
+#include "zero/bucket.h"
 #include "zero/layout.h"
 #include "zero/policy.h"
 
@@ -28,10 +32,20 @@ struct ParamStoreOptions {
     bool overlap_comm = true;
     int64_t prefetch_elements = int64_t(50) << 20;
     int64_t persistence_threshold = int64_t(1) << 16;
+    int64_t gather_bucket_elements = int64_t(1) << 20;  // allgather_bucket_size
+    int staging_slots = 3;
 };
 
+// Stages 1/2: the plan of the gathers after a step (per-rank spans s_u, forward
+// order), whether bucket b is gathered in place (one whole unit), and the
+// staging the store allocates for the others: slots x (world + 1) x largest.
+BucketPlan gather_plan(const ZeroLayout& zl, int64_t bucket_elements);
+bool gathered_in_place(const ZeroLayout& zl, const Bucket& b);
+int64_t gather_transient_elements(const ZeroLayout& zl, const StagePolicy& policy,
+                                  int64_t bucket_elements, int max_slots);
+
 class ParamStore {
-public:
+  public:
     ParamStore(const ZeroLayout& zl, const StagePolicy& policy, const ParamStoreOptions& opt,
                Communicator* comm, int rank, MemoryLedger* ledger);
     ~ParamStore();
@@ -56,13 +70,18 @@ public:
     void end_step();
     // Waits for every operation in flight.
     void drain();
+    // Collectives one step's gathers issue (stages 1/2; stage 3's depend on the
+    // prefetch schedule).
+    int64_t publish_collectives() const;
 
-private:
+  private:
     struct Gathered;
     Gathered& gather_unit(int unit);
     void prefetch_after(int unit);
     void free_gathered(int unit);
     void* full_unit(int unit);  // replicated: start of unit u
+    void wait_published(int unit);
+    void unpack(int bucket, StagingRing::Slot& slot);
 
     const ZeroLayout& zl_;
     StagePolicy policy_;
@@ -71,8 +90,12 @@ private:
     MemoryLedger* ledger_;
     int rank_, world_;
 
-    TypedLedgerBuffer copy_;               // (full_padded) replicated, (shard_total) sharded
-    std::vector<Work> pending_gather_;     // replicated, by unit: gathers after a step
+    TypedLedgerBuffer copy_;            // (full_padded) replicated, (shard_total) sharded
+    std::vector<Work> pending_gather_;  // replicated, by unit: in-place gathers after a step
+    BucketPlan gather_plan_;            // stages 1/2
+    std::vector<int> last_staged_;      // by unit: its last staged bucket (-1: none)
+    StagingRing ring_;
+    StagingRing::Slot* filling_ = nullptr;
     std::vector<std::unique_ptr<Gathered>> gathered_;  // sharded, by unit
     std::vector<int> trace_;  // sharded: order of acquires in the first step
     bool trace_recorded_ = false;
