@@ -44,6 +44,7 @@
 #include "train/stop_signal.h"
 #include "zero/engine.h"
 #include "zero/estimate.h"
+#include "zero/policy.h"
 
 namespace zt {
 
@@ -113,17 +114,25 @@ void check_memory_fits(const ResolvedRun& run) {
     const int local_ranks = local ? std::max(1, std::atoi(local)) : 1;
     const MemoryEstimate e = run_memory_estimate(run);
     const double gib = double(int64_t(1) << 30);
-    const int64_t need = (e.peak() + e.host_optimizer) * local_ranks;
+    // The sample at the end gathers the fp32 weights unless the engine holds
+    // them in model order already (Engine::resident_params).
+    const TrainConfig& cfg = run.cfg;
+    const bool gathers_sample =
+        cfg.sample_tokens > 0 && (run.world > 1 || run.compute_dtype != DType::f32 ||
+                                  stage_policy(cfg.zero_stage).params_sharded);
+    const int64_t sample = gathers_sample ? 4 * count_params(run.model) : 0;
+    const int64_t need = (e.peak() + e.host_optimizer + sample) * local_ranks;
     ZT_CHECK(need <= avail,
              "this run needs about %.2f GiB of memory (%d rank(s) on this machine x %.2f GiB: "
-             "params %.2f, grads %.2f, optimizer %.2f, activations %.2f, buffers %.2f), but "
-             "only %.2f GiB is available; try --offload-optimizer nvme --offload-dir DIR, "
+             "params %.2f, grads %.2f, optimizer %.2f, activations %.2f, buffers %.2f, the "
+             "end-of-run sample's copy of the weights %.2f), but only %.2f GiB is available; try "
+             "--offload-optimizer nvme --offload-dir DIR, "
              "--recompute full, a higher --zero-stage with more ranks, or a smaller "
              "--micro-batch (zerotrain estimate shows each)",
              double(need) / gib, local_ranks, double(need / local_ranks) / gib,
              double(e.params) / gib, double(e.grads) / gib,
              double(e.optimizer + e.host_optimizer) / gib, double(e.activations) / gib,
-             double(e.buffers) / gib, double(avail) / gib);
+             double(e.buffers) / gib, double(sample) / gib, double(avail) / gib);
 }
 
 // The weights the run starts from: the resumed checkpoint's (with the AdamW
@@ -472,14 +481,20 @@ void report_stop(const Training& t, Progress& p, const StepAgreement& a, int64_t
 // full_params() is a collective in stage 3, so every rank takes part.
 void print_sample(Training& t) {
     const ModelConfig& mcfg = t.run.model;
-    std::vector<float> params = t.engine.full_params();
+    // The engine's own copy where it is the full model; otherwise a gathered one.
+    std::vector<float> gathered;
+    const float* params = t.engine.resident_params();
+    if (!params) {
+        gathered = t.engine.full_params();
+        params = gathered.data();
+    }
     if (!t.run.root()) return;
     std::unique_ptr<Tokenizer> tok = load_data_tokenizer(t.run.data.dir);
     std::vector<uint32_t> start = tok->document_start();
     if (start.empty()) return;  // nothing to start from without BOS
     std::vector<int32_t> prompt(start.begin(), start.end());
     int n = std::min(t.cfg.sample_tokens, mcfg.max_seq - int(prompt.size()) + 1);
-    Generator gen(mcfg, params.data(), int(prompt.size()) + n);
+    Generator gen(mcfg, params, int(prompt.size()) + n);
     SamplingOptions opts;
     opts.temperature = 0.8f;
     opts.top_k = 40;

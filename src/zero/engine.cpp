@@ -187,6 +187,11 @@ std::vector<float> Engine::full_params() {
     return out;
 }
 
+const float* Engine::resident_params() {
+    if (world_ != 1 || opt_.compute_dtype != DType::f32 || policy_.params_sharded) return nullptr;
+    return static_cast<const float*>(params_->element(0, 0));
+}
+
 void Engine::load_full_params(const float* params) {
     int64_t o = 0;
     for (int u = 0; u < layout_.n_units(); u++) {

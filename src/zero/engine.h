@@ -118,6 +118,11 @@ class Engine : public UnitHooks {
     // Full fp32 master parameters in model order (no padding): a collective
     // when the optimizer is sharded.
     std::vector<float> full_params();
+    // The fp32 parameters in model order where the engine already holds them
+    // so (one process, fp32, the compute copy replicated: its units are
+    // unpadded and contiguous); null otherwise (use full_params()). Valid
+    // until the next step or load.
+    const float* resident_params();
     // Replaces all parameters from a model-order fp32 array (every rank passes the same).
     void load_full_params(const float* params);
 
