@@ -30,7 +30,8 @@ using zt_test::TempDir;
 // Small, fast runs: test-tiny, 2 sequences of 32 tokens a rank, synthetic data.
 std::string train_cmd(const std::string& out, int nproc, int stage, int micro_batch, int steps,
                       const std::string& extra = "") {
-    return zt_test::zerotrain_binary() + " train --data synthetic --model test-tiny --seq-len 32 --micro-batch " +
+    return zt_test::zerotrain_binary() +
+           " train --data synthetic --model test-tiny --seq-len 32 --micro-batch " +
            std::to_string(micro_batch) + " --steps " + std::to_string(steps) + " --zero-stage " +
            std::to_string(stage) +
            " --lr 3e-3 --warmup 2 --grad-clip 0.5 --eval-every 0 --eval-tokens 1024 --threads 1 "
@@ -80,9 +81,9 @@ TEST(Checkpoint, ResumeIsBitIdenticalAtEveryStage) {
         TempDir dir;
         std::string full = dir / "full", resumed = dir / "resumed";
         RunLog a = run_ok(train_cmd(full, 2, stage, 2, 20, "--save-every 10"), full);
-        RunLog b = run_ok(train_cmd(resumed, 2, stage, 2, 20,
-                                    "--resume " + full + "/ckpt/step-00000010"),
-                          resumed);
+        RunLog b =
+            run_ok(train_cmd(resumed, 2, stage, 2, 20, "--resume " + full + "/ckpt/step-00000010"),
+                   resumed);
         ASSERT_EQ(b.steps.size(), 10u);
         EXPECT_EQ(b.steps.begin()->first, 11);
         expect_same_steps(b, a);
@@ -150,19 +151,20 @@ TEST(Checkpoint, ReshardsToAnyWorldSizeAndStage) {
                           full);
         ASSERT_EQ(a.steps.size(), size_t(steps));
         for (Shape target : {Shape{1, 0}, Shape{2, 1}, Shape{3, 3}, Shape{4, 2}}) {
-            SCOPED_TRACE(testing::Message() << "saved at world " << saved.world << " stage "
-                                            << saved.stage << ", resumed at world " << target.world
-                                            << " stage " << target.stage);
+            SCOPED_TRACE(testing::Message()
+                         << "saved at world " << saved.world << " stage " << saved.stage
+                         << ", resumed at world " << target.world << " stage " << target.stage);
             std::string out = dir / zt::strprintf("r%d", target.world);
-            RunLog b = run_ok(train_cmd(out, target.world, target.stage, G / target.world, steps,
-                                        "--resume " + full + "/ckpt/" +
-                                            zt::checkpoint_dir_name(save_at)),
-                              out);
+            RunLog b =
+                run_ok(train_cmd(out, target.world, target.stage, G / target.world, steps,
+                                 "--resume " + full + "/ckpt/" + zt::checkpoint_dir_name(save_at)),
+                       out);
             ASSERT_EQ(b.steps.size(), size_t(steps - save_at));
             const double worst = expect_close_losses(b, a);
-            std::printf("saved (world %d, stage %d) -> resumed (world %d, stage %d): worst "
-                        "relative loss difference %.2e\n",
-                        saved.world, saved.stage, target.world, target.stage, worst);
+            std::printf(
+                "saved (world %d, stage %d) -> resumed (world %d, stage %d): worst "
+                "relative loss difference %.2e\n",
+                saved.world, saved.stage, target.world, target.stage, worst);
         }
     }
 }
@@ -175,8 +177,8 @@ TEST(Checkpoint, RefusesAResumeThatWouldChangeTheDataOrder) {
     auto res = zt_test::run_command(train_cmd(dir / "other", 1, 0, 3, 4, "--resume " + run));
     EXPECT_NE(res.exit_code, 0);
     EXPECT_NE(res.output.find("global batch"), std::string::npos) << res.output;
-    res = zt_test::run_command(train_cmd(dir / "other2", 1, 0, 2, 4, "--resume " + run +
-                                                                        " --seq-len 16"));
+    res = zt_test::run_command(
+        train_cmd(dir / "other2", 1, 0, 2, 4, "--resume " + run + " --seq-len 16"));
     EXPECT_NE(res.exit_code, 0);
     EXPECT_NE(res.output.find("--seq-len"), std::string::npos) << res.output;
 }
@@ -187,7 +189,8 @@ TEST(Checkpoint, KeepLastPrunesOlderCheckpoints) {
     std::string run = dir / "run";
     run_ok(train_cmd(run, 1, 1, 2, 10, "--save-every 2 --keep-last 2"), run);
     std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(run + "/ckpt")) names.push_back(e.path().filename());
+    for (const auto& e : fs::directory_iterator(run + "/ckpt"))
+        names.push_back(e.path().filename());
     std::sort(names.begin(), names.end());
     EXPECT_EQ(names, (std::vector<std::string>{"latest", "step-00000008", "step-00000010"}));
     std::ifstream latest(run + "/ckpt/latest");
@@ -230,9 +233,9 @@ TEST(Checkpoint, CorruptionIsAClearErrorNamingTheFile) {
         std::string copy = dir / ("copy" + std::to_string(i));
         fs::copy(step, copy, fs::copy_options::recursive);
         c.damage(copy + "/rank-00001-of-00002.safetensors");
-        for (const std::string& cmd :
-             {zt_test::zerotrain_binary() + " export --checkpoint " + copy + " --out " + copy + "-hf",
-              train_cmd(copy + "-run", 1, 0, 4, 4, "--resume " + copy)}) {
+        for (const std::string& cmd : {zt_test::zerotrain_binary() + " export --checkpoint " +
+                                           copy + " --out " + copy + "-hf",
+                                       train_cmd(copy + "-run", 1, 0, 4, 4, "--resume " + copy)}) {
             auto res = zt_test::run_command(cmd);
             EXPECT_NE(res.exit_code, 0) << cmd;
             EXPECT_NE(res.output.find("rank-00001-of-00002.safetensors"), std::string::npos)
@@ -254,7 +257,8 @@ bool start_and_wait_for(const std::string& cmd, const std::string& log,
     if (std::system(bg.c_str()) != 0) return false;
     auto t0 = std::chrono::steady_clock::now();
     while (!ready()) {
-        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s)
+        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
+            timeout_s)
             return false;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -264,7 +268,8 @@ bool start_and_wait_for(const std::string& cmd, const std::string& log,
 int wait_exit_code(const std::string& log, double timeout_s) {
     auto t0 = std::chrono::steady_clock::now();
     while (!fs::exists(log + ".rc") || fs::file_size(log + ".rc") == 0) {
-        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s)
+        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
+            timeout_s)
             return -1;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -284,9 +289,9 @@ TEST(Checkpoint, KillDuringSaveLeavesThePreviousCheckpoint) {
     std::string ref = dir / "ref", run = dir / "run";
     RunLog a = run_ok(train_cmd(ref, 2, 2, 2, 8), ref);
     std::string tmp_file = run + "/ckpt/step-00000008.tmp/rank-00001-of-00002.safetensors";
-    ASSERT_TRUE(start_and_wait_for("ZT_CKPT_TEST_DELAY=8:60000 " +
-                                       train_cmd(run, 2, 2, 2, 8, "--save-every 4"),
-                                   dir / "log", [&] { return fs::exists(tmp_file); }, 300))
+    ASSERT_TRUE(start_and_wait_for(
+        "ZT_CKPT_TEST_DELAY=8:60000 " + train_cmd(run, 2, 2, 2, 8, "--save-every 4"), dir / "log",
+        [&] { return fs::exists(tmp_file); }, 300))
         << "the save of step 8 never started";
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let both ranks finish writing
     // Every process whose command line names this run: the launcher, mpirun and the ranks.
@@ -313,8 +318,9 @@ TEST(Checkpoint, SigtermStopsCleanlyWithACheckpoint) {
         std::string ref = dir / "ref", run = dir / "run";
         const int steps = 1000;
         RunLog a = run_ok(train_cmd(ref, nproc, 1, 2, steps), ref);
-        ASSERT_TRUE(start_and_wait_for(train_cmd(run, nproc, 1, 2, steps), dir / "log",
-                                       [&] { return read_run(run).steps.size() >= 1; }, 120));
+        ASSERT_TRUE(start_and_wait_for(
+            train_cmd(run, nproc, 1, 2, steps), dir / "log",
+            [&] { return read_run(run).steps.size() >= 1; }, 120));
         std::string launcher = "--out " + run + (nproc > 1 ? " --nproc 2" : "");
         zt_test::run_command("pkill -TERM -f -- '" + launcher + "'");
         EXPECT_EQ(wait_exit_code(dir / "log", 60), 128 + SIGTERM);
@@ -342,12 +348,13 @@ TEST(Checkpoint, HuggingFaceRoundTripKeepsTheEvalLossExactly) {
     {
         std::ofstream f(dir / "text.txt");
         for (int i = 0; i < 400; i++)
-            f << "line " << i << ": the quick brown fox jumps over the lazy dog " << (i * 7919) % 1000
-              << "\n\n";
+            f << "line " << i << ": the quick brown fox jumps over the lazy dog "
+              << (i * 7919) % 1000 << "\n\n";
     }
     const std::string z = zt_test::zerotrain_binary(), data = dir / "data";
-    auto prep = zt_test::run_command(z + " prepare --input " + (dir / "text.txt") + " --out " + data +
-                                     " --tokenizer byte --doc-separator '' --val-fraction 0.1");
+    auto prep =
+        zt_test::run_command(z + " prepare --input " + (dir / "text.txt") + " --out " + data +
+                             " --tokenizer byte --doc-separator '' --val-fraction 0.1");
     ASSERT_EQ(prep.exit_code, 0) << prep.output;
     const std::string eval_shape = " --seq-len 32 --micro-batch 2 --eval-tokens 1024";
     std::string run = dir / "run", hf = dir / "hf";
@@ -371,6 +378,45 @@ TEST(Checkpoint, HuggingFaceRoundTripKeepsTheEvalLossExactly) {
     ASSERT_FALSE(t.evals.empty());
     EXPECT_EQ(t.evals.front()["step"], 0);
     EXPECT_EQ(t.evals.front()["loss"].get<double>(), from_ckpt);
+}
+
+// Weights that hold NaN evaluate to a non-finite loss: `eval` refuses it
+// (non-zero exit, the reason named) rather than printing `loss nan`.
+TEST(Checkpoint, EvalOfNonFiniteWeightsIsAnError) {
+    TempDir dir;
+    const std::string z = zt_test::zerotrain_binary(), data = dir / "data";
+    {
+        std::ofstream f(dir / "text.txt");
+        for (int i = 0; i < 200; i++) f << "line " << i << ": a few words of text to learn\n\n";
+    }
+    auto prep =
+        zt_test::run_command(z + " prepare --input " + (dir / "text.txt") + " --out " + data +
+                             " --tokenizer byte --doc-separator '' --val-fraction 0.1");
+    ASSERT_EQ(prep.exit_code, 0) << prep.output;
+    const std::string shape = " --data " + data + " --seq-len 32 --micro-batch 2 --eval-tokens 512";
+    std::string run = dir / "run", hf = dir / "hf";
+    run_ok(z + " train" + shape +
+               " --steps 2 --save-every 2 --eval-every 0 --sample-tokens 0"
+               " --threads 1 --out " +
+               run,
+           run);
+    auto ex = zt_test::run_command(z + " export --checkpoint " + run + " --out " + hf);
+    ASSERT_EQ(ex.exit_code, 0) << ex.output;
+    auto ok = zt_test::run_command(z + " eval --hf " + hf + shape);
+    ASSERT_EQ(ok.exit_code, 0) << ok.output;
+    // 0xFF bytes are NaN in f32: spoil the last 64 KiB of tensor data.
+    const std::string st = hf + "/model.safetensors";
+    const auto size = std::filesystem::file_size(st);
+    ASSERT_GT(size, 65536u);
+    {
+        std::fstream f(st, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(std::streamoff(size - 65536));
+        std::string nan(65536, char(0xFF));
+        f.write(nan.data(), std::streamsize(nan.size()));
+    }
+    auto bad = zt_test::run_command(z + " eval --hf " + hf + shape);
+    EXPECT_NE(bad.exit_code, 0) << bad.output;
+    EXPECT_NE(bad.output.find("non-finite"), std::string::npos) << bad.output;
 }
 
 }  // namespace

@@ -120,11 +120,10 @@ TEST(ZeroRanks, MemoryAndWireBytesFollowTheFormulas) {
 // `zerotrain estimate` against the ledger of a real run at world size 4.
 // Stages 0-2 follow a deterministic schedule and must agree within 5% (they
 // agree exactly). Stage 3's estimate is an upper bound, not a prediction: it
-// assumes the whole prefetch window gathered while two units' gradients are
-// live, which the schedule never quite reaches. On test-tiny, where transient
-// buffers are a quarter of the peak, it comes out 7.5% high (4% on `tiny`);
-// the assertion is that it never under-predicts and stays under 10% over.
-// The 5% target is not met for stage 3 on models this small.
+// assumes the whole prefetch window gathered at the peak. When the window
+// covers the model, as on test-tiny and `tiny`, that is what happens and the
+// two agree exactly; the assertion is that it never under-predicts and stays
+// under 10% over.
 TEST(ZeroRanks, EstimatePredictsMeasuredPeak) {
     REQUIRE_MPI();
     for (int stage = 0; stage <= 3; stage++) {
