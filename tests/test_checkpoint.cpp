@@ -123,6 +123,48 @@ TEST(Checkpoint, ResumeAutoContinuesTheRunDirectory) {
     expect_same_steps(b, a);
 }
 
+// A stale ckpt/latest.tmp (here a directory, as a crash or an odd tool can
+// leave) used to make writing `latest` fail after the step directory was in
+// place: the run died and --resume auto then started over. Saves clear stale
+// *.tmp entries, and resume finds the newest complete step directory with
+// `latest` only a hint: missing, or naming an older step.
+TEST(Checkpoint, ResumeFindsTheNewestCompleteCheckpointWithoutLatest) {
+    TempDir dir;
+    std::string run = dir / "run";
+    fs::create_directories(run + "/ckpt/latest.tmp/junk");
+    fs::create_directories(run + "/ckpt/step-00000003.tmp");
+    RunLog first = run_ok(train_cmd(run, 1, 0, 2, 10, "--save-every 5"), run);
+    EXPECT_EQ(first.steps.size(), 10u);
+    EXPECT_FALSE(fs::exists(run + "/ckpt/latest.tmp"));
+    EXPECT_FALSE(fs::exists(run + "/ckpt/step-00000003.tmp"));
+    // The window the fault opened: step 10 complete, `latest` gone; then
+    // `latest` naming the older step 5.
+    for (const char* latest : {"", "step-00000005\n"}) {
+        std::string copy = dir / (std::string("copy") + (latest[0] ? "-old" : "-none"));
+        fs::copy(run, copy, fs::copy_options::recursive);
+        rewind_run(copy, 10);
+        if (latest[0])
+            std::ofstream(copy + "/ckpt/latest") << latest;
+        else
+            fs::remove(copy + "/ckpt/latest");
+        std::string cmd = zt_test::zerotrain_binary() +
+                          " train --resume auto --steps 12 --threads 1 --out " + copy;
+        RunLog b = run_ok(cmd, copy);
+        EXPECT_EQ(b.summary["start_step"], 10) << "latest '" << latest << "'";
+        // A step directory missing a rank file is not complete: step 5 is used.
+        if (!latest[0]) {
+            std::string third = dir / "copy-broken";
+            fs::copy(run, third, fs::copy_options::recursive);
+            rewind_run(third, 10);
+            fs::remove(third + "/ckpt/step-00000010/rank-00000-of-00001.safetensors");
+            RunLog c = run_ok(zt_test::zerotrain_binary() +
+                                  " train --resume auto --steps 12 --threads 1 --out " + third,
+                              third);
+            EXPECT_EQ(c.summary["start_step"], 5);
+        }
+    }
+}
+
 // --resume auto on a run directory without a checkpoint starts from step 0.
 TEST(Checkpoint, ResumeAutoWithoutCheckpointStartsFresh) {
     TempDir dir;

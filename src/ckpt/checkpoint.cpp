@@ -45,6 +45,8 @@ void fsync_path(const std::string& path, bool directory) {
 // path holds either its old content or all of `text`.
 void write_text_durably(const std::string& path, const std::string& text) {
     std::string tmp = path + ".tmp";
+    std::error_code ec;
+    fs::remove_all(tmp, ec);  // a stale one, left by a run that died here
     {
         std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
         f << text;
@@ -78,6 +80,36 @@ std::vector<std::pair<int64_t, fs::path>> list_step_dirs(const fs::path& ckpt_di
     return out;
 }
 
+// A step directory whose manifest parses and lists files that are all there
+// at their recorded sizes (their hashes are checked when it is opened).
+bool step_dir_complete(const fs::path& dir) {
+    std::ifstream f(dir / "manifest.json");
+    if (!f.good()) return false;
+    nlohmann::json man = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+    if (!man.is_object() || !man.contains("files") || !man["files"].is_array() ||
+        man["files"].empty())
+        return false;
+    for (const auto& rec : man["files"]) {
+        if (!rec.is_object() || !rec.contains("name") || !rec["name"].is_string() ||
+            !rec.contains("bytes") || !rec["bytes"].is_number_integer())
+            return false;
+        const std::string name = rec["name"];
+        if (name.empty() || name.find('/') != std::string::npos) return false;
+        std::error_code ec;
+        const auto size = fs::file_size(dir / name, ec);
+        if (ec || int64_t(size) != rec["bytes"].get<int64_t>()) return false;
+    }
+    return true;
+}
+
+// The newest complete step directory of a ckpt directory, or empty.
+fs::path newest_complete_step(const fs::path& ckpt_dir) {
+    auto steps = list_step_dirs(ckpt_dir);
+    for (auto it = steps.rbegin(); it != steps.rend(); ++it)
+        if (step_dir_complete(it->second)) return it->second;
+    return {};
+}
+
 // One rank's file: (file size, SHA-256), gathered to every rank as raw bytes (u8).
 struct FileRecord {
     int64_t bytes = 0;
@@ -109,7 +141,10 @@ std::string save_checkpoint(const std::string& run_dir, Engine& engine, Communic
     const fs::path tmp_dir = final_dir.string() + ".tmp";
     if (rank == 0) {
         std::error_code ec;
-        fs::remove_all(tmp_dir, ec);  // left by a run that died while saving
+        // Anything *.tmp was left by a run that died while saving.
+        for (const auto& e : fs::directory_iterator(ckpt_dir, ec))
+            if (e.path().extension() == ".tmp") fs::remove_all(e.path(), ec);
+        ec.clear();
         fs::create_directories(tmp_dir, ec);
         ZT_CHECK(!ec, "cannot create checkpoint directory %s: %s", tmp_dir.c_str(),
                  ec.message().c_str());
@@ -200,8 +235,7 @@ std::string save_checkpoint(const std::string& run_dir, Engine& engine, Communic
         ZT_CHECK(!ec, "cannot rename %s to %s: %s", tmp_dir.c_str(), final_dir.c_str(),
                  ec.message().c_str());
         fsync_path(ckpt_dir.string(), true);
-        write_text_durably((ckpt_dir / "latest").string(),
-                           final_dir.filename().string() + "\n");
+        write_text_durably((ckpt_dir / "latest").string(), final_dir.filename().string() + "\n");
         fs::remove_all(old_dir, ec);
 
         if (keep_last > 0) {
@@ -219,26 +253,37 @@ std::string resolve_checkpoint_dir(const std::string& path) {
     ZT_CHECK(fs::exists(p), "checkpoint '%s': no such file or directory", path.c_str());
     ZT_CHECK(p.extension() != ".tmp",
              "checkpoint '%s' is incomplete (a save was interrupted); use a step directory "
-             "without .tmp", path.c_str());
+             "without .tmp",
+             path.c_str());
     if (fs::exists(p / "manifest.json")) return p.string();
     for (const fs::path& ckpt_dir : {p, p / "ckpt"}) {
-        fs::path latest = ckpt_dir / "latest";
-        if (!fs::exists(latest)) continue;
-        std::ifstream f(latest);
+        if (list_step_dirs(ckpt_dir).empty() && !fs::exists(ckpt_dir / "latest")) continue;
+        const fs::path newest = newest_complete_step(ckpt_dir);
+        ZT_CHECK(!newest.empty(),
+                 "checkpoint '%s': %s holds no complete step directory (each needs a "
+                 "manifest.json and every file it lists)",
+                 path.c_str(), ckpt_dir.c_str());
+        // `latest` is a hint: a save can die after its directory is in place
+        // and before `latest` names it.
+        std::ifstream f(ckpt_dir / "latest");
         std::string name;
         std::getline(f, name);
-        ZT_CHECK(!name.empty() && name.find('/') == std::string::npos,
-                 "checkpoint '%s': %s does not name a step directory", path.c_str(),
-                 latest.c_str());
-        fs::path dir = ckpt_dir / name;
-        ZT_CHECK(fs::exists(dir / "manifest.json"),
-                 "checkpoint '%s': %s names %s, which holds no manifest.json", path.c_str(),
-                 latest.c_str(), dir.c_str());
-        return dir.string();
+        if (name != newest.filename().string())
+            std::fprintf(stderr,
+                         "zerotrain: note: %s names '%s', but the newest complete checkpoint is "
+                         "%s; using it\n",
+                         (ckpt_dir / "latest").c_str(), name.c_str(), newest.c_str());
+        return newest.string();
     }
-    ZT_FAIL("'%s' is not a checkpoint: expected a step directory with manifest.json, a ckpt "
-            "directory with `latest`, or a run directory with ckpt/latest",
-            path.c_str());
+    ZT_FAIL(
+        "'%s' is not a checkpoint: expected a step directory with manifest.json, a ckpt "
+        "directory of step-* directories, or a run directory with one",
+        path.c_str());
+}
+
+bool has_checkpoint(const std::string& run_dir) {
+    const fs::path p(run_dir);
+    return !newest_complete_step(p / "ckpt").empty() || !newest_complete_step(p).empty();
 }
 
 Checkpoint Checkpoint::open(const std::string& path) {
@@ -256,8 +301,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
     }
     const auto& m = c.manifest_;
     auto need = [&](const char* key) -> const nlohmann::json& {
-        ZT_CHECK(m.is_object() && m.contains(key), "%s: missing field '%s'", man_path.c_str(),
-                 key);
+        ZT_CHECK(m.is_object() && m.contains(key), "%s: missing field '%s'", man_path.c_str(), key);
         return m[key];
     };
     ZT_CHECK(need("format") == kFormat && need("version") == kVersion,
@@ -286,8 +330,8 @@ Checkpoint Checkpoint::open(const std::string& path) {
         ZT_CHECK(name == rank_file_name(r, c.world_), "%s: files[%d] is named '%s', expected %s",
                  man_path.c_str(), r, name.c_str(), rank_file_name(r, c.world_).c_str());
         std::string file = (fs::path(c.dir_) / name).string();
-        ZT_CHECK(fs::exists(file), "checkpoint %s: rank %d's file %s is missing", c.dir_.c_str(),
-                 r, file.c_str());
+        ZT_CHECK(fs::exists(file), "checkpoint %s: rank %d's file %s is missing", c.dir_.c_str(), r,
+                 file.c_str());
         int64_t bytes = int64_t(fs::file_size(file));
         ZT_CHECK(bytes == rec["bytes"].get<int64_t>(),
                  "checkpoint file %s has %lld bytes, the manifest records %lld (truncated or "
@@ -295,8 +339,8 @@ Checkpoint Checkpoint::open(const std::string& path) {
                  file.c_str(), (long long)bytes, (long long)rec["bytes"].get<int64_t>());
         std::string digest = sha256_file_hex(file);
         ZT_CHECK(digest == rec["sha256"].get<std::string>(),
-                 "checkpoint file %s is corrupt: SHA-256 %s, the manifest records %s",
-                 file.c_str(), digest.c_str(), rec["sha256"].get<std::string>().c_str());
+                 "checkpoint file %s is corrupt: SHA-256 %s, the manifest records %s", file.c_str(),
+                 digest.c_str(), rec["sha256"].get<std::string>().c_str());
     }
     for (int r = 0; r < c.world_; r++) {
         std::string file = (fs::path(c.dir_) / rank_file_name(r, c.world_)).string();

@@ -86,8 +86,15 @@ class Checkpoint {
     std::vector<SafetensorsFile> files_;  // by saved rank
 };
 
-// The step directory `path` designates (see Checkpoint::open), without verifying it.
+// The step directory `path` designates (see Checkpoint::open), without
+// verifying its contents. For a run or ckpt directory it is the newest
+// complete step-* directory (its manifest parses and every file it lists is
+// there at its recorded size); `latest` is only a hint, so a save that died
+// between renaming its directory into place and writing `latest` is still
+// found.
 std::string resolve_checkpoint_dir(const std::string& path);
+// Whether a run directory (or its ckpt directory) holds a complete checkpoint.
+bool has_checkpoint(const std::string& run_dir);
 
 // Loads parameters and AdamW moments into an engine of any world size and
 // stage; refuses a model whose shape differs from the checkpoint's before

@@ -254,7 +254,7 @@ RunRequest read_run_request(const TrainConfig& flags) {
     validate_train_config(flags);
     RunRequest request{flags, nullptr};
     if (flags.resume.empty()) return request;
-    bool found = flags.resume != "auto" || fs::exists(fs::path(flags.out) / "ckpt" / "latest");
+    bool found = flags.resume != "auto" || has_checkpoint(flags.out);
     if (found) {
         request.resume_from = std::make_unique<Checkpoint>(
             Checkpoint::open(flags.resume == "auto" ? flags.out : flags.resume));
