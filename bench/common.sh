@@ -5,6 +5,22 @@ py=/usr/bin/python3
 fail() { echo "$bench_name: $*" >&2; exit 1; }
 progress() { echo "$bench_name: $*" >&2; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "below") }'; }
+# Sets tmp (LOGS, kept; else a fresh directory, removed at exit; mktemp's
+# arguments may be given) and runs a snapshot of $zt from it, so a rebuild of
+# BUILD_DIR during the benchmark (a shared tree) cannot mix two binaries in
+# one table; `built` is the binary's build time.
+bench_scratch() {
+  if [[ -n "${LOGS:-}" ]]; then
+    mkdir -p "$LOGS"
+    tmp="$(cd "$LOGS" && pwd)"
+  else
+    tmp="$(mktemp -d "$@")"
+    trap 'rm -rf "$tmp"' EXIT
+  fi
+  cp "$zt" "$tmp/zerotrain"
+  built="$(date -r "$zt" '+%Y-%m-%d %H:%M')"
+  zt="$tmp/zerotrain"
+}
 lscpu_field() { lscpu | sed -n "s/^$1:[[:space:]]*//p" | head -n 1; }
 
 # Writes zerotrain's resolved model as a Hugging Face config.json for the peer;

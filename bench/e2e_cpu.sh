@@ -42,19 +42,7 @@ models="${MODELS:-llama-12m tiny}"
 grad_dtype="${GRAD_ACCUM_DTYPE:-auto}"
 B=8
 T=256
-if [[ -n "${LOGS:-}" ]]; then
-  mkdir -p "$LOGS"
-  tmp="$(cd "$LOGS" && pwd)"
-else
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
-fi
-
-# Every run uses one snapshot of the binary, so a rebuild of BUILD_DIR during
-# the benchmark (a shared tree) cannot mix two binaries in one table.
-cp "$zt" "$tmp/zerotrain"
-built="$(date -r "$zt" '+%Y-%m-%d %H:%M')"
-zt="$tmp/zerotrain"
+bench_scratch
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 

@@ -33,17 +33,9 @@ steps="${STEPS:-3}"
 warm="${WARMUP:-1}"
 threads="${THREADS:-$(nproc)}"
 precision="${PRECISION:-fp32}"
-if [[ -n "${LOGS:-}" ]]; then
-  mkdir -p "$LOGS"
-  tmp="$(cd "$LOGS" && pwd)"
-else
-  tmp="$(mktemp -d -p "${TMPDIR:-/var/tmp}")"
-  trap 'rm -rf "$tmp"' EXIT
-fi
+bench_scratch -p "${TMPDIR:-/var/tmp}"
 offload_dir="${OFFLOAD_DIR:-$tmp/offload}"
 mkdir -p "$offload_dir"
-cp "$zt" "$tmp/zerotrain"
-zt="$tmp/zerotrain"
 
 # The disk's own bandwidth: 1 GiB written and read back with O_DIRECT.
 dd_rate() {  # if of extra...

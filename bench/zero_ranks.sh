@@ -54,19 +54,7 @@ done
 [[ " $stages " == *" 1 "* ]] || fail "STAGES must include 1: the PyTorch ratio compares stage 1"
 spec="$root/bench/llama-12m.json"
 
-if [[ -n "${LOGS:-}" ]]; then
-  mkdir -p "$LOGS"
-  tmp="$(cd "$LOGS" && pwd)"
-else
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
-fi
-
-# Every run uses one snapshot of the binary, so a rebuild of BUILD_DIR during
-# the benchmark (a shared tree) cannot mix two binaries in one table.
-cp "$zt" "$tmp/zerotrain"
-built="$(date -r "$zt" '+%Y-%m-%d %H:%M')"
-zt="$tmp/zerotrain"
+bench_scratch
 
 # Runs zerotrain; prints nothing, leaves $tmp/zt-KEY.log and $tmp/zt-KEY/.
 run_zerotrain() {  # key nproc stage
