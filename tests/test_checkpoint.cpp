@@ -4,8 +4,11 @@
 // through a Hugging Face export.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -163,6 +166,61 @@ TEST(Checkpoint, ResumeFindsTheNewestCompleteCheckpointWithoutLatest) {
             EXPECT_EQ(c.summary["start_step"], 5);
         }
     }
+}
+
+// Every line of metrics.jsonl parses; returns how many there are.
+size_t count_whole_lines(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    EXPECT_TRUE(text.empty() || text.back() == '\n') << path << " ends mid-line";
+    size_t n = 0, start = 0;
+    while (start < text.size()) {
+        size_t end = text.find('\n', start);
+        if (end == std::string::npos) end = text.size();
+        EXPECT_NO_THROW((void)nlohmann::json::parse(text.substr(start, end - start)))
+            << path << " line " << n + 1 << ": " << text.substr(start, end - start);
+        n++;
+        start = end + 1;
+    }
+    return n;
+}
+
+// A run that died mid-line left half a record at the end of metrics.jsonl;
+// the resumed run drops it (and says so) instead of gluing its first line on.
+TEST(Checkpoint, ResumeDropsATornLastMetricsLine) {
+    TempDir dir;
+    std::string run = dir / "run";
+    run_ok(train_cmd(run, 1, 0, 2, 6, "--save-every 3"), run);
+    rewind_run(run, 3);
+    std::ofstream(run + "/metrics.jsonl", std::ios::app) << R"({"kind":"step","step":4,"lo)";
+    auto res = zt_test::run_command(zt_test::zerotrain_binary() +
+                                    " train --resume auto --threads 1 --out " + run);
+    ASSERT_EQ(res.exit_code, 0) << res.output;
+    EXPECT_NE(res.output.find("torn line"), std::string::npos) << res.output;
+    count_whole_lines(run + "/metrics.jsonl");
+    RunLog b = read_run(run);
+    EXPECT_EQ(b.steps.size(), 6u);
+}
+
+// The disk fills while the run writes its metrics (a 64 KiB tmpfs; needs
+// root): the run stops with an error naming the file, which holds only
+// whole lines.
+TEST(Checkpoint, FullDiskLeavesOnlyWholeMetricsLines) {
+    if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
+    TempDir dir;
+    const std::string small = dir / "small";
+    fs::create_directories(small);
+    if (mount("tmpfs", small.c_str(), "tmpfs", 0, "size=64k") != 0)
+        GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+    struct Unmount {
+        std::string p;
+        ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
+    } unmount{small};
+    const std::string run = small + "/run";
+    auto res = zt_test::run_command(train_cmd(run, 1, 0, 2, 2000, "--sample-tokens 0"));
+    EXPECT_NE(res.exit_code, 0) << res.output;
+    EXPECT_NE(res.output.find("metrics file"), std::string::npos) << res.output;
+    EXPECT_GT(count_whole_lines(run + "/metrics.jsonl"), 10u);
 }
 
 // --resume auto on a run directory without a checkpoint starts from step 0.

@@ -1,22 +1,72 @@
 #include "train/metrics.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
 #include "core/check.h"
 
 namespace zt {
 
 MetricsWriter::MetricsWriter(const std::string& path, bool append) : path_(path) {
-    f_ = std::fopen(path.c_str(), append ? "a" : "w");
-    ZT_CHECK(f_ != nullptr, "cannot create metrics file '%s'", path.c_str());
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (append ? 0 : O_TRUNC), 0644);
+    ZT_CHECK(fd_ >= 0, "cannot create metrics file '%s': %s", path.c_str(), std::strerror(errno));
+    end_ = ::lseek(fd_, 0, SEEK_END);
+    ZT_CHECK(end_ >= 0, "cannot seek in metrics file '%s': %s", path.c_str(), std::strerror(errno));
+    if (append && end_ > 0) drop_torn_tail();
 }
 
 MetricsWriter::~MetricsWriter() {
-    if (f_) std::fclose(f_);
+    if (fd_ >= 0) ::close(fd_);
 }
 
+// A run that died mid-line (a crash, a full disk) left a last line without its
+// newline: cut it off, so the lines appended now start on a line of their own.
+void MetricsWriter::drop_torn_tail() {
+    int rfd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (rfd < 0) return;
+    off_t keep = end_;
+    char buf[4096];
+    while (keep > 0) {
+        const off_t from = keep > off_t(sizeof buf) ? keep - off_t(sizeof buf) : 0;
+        const ssize_t n = ::pread(rfd, buf, size_t(keep - from), from);
+        if (n <= 0) break;
+        const char* nl = static_cast<const char*>(::memrchr(buf, '\n', size_t(n)));
+        if (nl) {
+            keep = from + (nl - buf) + 1;
+            break;
+        }
+        keep = from;
+    }
+    ::close(rfd);
+    if (keep == end_) return;
+    std::fprintf(stderr,
+                 "zerotrain: warning: %s ended in a torn line of %lld bytes (a run that died "
+                 "while writing it); it is dropped\n",
+                 path_.c_str(), (long long)(end_ - keep));
+    ZT_CHECK(::ftruncate(fd_, keep) == 0, "cannot truncate metrics file '%s': %s", path_.c_str(),
+             std::strerror(errno));
+    end_ = keep;
+}
+
+// One write of the whole line; a short or failed write is cut back to where
+// the line began, so the file never holds half a record.
 void MetricsWriter::write(const nlohmann::ordered_json& line) {
-    std::string s = line.dump() + "\n";
-    ZT_CHECK(std::fwrite(s.data(), 1, s.size(), f_) == s.size() && std::fflush(f_) == 0,
-             "writing metrics file '%s' failed (disk full?)", path_.c_str());
+    const std::string s = line.dump() + "\n";
+    const ssize_t n = ::pwrite(fd_, s.data(), s.size(), end_);
+    if (n == ssize_t(s.size())) {
+        end_ += n;
+        return;
+    }
+    const int err = n < 0 ? errno : ENOSPC;
+    if (::ftruncate(fd_, end_) != 0) {
+        // Leave the file as it is; the reader drops a torn last line.
+    }
+    ZT_FAIL("writing metrics file '%s' failed: %s (the file keeps every complete line)",
+            path_.c_str(), std::strerror(err));
 }
 
 nlohmann::ordered_json mem_bytes_json(const MemoryLedger& ledger) {

@@ -1,7 +1,11 @@
-// metrics.jsonl: one JSON object a line, flushed as written so a crashed or
-// interrupted run keeps every line it reached (DESIGN.md defines the lines).
+// metrics.jsonl: one JSON object a line, written with one write(2) each so a
+// crashed or interrupted run keeps every line it reached, and never half of
+// one: a short write (a full disk) is cut back to the line's start, and a file
+// continued by a resumed run first loses a torn last line that a dead run
+// left (DESIGN.md defines the lines).
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -11,7 +15,7 @@
 namespace zt {
 
 class MetricsWriter {
-public:
+  public:
     // append: continue an existing file (a run resumed in its own directory).
     explicit MetricsWriter(const std::string& path, bool append = false);
     ~MetricsWriter();
@@ -19,9 +23,12 @@ public:
     MetricsWriter& operator=(const MetricsWriter&) = delete;
     void write(const nlohmann::ordered_json& line);
 
-private:
+  private:
+    void drop_torn_tail();
+
     std::string path_;
-    std::FILE* f_ = nullptr;
+    int fd_ = -1;
+    int64_t end_ = 0;  // bytes of complete lines
 };
 
 // {"params":..,"grads":..,"optimizer":..,"activations":..,"buffers":..,"peak":..}
