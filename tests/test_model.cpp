@@ -42,6 +42,42 @@ TEST(ModelConfig, KnownParameterCounts) {
     EXPECT_LT(tt, 1000000);
 }
 
+// Integers in a Hugging Face config.json are range-checked in 64 bits before
+// they are narrowed: hidden_size 4294967392 used to wrap to 96 and train,
+// n_embd 2^31 to overflow, num_hidden_layers 2^31-1 to make `estimate` grow
+// without bound. Each is refused naming the key, the value and the bound.
+TEST(ModelConfig, HuggingFaceIntegersAreRangeCheckedByName) {
+    zt_test::TempDir dir;
+    const std::string llama = R"("model_type": "llama", "intermediate_size": 256,
+        "num_attention_heads": 4, "vocab_size": 256, "max_position_embeddings": 64)";
+    struct Case {
+        std::string fields, key, value;
+    };
+    const Case cases[] = {
+        {llama + R"(, "hidden_size": 4294967392, "num_hidden_layers": 2)", "hidden_size",
+         "4294967392"},
+        {llama + R"(, "hidden_size": 64, "num_hidden_layers": 2147483647)", "num_hidden_layers",
+         "2147483647"},
+        {llama + R"(, "hidden_size": 64, "num_hidden_layers": -2)", "num_hidden_layers", "-2"},
+        {R"("model_type": "gpt2", "n_embd": 2147483648, "n_layer": 2, "n_head": 4,
+            "vocab_size": 256)",
+         "n_embd", "2147483648"},
+        {R"("model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4,
+            "vocab_size": 18446744073709551615)",
+         "vocab_size", "18446744073709551615"},
+    };
+    for (const Case& c : cases) {
+        const std::string path = dir / (c.key + c.value + ".json");
+        std::ofstream(path) << "{" << c.fields << "}";
+        zt_test::expect_error([&] { model_config_from_hf_json(path); },
+                              {"'" + c.key + "'", c.value, "expected an integer from 1 to"});
+    }
+    // In range it loads.
+    std::ofstream(dir / "ok.json")
+        << "{" << llama << R"(, "hidden_size": 64, "num_hidden_layers": 2})";
+    EXPECT_EQ(model_config_from_hf_json(dir / "ok.json").d_model, 64);
+}
+
 TEST(ModelConfig, UnknownPresetListsKnownOnes) {
     try {
         model_preset("gpt5");
@@ -78,7 +114,8 @@ TEST(ModelConfig, ReadsHuggingFaceConfigs) {
 // Fills the engine with a non-trivial random model.
 void random_model(Engine& e, uint64_t seed) {
     e.init_params(seed);
-    for (int64_t i = 0; i < e.numel(); i++) e.all_params()[i] += 0.05f * rng_normal(seed, 9, uint64_t(i));
+    for (int64_t i = 0; i < e.numel(); i++)
+        e.all_params()[i] += 0.05f * rng_normal(seed, 9, uint64_t(i));
 }
 
 class ModelArch : public ::testing::TestWithParam<std::string> {};
@@ -95,7 +132,8 @@ TEST_P(ModelArch, CausalMaskHidesTheFuture) {
     for (auto& t : a) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
     b = a;
     for (int bb = 0; bb < B; bb++)
-        for (int t = cut + 1; t < T; t++) b[size_t(bb * T + t)] = (a[size_t(bb * T + t)] + 7) % cfg.vocab_size;
+        for (int t = cut + 1; t < T; t++)
+            b[size_t(bb * T + t)] = (a[size_t(bb * T + t)] + 7) % cfg.vocab_size;
     size_t V = size_t(cfg.vocab_size);
     std::vector<float> la(size_t(B) * T * V), lb(la.size());
     model.forward_logits(engine, a.data(), la.data());
@@ -104,7 +142,8 @@ TEST_P(ModelArch, CausalMaskHidesTheFuture) {
         for (int t = 0; t < T; t++) {
             size_t o = (size_t(bb) * T + size_t(t)) * V;
             double diff = 0;
-            for (size_t v = 0; v < V; v++) diff = std::max(diff, double(std::fabs(la[o + v] - lb[o + v])));
+            for (size_t v = 0; v < V; v++)
+                diff = std::max(diff, double(std::fabs(la[o + v] - lb[o + v])));
             if (t <= cut) {
                 EXPECT_TRUE(diff == 0.0) << "position " << t << " saw the future: " << diff;
             } else {
@@ -195,7 +234,8 @@ TEST(EngineDecay, NormsBiasesAndEmbeddingsOnlyWhenAsked) {
         for (const auto& u : e.layout().units) {
             for (const auto& t : u.tensors) {
                 int64_t i = base + t.offset;
-                float expect = t.decay || all ? before[size_t(i)] * (1.0f - 0.1f * 0.5f) : before[size_t(i)];
+                float expect =
+                    t.decay || all ? before[size_t(i)] * (1.0f - 0.1f * 0.5f) : before[size_t(i)];
                 EXPECT_FLOAT_EQ(e.all_params()[i], expect) << t.name << " decay_all=" << all;
             }
             base += u.numel;

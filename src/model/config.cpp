@@ -7,7 +7,9 @@
 
 namespace zt {
 
-const char* arch_name(Arch a) { return a == Arch::llama ? "llama" : "gpt2"; }
+const char* arch_name(Arch a) {
+    return a == Arch::llama ? "llama" : "gpt2";
+}
 
 namespace {
 
@@ -56,8 +58,8 @@ std::vector<ModelConfig> presets() {
             c.max_seq = 256;
             return c;
         }(),
-        llama("tiny", 32000, 512, 8, 8, 8, 1792, 2048, 10000.0f, true),      // ~46.8M
-        llama("small", 32000, 1024, 20, 16, 16, 2752, 2048, 10000.0f, false),  // ~318.5M
+        llama("tiny", 32000, 512, 8, 8, 8, 1792, 2048, 10000.0f, true),         // ~46.8M
+        llama("small", 32000, 1024, 20, 16, 16, 2752, 2048, 10000.0f, false),   // ~318.5M
         llama("medium", 32000, 2048, 24, 32, 32, 5504, 2048, 10000.0f, false),  // ~1.34B
         gpt2("gpt2-124m", 768, 12, 12),
         gpt2("gpt2-350m", 1024, 24, 16),
@@ -69,6 +71,38 @@ std::vector<ModelConfig> presets() {
         llama("llama-7b", 32000, 4096, 32, 32, 32, 11008, 4096, 10000.0f, false),
         llama("llama-8b", 128256, 4096, 32, 32, 8, 14336, 8192, 500000.0f, false),
     };
+}
+
+// The shape bounds every model config is held to: far above any model this
+// engine can train, low enough that sizes computed from them fit in 64 bits
+// and a wrapped or absurd value is refused before anything is allocated.
+constexpr int64_t kMaxLayers = 4096, kMaxWidth = int64_t(1) << 17, kMaxHeads = 4096;
+constexpr int64_t kMaxFfn = int64_t(1) << 20, kMaxVocab = int64_t(1) << 24;
+constexpr int64_t kMaxPositions = int64_t(1) << 22;
+
+// An integer field read in 64 bits and range-checked before it is narrowed.
+int json_int(const nlohmann::json& v, const std::string& source, const char* key, int64_t lo,
+             int64_t hi) {
+    ZT_CHECK(v.is_number_integer(), "%s: model config field '%s' must be an integer",
+             source.c_str(), key);
+    const bool too_big = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(hi);
+    const int64_t x = too_big ? hi : v.get<int64_t>();
+    ZT_CHECK(!too_big && x >= lo && x <= hi,
+             "%s: model config field '%s' is %s: expected an integer from %lld to %lld",
+             source.c_str(), key, v.dump().c_str(), (long long)lo, (long long)hi);
+    return int(x);
+}
+
+// The upper bound of a shape field by its config names (HF's or ours).
+int64_t field_bound(const std::string& k) {
+    if (k == "num_hidden_layers" || k == "n_layer") return kMaxLayers;
+    if (k == "hidden_size" || k == "n_embd" || k == "d_model" || k == "head_dim") return kMaxWidth;
+    if (k == "num_attention_heads" || k == "n_head" || k == "num_key_value_heads" ||
+        k == "n_kv_head")
+        return kMaxHeads;
+    if (k == "intermediate_size" || k == "n_inner" || k == "d_ff") return kMaxFfn;
+    if (k == "vocab_size") return kMaxVocab;
+    return kMaxPositions;  // n_positions, max_position_embeddings, max_seq
 }
 
 }  // namespace
@@ -120,6 +154,17 @@ void validate_model_config(const ModelConfig& c) {
              double(c.norm_eps));
     ZT_CHECK(c.rope_theta > 0, "model %s: rope_theta must be positive, got %g", n,
              double(c.rope_theta));
+    const std::pair<const char*, std::pair<int64_t, int64_t>> bounds[] = {
+        {"number of layers", {c.n_layer, kMaxLayers}},
+        {"hidden size", {c.d_model, kMaxWidth}},
+        {"attention heads", {c.n_head, kMaxHeads}},
+        {"key/value heads", {c.n_kv_head, kMaxHeads}},
+        {"intermediate size", {c.d_ff, kMaxFfn}},
+        {"vocab_size", {c.vocab_size, kMaxVocab}},
+        {"max_position_embeddings", {c.max_seq, kMaxPositions}}};
+    for (const auto& [what, vb] : bounds)
+        ZT_CHECK(vb.first <= vb.second, "model %s: %s %lld is above the bound %lld", n, what,
+                 (long long)vb.first, (long long)vb.second);
 }
 
 ModelConfig model_config_from_hf_json(const std::string& path) {
@@ -136,9 +181,7 @@ ModelConfig model_config_from_hf_json(const std::string& path) {
                        bool required) -> int {
         for (const char* k : keys) {
             if (!j.contains(k) || j[k].is_null()) continue;
-            ZT_CHECK(j[k].is_number_integer(), "model config '%s': field '%s' must be an integer",
-                     path.c_str(), k);
-            return j[k].get<int>();
+            return json_int(j[k], "model config '" + path + "'", k, 1, field_bound(k));
         }
         ZT_CHECK(!required, "model config '%s': missing field '%s'", path.c_str(), *keys.begin());
         return fallback;
@@ -180,9 +223,11 @@ ModelConfig model_config_from_hf_json(const std::string& path) {
         c.rope_theta = get_float("rope_theta", 10000.0f);
         c.tie_embeddings = j.value("tie_word_embeddings", false);
         if (j.contains("head_dim") && !j["head_dim"].is_null()) {
-            ZT_CHECK(j["head_dim"].get<int>() * c.n_head == c.d_model,
+            const int head_dim =
+                json_int(j["head_dim"], "model config '" + path + "'", "head_dim", 1, kMaxWidth);
+            ZT_CHECK(int64_t(head_dim) * c.n_head == c.d_model,
                      "model config '%s': head_dim %d * %d heads != hidden_size %d is not supported",
-                     path.c_str(), j["head_dim"].get<int>(), c.n_head, c.d_model);
+                     path.c_str(), head_dim, c.n_head, c.d_model);
         }
     }
     validate_model_config(c);
@@ -218,11 +263,7 @@ ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& s
         ZT_CHECK(j.contains(k), "%s: model config has no field '%s'", source.c_str(), k);
         return j[k];
     };
-    auto get_int = [&](const char* k) {
-        ZT_CHECK(field(k).is_number_integer(), "%s: model config field '%s' must be an integer",
-                 source.c_str(), k);
-        return j[k].get<int>();
-    };
+    auto get_int = [&](const char* k) { return json_int(field(k), source, k, 1, field_bound(k)); };
     auto get_float = [&](const char* k) {
         ZT_CHECK(field(k).is_number(), "%s: model config field '%s' must be a number",
                  source.c_str(), k);
@@ -232,11 +273,12 @@ ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& s
     ZT_CHECK(field("name").is_string() && field("arch").is_string() &&
                  field("tie_embeddings").is_boolean(),
              "%s: model config fields name, arch (strings) and tie_embeddings (bool) have the "
-             "wrong type", source.c_str());
+             "wrong type",
+             source.c_str());
     c.name = j["name"].get<std::string>();
     std::string arch = j["arch"].get<std::string>();
-    ZT_CHECK(arch == "llama" || arch == "gpt2", "%s: model config arch '%s': expected llama or gpt2",
-             source.c_str(), arch.c_str());
+    ZT_CHECK(arch == "llama" || arch == "gpt2",
+             "%s: model config arch '%s': expected llama or gpt2", source.c_str(), arch.c_str());
     c.arch = arch == "llama" ? Arch::llama : Arch::gpt2;
     c.vocab_size = get_int("vocab_size");
     c.d_model = get_int("d_model");
@@ -285,18 +327,19 @@ int64_t count_params(const ModelConfig& c) {
 
 double train_flops_per_token(const ModelConfig& c, int seq_len) {
     // Embedding lookups are not matmuls; the head is (tied or not).
-    double n = double(count_params(c)) - double(c.vocab_size) * c.d_model *
-                                             (c.tie_embeddings ? 0.0 : 1.0);
+    double n =
+        double(count_params(c)) - double(c.vocab_size) * c.d_model * (c.tie_embeddings ? 0.0 : 1.0);
     if (c.arch == Arch::gpt2) n -= double(c.max_seq) * c.d_model;
     return 6.0 * n + 12.0 * c.n_layer * double(seq_len) * c.d_model;
 }
 
 std::string describe_model(const ModelConfig& c) {
-    return strprintf("%s (%s): %lld parameters, %d layers, d_model %d, %d heads (%d kv), d_ff %d, "
-                     "vocab %d, max seq %d%s",
-                     c.name.c_str(), arch_name(c.arch), (long long)count_params(c), c.n_layer,
-                     c.d_model, c.n_head, c.n_kv_head, c.d_ff, c.vocab_size, c.max_seq,
-                     c.tie_embeddings ? ", tied embeddings" : "");
+    return strprintf(
+        "%s (%s): %lld parameters, %d layers, d_model %d, %d heads (%d kv), d_ff %d, "
+        "vocab %d, max seq %d%s",
+        c.name.c_str(), arch_name(c.arch), (long long)count_params(c), c.n_layer, c.d_model,
+        c.n_head, c.n_kv_head, c.d_ff, c.vocab_size, c.max_seq,
+        c.tie_embeddings ? ", tied embeddings" : "");
 }
 
 }  // namespace zt
