@@ -46,6 +46,15 @@ struct BucketPlan {
     int64_t largest = 0;  // elements of the biggest bucket
 };
 
+// Address of element `elem` of a buffer of `esize`-byte elements (buckets are
+// packed and unpacked by element offsets in a run-time dtype).
+inline char* byte_at(void* base, int64_t elem, size_t esize) {
+    return static_cast<char*>(base) + elem * int64_t(esize);
+}
+inline const char* byte_at(const void* base, int64_t elem, size_t esize) {
+    return static_cast<const char*>(base) + elem * int64_t(esize);
+}
+
 // span[u]: elements of unit u; order: the units in readiness order (each at
 // most once); capacity >= 1. With split_units false a unit is never cut: one
 // that does not fit the open bucket starts the next, and one larger than the

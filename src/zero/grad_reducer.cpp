@@ -18,14 +18,18 @@ void accumulate(DType dtype, void* y, const void* x, int64_t n) {
         cpu::add_inplace(static_cast<bf16*>(y), static_cast<const bf16*>(x), n);
 }
 
+// The largest padded unit other than the embedding (unit 0): the size of the
+// buffer every other unit's transient gradient shares.
+int64_t largest_other_unit(const ZeroLayout& zl) {
+    int64_t n = 0;
+    for (size_t u = 1; u < zl.units.size(); u++) n = std::max(n, zl.units[u].padded);
+    return n;
+}
+
 std::vector<int> backward_order(const ZeroLayout& zl) {
     std::vector<int> order;
     for (int u = int(zl.units.size()) - 1; u >= 0; u--) order.push_back(u);
     return order;
-}
-
-char* byte_at(void* base, int64_t elem, size_t esize) {
-    return static_cast<char*>(base) + elem * int64_t(esize);
 }
 
 }  // namespace
@@ -53,9 +57,7 @@ int64_t reduce_transient_elements(const ZeroLayout& zl, const StagePolicy& polic
     int64_t n = int64_t(reduce_staging_slots(plan, policy, zl.world, max_slots)) * (zl.world + 1) *
                 plan.largest;
     if (policy.grads_sharded) {
-        int64_t others = 0;
-        for (size_t u = 1; u < zl.units.size(); u++) others = std::max(others, zl.units[u].padded);
-        n += zl.units[0].padded + others;
+        n += zl.units[0].padded + largest_other_unit(zl);
     }
     return n;
 }
@@ -91,11 +93,10 @@ GradReducer::GradReducer(const ZeroLayout& zl, const StagePolicy& policy,
         ring_ = StagingRing(slots, world_ * plan_.largest, plan_.largest, opt.dtype, ledger,
                             [this](int b, StagingRing::Slot& s) { unpack(b, s); });
     if (policy.grads_sharded) {
-        int64_t others = 0;
-        for (size_t u = 1; u < zl.units.size(); u++) others = std::max(others, zl.units[u].padded);
         unit_buf_[0] =
             TypedLedgerBuffer(ledger, MemCategory::buffers, opt.dtype, zl.units[0].padded);
-        unit_buf_[1] = TypedLedgerBuffer(ledger, MemCategory::buffers, opt.dtype, others);
+        unit_buf_[1] =
+            TypedLedgerBuffer(ledger, MemCategory::buffers, opt.dtype, largest_other_unit(zl));
     }
 }
 
@@ -162,8 +163,7 @@ void GradReducer::pack(int unit, const void* src) {
         if (k == 0) filling_ = &ring_.next();
         for (int r = 0; r < world_; r++)
             std::memcpy(byte_at(filling_->send.data(), r * bucket.size + s.offset, esize_),
-                        byte_at(const_cast<void*>(src), r * us.shard + s.begin, esize_),
-                        size_t(s.size()) * esize_);
+                        byte_at(src, r * us.shard + s.begin, esize_), size_t(s.size()) * esize_);
         if (size_t(k) + 1 == bucket.segments.size()) issue(b);
     }
 }

@@ -24,10 +24,6 @@ void store_values(DType dtype, void* dst, const float* src, int64_t n) {
         cpu::cast_f32_to_bf16(static_cast<bf16*>(dst), src, n);
 }
 
-char* byte_at(void* base, int64_t elem, size_t esize) {
-    return static_cast<char*>(base) + elem * int64_t(esize);
-}
-
 bool gathers_after_step(const StagePolicy& policy, int world) {
     return !policy.params_sharded && policy.optimizer_sharded && world > 1;
 }
