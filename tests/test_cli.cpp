@@ -95,7 +95,7 @@ TEST(Cli, RefusesBadFlags) {
                    {"--offload-dir", "only used with --offload-optimizer nvme"});
     expect_refused(zerotrain("train --offload-params cpu" + out), {"--zero-stage 3"});
     expect_refused(zerotrain("train --zero-stage 3 --offload-params nvme" + out),
-                   {"--offload-params nvme", "not implemented yet"});
+                   {"--offload-params nvme", "--offload-dir DIR"});
     expect_refused(zerotrain("train --recompute selective" + out),
                    {"'selective'", "none, attn or full"});
     expect_refused(zerotrain("train --comm nccl" + out), {"--comm nccl"});

@@ -20,6 +20,7 @@ struct EstimateArgs {
     int micro_batch = 0;
     int seq_len = 0;
     std::string offload_optimizer = "none";
+    std::string offload_params = "none";
     std::string recompute = "none";
     int64_t reduce_bucket_size = EstimateInput().reduce_bucket_elements;
     int64_t allgather_bucket_size = EstimateInput().gather_bucket_elements;
@@ -65,12 +66,15 @@ void run_estimate(const EstimateArgs& a) {
             a.micro_batch > 0
                 ? strprintf(", activations for %d x %d tokens", a.micro_batch, a.seq_len).c_str()
                 : "");
-        std::printf("%-6s %10s %10s %10s %12s %10s %10s %12s %12s\n", "stage", "params", "grads",
-                    "optimizer", "activations", "buffers", "total", "host_optim", "nvme_optim");
+        std::printf("%-6s %10s %10s %10s %12s %10s %10s %12s %12s %12s\n", "stage", "params",
+                    "grads", "optimizer", "activations", "buffers", "total", "host_optim",
+                    "nvme_optim", "nvme_params");
     }
     for (int s = 0; s <= 3; s++) {
         if (a.stage >= 0 && s != a.stage) continue;
         in.stage = s;
+        // Parameter offload is stage 3's; the table's other stages keep them.
+        in.offload_params = s == 3 || a.stage == s ? a.offload_params : "none";
         MemoryEstimate e = estimate_memory(in);
         if (a.json) {
             nlohmann::ordered_json j = {
@@ -83,6 +87,7 @@ void run_estimate(const EstimateArgs& a) {
                 {"micro_batch", a.micro_batch},
                 {"seq_len", a.seq_len},
                 {"offload_optimizer", a.offload_optimizer},
+                {"offload_params", in.offload_params},
                 {"recompute", a.recompute},
                 {"mem_bytes",
                  {{"params", e.params},
@@ -92,13 +97,14 @@ void run_estimate(const EstimateArgs& a) {
                   {"buffers", e.buffers},
                   {"peak", e.peak()}}},
                 {"host_optimizer_bytes", e.host_optimizer},
-                {"nvme_optimizer_bytes", e.nvme_optimizer}};
+                {"nvme_optimizer_bytes", e.nvme_optimizer},
+                {"nvme_params_bytes", e.nvme_params}};
             std::printf("%s\n", j.dump().c_str());
         } else {
-            std::printf("%-6d %10.3f %10.3f %10.3f %12.3f %10.3f %10.3f %12.3f %12.3f\n", s,
-                        gib(e.params), gib(e.grads), gib(e.optimizer), gib(e.activations),
+            std::printf("%-6d %10.3f %10.3f %10.3f %12.3f %10.3f %10.3f %12.3f %12.3f %12.3f\n",
+                        s, gib(e.params), gib(e.grads), gib(e.optimizer), gib(e.activations),
                         gib(e.buffers), gib(e.peak()), gib(e.host_optimizer),
-                        gib(e.nvme_optimizer));
+                        gib(e.nvme_optimizer), gib(e.nvme_params));
         }
     }
 }
@@ -122,6 +128,10 @@ void add_estimate_command(CLI::App& app) {
     c->add_option("--offload-optimizer", args->offload_optimizer,
                   "where the optimizer state lives: none, cpu (host memory), nvme (a file; the "
                   "optimizer column is then its window of host buffers)")
+        ->capture_default_str();
+    c->add_option("--offload-params", args->offload_params,
+                  "stage 3's parameter shards: none, cpu, nvme (a file; the params column is "
+                  "then the one-unit host buffer)")
         ->capture_default_str();
     c->add_option("--recompute", args->recompute, "activation recompute: none, attn or full")
         ->capture_default_str();

@@ -82,11 +82,11 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path) {
                   "streamed through a small window of host buffers)")
         ->capture_default_str();
     t->add_option("--offload-dir", c.offload_dir,
-                  "directory for --offload-optimizer nvme (created; one preallocated file per "
-                  "rank, removed at exit)");
+                  "directory for --offload-optimizer nvme and --offload-params nvme (created; "
+                  "one preallocated file per rank and tier, removed at exit)");
     t->add_option("--offload-params", c.offload_params,
                   "stage 3's parameter shards: none, cpu (host memory; with --device cpu they are "
-                  "there already); nvme is not implemented yet")
+                  "there already), nvme (a file in --offload-dir, read for each gather)")
         ->capture_default_str();
     t->add_option("--seq-len", c.seq_len, "tokens per sequence (T)")->capture_default_str();
     t->add_option("--micro-batch", c.micro_batch, "sequences per micro-batch (B)")

@@ -155,8 +155,15 @@ void apply_zero_optimization(TrainConfig& c, const nlohmann::json& z, const std:
             for (auto f = v.begin(); f != v.end(); ++f) {
                 const std::string field = name + "." + f.key();
                 if (f.key() == "device") continue;
-                if (f.key() == "nvme_path" && k == "offload_optimizer") {
-                    read_key(f.value(), field, source, &c.offload_dir);
+                if (f.key() == "nvme_path") {
+                    // One directory holds both tiers' files.
+                    std::string dir;
+                    read_key(f.value(), field, source, &dir);
+                    ZT_CHECK(c.offload_dir.empty() || c.offload_dir == dir,
+                             "%s: %s '%s' differs from the other nvme_path '%s': zerotrain "
+                             "keeps both offloaded tiers in one directory",
+                             source.c_str(), field.c_str(), dir.c_str(), c.offload_dir.c_str());
+                    c.offload_dir = dir;
                     c.given.insert("offload_dir");
                 } else if (f.key() == "pin_memory" || f.key() == "buffer_count" ||
                            f.key() == "buffer_size" || f.key() == "fast_init" ||
@@ -385,18 +392,19 @@ void validate_train_config(const TrainConfig& c) {
     ZT_CHECK(c.offload_optimizer != "nvme" || !c.offload_dir.empty(),
              "--offload-optimizer nvme needs --offload-dir DIR (DeepSpeed: "
              "offload_optimizer.nvme_path): the directory the optimizer state is streamed to");
-    ZT_CHECK(c.offload_dir.empty() || c.offload_optimizer == "nvme",
-             "--offload-dir %s: only used with --offload-optimizer nvme (now %s)",
-             c.offload_dir.c_str(), c.offload_optimizer.c_str());
+    ZT_CHECK(c.offload_params != "nvme" || !c.offload_dir.empty(),
+             "--offload-params nvme needs --offload-dir DIR (DeepSpeed: offload_param.nvme_path): "
+             "the directory the parameter shards are kept in");
+    ZT_CHECK(c.offload_dir.empty() || c.offload_optimizer == "nvme" || c.offload_params == "nvme",
+             "--offload-dir %s: only used with --offload-optimizer nvme or --offload-params nvme "
+             "(now %s and %s)",
+             c.offload_dir.c_str(), c.offload_optimizer.c_str(), c.offload_params.c_str());
     ZT_CHECK(c.offload_params == "none" || c.offload_params == "cpu" || c.offload_params == "nvme",
              "--offload-params '%s': expected none, cpu or nvme", c.offload_params.c_str());
     ZT_CHECK(c.offload_params == "none" || c.zero_stage == 3,
              "--offload-params %s: parameter offload needs --zero-stage 3 (now %d), where each "
              "rank keeps only its shard of the parameters",
              c.offload_params.c_str(), c.zero_stage);
-    ZT_CHECK(c.offload_params != "nvme",
-             "--offload-params nvme: parameter shards on NVMe are not implemented yet; use "
-             "--offload-params cpu, or --offload-optimizer nvme for the optimizer state");
     ZT_CHECK(c.train_batch_size >= 0, "train_batch_size %lld: must be positive",
              (long long)c.train_batch_size);
     ZT_CHECK(c.recompute == "none" || c.recompute == "attn" || c.recompute == "full",

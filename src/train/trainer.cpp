@@ -71,6 +71,7 @@ EngineOptions engine_options(const ResolvedRun& run) {
     eopt.compute_dtype = run.compute_dtype;
     eopt.grad_dtype = run.grad_dtype;
     if (cfg.offload_optimizer == "nvme") eopt.offload_dir = cfg.offload_dir;
+    if (cfg.offload_params == "nvme") eopt.offload_params_dir = cfg.offload_dir;
     return eopt;
 }
 
@@ -87,6 +88,7 @@ MemoryEstimate run_memory_estimate(const ResolvedRun& run) {
     in.seq_len = cfg.seq_len;
     in.recompute = parse_recompute(cfg.recompute);
     in.offload_optimizer = cfg.offload_optimizer;
+    in.offload_params = cfg.offload_params;
     in.prefetch_elements = cfg.prefetch_bucket_size;
     in.reduce_bucket_elements = cfg.reduce_bucket_size;
     in.gather_bucket_elements = cfg.allgather_bucket_size;

@@ -99,4 +99,12 @@ void StagingRing::complete_until(int bucket) {
     }
 }
 
+void StagingRing::complete_bucket(int bucket) {
+    const size_t n = slots_.size();
+    size_t k = 0;
+    while (k < n && slots_[(cursor_ + k) % n].bucket != bucket) k++;
+    if (k == n) return;
+    for (size_t j = 0; j <= k; j++) complete(slots_[(cursor_ + j) % n]);
+}
+
 }  // namespace zt

@@ -96,6 +96,9 @@ class StagingRing {
     // Completes, oldest first, the buckets in flight numbered <= bucket
     // (buckets are issued in increasing order).
     void complete_until(int bucket);
+    // Completes the oldest slot carrying `bucket` and every slot issued
+    // before it (buckets issued in any order); nothing if it is not in flight.
+    void complete_bucket(int bucket);
 
   private:
     void complete(Slot& s);

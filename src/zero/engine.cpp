@@ -11,6 +11,21 @@
 
 namespace zt {
 
+namespace {
+
+// The file of one kind of offloaded state of this process in `dir` (created
+// if missing): one per process, so runs sharing the directory never collide.
+std::string offload_path(const std::string& dir, const char* kind, int rank) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    ZT_CHECK(!ec && std::filesystem::is_directory(dir),
+             "--offload-dir %s: cannot create the directory: %s", dir.c_str(),
+             ec.message().c_str());
+    return strprintf("%s/zerotrain-%s-%d-rank%d.bin", dir.c_str(), kind, int(::getpid()), rank);
+}
+
+}  // namespace
+
 Engine::Engine(const ModelConfig& cfg, const EngineOptions& opt, Communicator* comm,
                MemoryLedger* ledger)
     : cfg_(cfg),
@@ -38,6 +53,8 @@ Engine::Engine(const ModelConfig& cfg, const EngineOptions& opt, Communicator* c
     po.prefetch_elements = opt.prefetch_elements;
     po.persistence_threshold = opt.persistence_threshold;
     po.gather_bucket_elements = opt.gather_bucket_elements;
+    if (!opt.offload_params_dir.empty())
+        po.offload_file = offload_path(opt.offload_params_dir, "params", rank_);
     params_ = std::make_unique<ParamStore>(zl_, policy_, po, comm_, rank_, ledger);
     GradReducerOptions go;
     go.dtype = opt.grad_dtype;
@@ -51,14 +68,7 @@ Engine::Engine(const ModelConfig& cfg, const EngineOptions& opt, Communicator* c
     so.weight_decay = opt.weight_decay;
     so.decay_all = opt.decay_all;
     if (!opt.offload_dir.empty()) {
-        std::error_code ec;
-        std::filesystem::create_directories(opt.offload_dir, ec);
-        ZT_CHECK(!ec && std::filesystem::is_directory(opt.offload_dir),
-                 "--offload-dir %s: cannot create the directory: %s", opt.offload_dir.c_str(),
-                 ec.message().c_str());
-        // One file per process: runs sharing the directory never collide.
-        so.offload_file = strprintf("%s/zerotrain-optimizer-%d-rank%d.bin", opt.offload_dir.c_str(),
-                                    int(::getpid()), rank_);
+        so.offload_file = offload_path(opt.offload_dir, "optimizer", rank_);
         so.offload_tile_elements = opt.offload_tile_elements;
         so.offload_window = opt.offload_window;
     }

@@ -63,6 +63,9 @@ struct EngineOptions {
     // moments) lives in a file of this directory, one per rank, streamed
     // through a window of host buffers (zero/offload.h): the NVMe tier.
     std::string offload_dir;
+    // Non-empty (stage 3): this rank's parameter shards live in a file of this
+    // directory instead of memory (zero/param_store.h).
+    std::string offload_params_dir;
     int64_t offload_tile_elements = int64_t(1) << 20;
     int offload_window = 4;
 };

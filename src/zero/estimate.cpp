@@ -47,6 +47,19 @@ MemoryEstimate estimate_memory(const EstimateInput& in) {
         e.optimizer =
             offload_window_ledger_bytes(arrays, n, in.offload_tile_elements, in.offload_window);
     }
+    ZT_CHECK(in.offload_params == "none" || in.offload_params == "cpu" ||
+                 in.offload_params == "nvme",
+             "--offload-params '%s': expected none, cpu or nvme", in.offload_params.c_str());
+    ZT_CHECK(in.offload_params == "none" || in.stage == 3,
+             "--offload-params %s: parameter offload needs --zero-stage 3 (now %d)",
+             in.offload_params.c_str(), in.stage);
+    const bool params_in_file = in.offload_params == "nvme";
+    if (params_in_file) {
+        int64_t largest_shard = 0;
+        for (const auto& u : zl.units) largest_shard = std::max(largest_shard, u.shard);
+        e.nvme_params = wbytes * shard;
+        e.params = wbytes * largest_shard;
+    }
     if (in.micro_batch > 0 && in.seq_len > 0)
         e.activations = activation_bytes_for(in.model, in.micro_batch, in.seq_len,
                                              bf16 ? DType::bf16 : DType::f32, in.recompute);
@@ -54,16 +67,21 @@ MemoryEstimate estimate_memory(const EstimateInput& in) {
     // Transient buffers at their peak (the engine's schedule, see engine.h):
     // the reductions' staging ring and, stages 2/3, the embedding's and the
     // largest other unit's gradient buffers (grad_reducer.h); stages 1/2 the
-    // gathers' staging ring (param_store.h). Both are allocated for the whole
-    // run. Stage 3 also holds gathered units: the one in use plus the
-    // prefetch window, never more than the whole model.
+    // gathers' staging ring (param_store.h; stage 3's at world > 1 too).
+    // Both are allocated for the whole run. Stage 3 also holds gathered
+    // units: the bucket of the one in use plus the prefetch window, never
+    // more than the whole model.
     e.buffers += gbytes * reduce_transient_elements(zl, policy, in.reduce_bucket_elements,
                                                     GradReducerOptions().staging_slots);
     e.buffers += wbytes * gather_transient_elements(zl, policy, in.gather_bucket_elements,
-                                                    ParamStoreOptions().staging_slots);
+                                                    ParamStoreOptions().staging_slots,
+                                                    params_in_file);
     if (policy.params_sharded) {
         int64_t largest = 0;
         for (const auto& u : zl.units) largest = std::max(largest, u.padded);
+        if (in.world > 1)
+            for (const Bucket& b : gather_plan(zl, in.gather_bucket_elements).buckets)
+                largest = std::max(largest, b.size * in.world);
         // A unit is gathered at most once at a time (the tied head reuses the
         // embedding's buffer), so the gathered set never exceeds the model.
         e.buffers += wbytes * std::min(largest + in.prefetch_elements, full);

@@ -26,6 +26,9 @@ struct EstimateInput {
     std::string offload_optimizer = "none";
     int64_t offload_tile_elements = int64_t(1) << 20;
     int offload_window = 4;
+    // Stage 3's parameter shards: none (in memory), cpu (host memory, the same
+    // on a CPU run), nvme (a file; params holds the one-unit buffer).
+    std::string offload_params = "none";
     Recompute recompute = Recompute::none;
     int64_t prefetch_elements = int64_t(50) << 20;      // stage 3 gather-ahead window
     int64_t reduce_bucket_elements = int64_t(1) << 20;  // reduce_bucket_size
@@ -36,6 +39,7 @@ struct MemoryEstimate {
     int64_t params = 0, grads = 0, optimizer = 0, activations = 0, buffers = 0;
     int64_t host_optimizer = 0;  // offload cpu: bytes kept in host memory instead
     int64_t nvme_optimizer = 0;  // offload nvme: bytes of the file (optimizer holds the window)
+    int64_t nvme_params = 0;     // offload params nvme: bytes of the shards' file
     int64_t peak() const { return params + grads + optimizer + activations + buffers; }
 };
 

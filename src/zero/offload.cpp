@@ -43,29 +43,70 @@ int64_t offload_window_ledger_bytes(int arrays, int64_t n, int64_t tile_elements
     return int64_t(window_buffers(window, (n + tile - 1) / tile)) * arrays * tile * 4 + kAlign;
 }
 
-OffloadFile::OffloadFile(const std::string& path, int arrays, int64_t n, int64_t tile_elements,
-                         int window, MemoryLedger* ledger)
-    : path_(path), arrays_(arrays), n_(n) {
-    ZT_CHECK(arrays >= 1 && n >= 0, "internal: offload file of %d arrays of %lld", arrays,
-             (long long)n);
-    tile_ = offload_tile_elements(n, tile_elements);
-    tiles_ = (n + tile_ - 1) / tile_;
-    window_ = window_buffers(window, tiles_);
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0600);
+StateFile::StateFile(const std::string& path, int64_t bytes, bool direct, const char* what)
+    : path_(path), what_(what) {
+    const int flags = O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC;
+    if (direct) fd_ = ::open(path.c_str(), flags | O_DIRECT, 0600);
     direct_ = fd_ >= 0;
-    if (fd_ < 0 && errno == EINVAL)  // e.g. tmpfs: no O_DIRECT
-        fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd_ < 0 && (!direct || errno == EINVAL))  // e.g. tmpfs: no O_DIRECT
+        fd_ = ::open(path.c_str(), flags, 0600);
     ZT_CHECK(fd_ >= 0, "--offload-dir: cannot create %s: %s", path.c_str(), std::strerror(errno));
-    const int64_t bytes = file_bytes();
     const int rc = bytes > 0 ? ::posix_fallocate(fd_, 0, off_t(bytes)) : 0;
     if (rc != 0) {
         ::close(fd_);
         ::unlink(path.c_str());
         fd_ = -1;
-        ZT_FAIL(
-            "--offload-dir: cannot reserve %.2f GiB for the offloaded optimizer state in %s: %s",
-            double(bytes) / double(int64_t(1) << 30), path.c_str(), std::strerror(rc));
+        ZT_FAIL("--offload-dir: cannot reserve %.2f GiB for the offloaded %s in %s: %s",
+                double(bytes) / double(int64_t(1) << 30), what, path.c_str(), std::strerror(rc));
     }
+}
+
+StateFile& StateFile::operator=(StateFile&& o) noexcept {
+    if (this == &o) return *this;
+    if (fd_ >= 0) {
+        ::close(fd_);
+        ::unlink(path_.c_str());
+    }
+    path_ = std::move(o.path_);
+    what_ = std::move(o.what_);
+    fd_ = o.fd_;
+    direct_ = o.direct_;
+    o.fd_ = -1;
+    return *this;
+}
+
+StateFile::~StateFile() {
+    if (fd_ >= 0) {
+        ::close(fd_);
+        ::unlink(path_.c_str());
+    }
+}
+
+void StateFile::transfer(bool write, int64_t offset, void* buf, int64_t bytes) {
+    char* p = static_cast<char*>(buf);
+    int64_t done = 0;
+    while (done < bytes) {
+        const ssize_t r = write
+                              ? ::pwrite(fd_, p + done, size_t(bytes - done), off_t(offset + done))
+                              : ::pread(fd_, p + done, size_t(bytes - done), off_t(offset + done));
+        if (r < 0 && errno == EINTR) continue;
+        ZT_CHECK(r > 0, "offloaded %s: %s of %lld bytes at offset %lld of %s failed: %s",
+                 what_.c_str(), write ? "write" : "read", (long long)(bytes - done),
+                 (long long)(offset + done), path_.c_str(),
+                 r == 0 ? "unexpected end of file" : std::strerror(errno));
+        done += r;
+    }
+}
+
+OffloadFile::OffloadFile(const std::string& path, int arrays, int64_t n, int64_t tile_elements,
+                         int window, MemoryLedger* ledger)
+    : arrays_(arrays), n_(n) {
+    ZT_CHECK(arrays >= 1 && n >= 0, "internal: offload file of %d arrays of %lld", arrays,
+             (long long)n);
+    tile_ = offload_tile_elements(n, tile_elements);
+    tiles_ = (n + tile_ - 1) / tile_;
+    window_ = window_buffers(window, tiles_);
+    file_ = StateFile(path, file_bytes(), /*direct=*/true, "optimizer state");
     buffers_ = LedgerBuffer<char>(ledger, MemCategory::optimizer,
                                   offload_window_ledger_bytes(arrays, n, tile_elements, window));
     const auto addr = reinterpret_cast<uintptr_t>(buffers_.data());
@@ -80,26 +121,11 @@ OffloadFile::~OffloadFile() {
     }
     cv_.notify_all();
     if (io_.joinable()) io_.join();
-    if (fd_ >= 0) {
-        ::close(fd_);
-        ::unlink(path_.c_str());
-    }
 }
 
 void OffloadFile::transfer(bool write, int64_t offset, char* buf, int64_t bytes) {
     const double t0 = now_s();
-    int64_t done = 0;
-    while (done < bytes) {
-        const ssize_t r =
-            write ? ::pwrite(fd_, buf + done, size_t(bytes - done), off_t(offset + done))
-                  : ::pread(fd_, buf + done, size_t(bytes - done), off_t(offset + done));
-        if (r < 0 && errno == EINTR) continue;
-        ZT_CHECK(r > 0,
-                 "offloaded optimizer state: %s of %lld bytes at offset %lld of %s failed: %s",
-                 write ? "write" : "read", (long long)(bytes - done), (long long)(offset + done),
-                 path_.c_str(), r == 0 ? "unexpected end of file" : std::strerror(errno));
-        done += r;
-    }
+    file_.transfer(write, offset, buf, bytes);
     (write ? stats_.write_s : stats_.read_s) += now_s() - t0;
     (write ? stats_.bytes_written : stats_.bytes_read) += bytes;
 }

@@ -29,6 +29,31 @@
 
 namespace zt {
 
+// A file created fresh and preallocated at construction (a full disk is an
+// error naming the path and `what` it was for, before any training), read and
+// written whole ranges at a time, and removed when the object goes away.
+// With `direct` it is opened with O_DIRECT where the file system allows it;
+// offsets, sizes and addresses must then be 4096-aligned.
+class StateFile {
+  public:
+    StateFile() = default;
+    StateFile(const std::string& path, int64_t bytes, bool direct, const char* what);
+    ~StateFile();
+    StateFile(StateFile&& o) noexcept { *this = std::move(o); }
+    StateFile& operator=(StateFile&& o) noexcept;
+
+    bool open() const { return fd_ >= 0; }
+    const std::string& path() const { return path_; }
+    bool direct_io() const { return direct_; }
+    // Moves exactly `bytes` at `offset`; an I/O error names the path.
+    void transfer(bool write, int64_t offset, void* buf, int64_t bytes);
+
+  private:
+    std::string path_, what_;
+    int fd_ = -1;
+    bool direct_ = false;
+};
+
 struct OffloadStats {
     int64_t bytes_read = 0, bytes_written = 0;
     double read_s = 0, write_s = 0;  // time the I/O thread spent in pread / pwrite
@@ -48,8 +73,8 @@ class OffloadFile {
     OffloadFile(const OffloadFile&) = delete;
     OffloadFile& operator=(const OffloadFile&) = delete;
 
-    const std::string& path() const { return path_; }
-    bool direct_io() const { return direct_; }
+    const std::string& path() const { return file_.path(); }
+    bool direct_io() const { return file_.direct_io(); }
     int64_t file_bytes() const { return tiles_ * tile_bytes(); }
     int64_t window_bytes() const { return int64_t(window_) * tile_bytes(); }
     const OffloadStats& stats() const { return stats_; }
@@ -83,9 +108,7 @@ class OffloadFile {
     void access(int64_t begin, int64_t count, float* const* dst, const float* const* src);
     char* buffer(int i) { return base_ + int64_t(i) * tile_bytes(); }
 
-    std::string path_;
-    int fd_ = -1;
-    bool direct_ = false;
+    StateFile file_;
     int arrays_;
     int64_t n_, tile_, tiles_;
     int window_;

@@ -11,11 +11,19 @@
 // of every unit; acquire(u) all-gathers u into a transient buffer, prefetches
 // the units that follow in the order recorded during the first step, and
 // release frees it unless the unit is under the persistence threshold.
+// Stage 3 gathers in the same buckets of whole units as stages 1/2: a bucket
+// of several units is one all-gather of their contiguous shards into a slot
+// of the staging ring, unpacked into each missing unit's buffer when the
+// first of them is waited for; a bucket of one unit gathers in place.
+// With offload_file (stage 3, --offload-params nvme) the shards are in a file
+// instead of memory (zero/offload.h's StateFile): the ledger's `params` is
+// the one-unit buffer element() uses.
 // Invariant: padding elements of every unit are zero.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -23,6 +31,7 @@
 #include "prof/memory.h"
 #include "zero/bucket.h"
 #include "zero/layout.h"
+#include "zero/offload.h"
 #include "zero/policy.h"
 
 namespace zt {
@@ -34,15 +43,24 @@ struct ParamStoreOptions {
     int64_t persistence_threshold = int64_t(1) << 16;
     int64_t gather_bucket_elements = int64_t(1) << 20;  // allgather_bucket_size
     int staging_slots = 3;
+    // Stage 3, non-empty: this rank's shards live in this file (created,
+    // preallocated and removed by the store), not in memory: each gather
+    // reads its units' shards, and element() holds one unit's shard in a
+    // host buffer, written back when another unit is asked for or a gather
+    // begins.
+    std::string offload_file;
 };
 
-// Stages 1/2: the plan of the gathers after a step (per-rank spans s_u, forward
-// order), whether bucket b is gathered in place (one whole unit), and the
-// staging the store allocates for the others: slots x (world + 1) x largest.
+// The plan of the gathers (per-rank spans s_u, forward order; stages 1/2 after
+// a step, stage 3 on use), whether bucket b is gathered in place (one whole
+// unit), and the staging the store allocates for the others: slots x
+// (world + 1) x largest in stages 1/2, slots x world x largest in stage 3
+// (its send side is the rank's contiguous shards, unless they are in a file).
 BucketPlan gather_plan(const ZeroLayout& zl, int64_t bucket_elements);
 bool gathered_in_place(const ZeroLayout& zl, const Bucket& b);
 int64_t gather_transient_elements(const ZeroLayout& zl, const StagePolicy& policy,
-                                  int64_t bucket_elements, int max_slots);
+                                  int64_t bucket_elements, int max_slots,
+                                  bool params_in_file = false);
 
 class ParamStore {
   public:
@@ -77,9 +95,19 @@ class ParamStore {
   private:
     struct Gathered;
     Gathered& gather_unit(int unit);
+    int64_t gather_cost(int unit) const;      // elements gather_unit(unit) would bring in
+    int64_t bucket_elements(int unit) const;  // full elements of unit's gather bucket
+    void wait_gathered(Gathered& g);
+    void unpack_gathered(int bucket, StagingRing::Slot& slot);
     void prefetch_after(int unit);
     void free_gathered(int unit);
     void* full_unit(int unit);  // replicated: start of unit u
+    // Sharded: unit u's shard in memory (offloaded: in the one-unit buffer,
+    // read from the file when `read`).
+    void* shard_of(int unit, bool read);
+    void write_back();                                  // offloaded: the buffer to the file
+    void read_shards(int first, int64_t n, void* dst);  // offloaded: n elements from unit first's
+    int64_t offloaded_offset(int unit) const;           // byte of unit u's shard in the file
     void wait_published(int unit);
     void unpack(int bucket, StagingRing::Slot& slot);
 
@@ -91,8 +119,11 @@ class ParamStore {
     int rank_, world_;
 
     TypedLedgerBuffer copy_;            // (full_padded) replicated, (shard_total) sharded
+    StateFile file_;                    // offloaded: the shards instead of copy_
+    TypedLedgerBuffer unit_buf_;        // offloaded: (largest shard) for element()
+    int buffered_unit_ = -1;            // offloaded: the unit in unit_buf_
     std::vector<Work> pending_gather_;  // replicated, by unit: in-place gathers after a step
-    BucketPlan gather_plan_;            // stages 1/2
+    BucketPlan gather_plan_;            // world > 1: stages 1/2 after a step, stage 3 on use
     std::vector<int> last_staged_;      // by unit: its last staged bucket (-1: none)
     StagingRing ring_;
     StagingRing::Slot* filling_ = nullptr;
