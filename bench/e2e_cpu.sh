@@ -55,7 +55,7 @@ run_zerotrain() {  # key model precision threads warm steps
   rm -rf "$tmp/zt-$key"
   if ! OMP_NUM_THREADS="$n" "$zt" train --model "$model" --data synthetic --micro-batch "$B" \
       --seq-len "$T" --steps $((warm + steps)) --warmup 0 --lr 1e-3 --eval-every 0 \
-      --eval-tokens $((B * T)) --sample-tokens 0 --threads "$n" --precision "$precision" \
+      --eval-tokens $((B * T)) --sample-tokens 0 --no-save --threads "$n" --precision "$precision" \
       "${extra[@]}" --out "$tmp/zt-$key" > "$tmp/zt-$key.log" 2>&1; then
     tail -n 20 "$tmp/zt-$key.log" >&2
     fail "zerotrain failed ($key); its log is above"

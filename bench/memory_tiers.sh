@@ -52,7 +52,7 @@ run() {  # key extra-args...
   progress "$key: $model, $precision, B $B, T $T, $((warm + steps)) steps, $threads thread(s)"
   if ! OMP_NUM_THREADS="$threads" "$zt" train --model "$model" --data synthetic --micro-batch "$B" \
       --seq-len "$T" --steps $((warm + steps)) --warmup 0 --lr 1e-3 --eval-every 0 \
-      --eval-tokens $((B * T)) --sample-tokens 0 --threads "$threads" --precision "$precision" \
+      --eval-tokens $((B * T)) --sample-tokens 0 --no-save --threads "$threads" --precision "$precision" \
       "$@" --out "$tmp/run-$key" > "$tmp/run-$key.log" 2>&1; then
     tail -n 20 "$tmp/run-$key.log" >&2
     fail "zerotrain failed ($key); its log is above"

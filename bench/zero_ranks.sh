@@ -64,7 +64,7 @@ run_zerotrain() {  # key nproc stage
   # The end-of-run evaluation needs a batch per rank; it is outside the steps' times.
   if ! OMP_NUM_THREADS=1 "$zt" train --model "$spec" --data synthetic --micro-batch "$B" \
       --seq-len "$T" --steps $((warm + steps)) --warmup 0 --lr 1e-3 --eval-every 0 \
-      --eval-tokens $((n * B * T)) --sample-tokens 0 --threads 1 --nproc "$n" \
+      --eval-tokens $((n * B * T)) --sample-tokens 0 --no-save --threads 1 --nproc "$n" \
       --zero-stage "$stage" --out "$tmp/zt-$key" > "$tmp/zt-$key.log" 2>&1; then
     tail -n 20 "$tmp/zt-$key.log" >&2
     fail "zerotrain failed ($key); its log is above"

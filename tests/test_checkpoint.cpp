@@ -16,6 +16,9 @@
 
 #include "ckpt/checkpoint.h"
 #include "core/check.h"
+#include "core/sha256.h"
+#include "model/config.h"
+#include "model/layout.h"
 #include "test_util.h"
 
 namespace {
@@ -345,6 +348,132 @@ TEST(Checkpoint, CorruptionIsAClearErrorNamingTheFile) {
         EXPECT_FALSE(fs::exists(copy + "-hf"));
         EXPECT_FALSE(fs::exists(copy + "-run/metrics.jsonl"));
     }
+}
+
+// The manifest carries its own SHA-256 (manifest.sha256): any edit of it is
+// refused. A manifest whose hash is made to match is still validated field
+// by field against the layout it describes and itself, each refusal naming
+// the field. A version-1 manifest (written before the hash) still loads.
+TEST(Checkpoint, ManifestIsHashedAndValidatedFieldByField) {
+    TempDir dir;
+    std::string run = dir / "run";
+    run_ok(train_cmd(run, 1, 0, 2, 2, "--save-every 2"), run);
+    const std::string step = run + "/ckpt/step-00000002";
+    ASSERT_TRUE(fs::exists(step + "/manifest.sha256"));
+    using Edit = std::function<void(nlohmann::json&)>;
+    struct Case {
+        const char* what;
+        Edit edit;
+        bool rehash;  // write a matching manifest.sha256 after the edit
+        const char* expect;
+    };
+    std::vector<Case> cases = {
+        {"norm_eps changed", [](nlohmann::json& m) { m["model_config"]["norm_eps"] = 1e-3; },
+         false, "manifest.json was changed"},
+        {"zero_stage 65536", [](nlohmann::json& m) { m["zero_stage"] = 65536; }, true,
+         "'zero_stage' is 65536"},
+        {"data.seq_len 0", [](nlohmann::json& m) { m["data"]["seq_len"] = 0; }, true,
+         "'data.seq_len' is 0"},
+        {"garbage layout.units", [](nlohmann::json& m) { m["layout"]["units"] = {1, 2, 3}; }, true,
+         "layout.units"},
+        {"a unit's shard", [](nlohmann::json& m) { m["layout"]["units"][1]["shard"] = 7; }, true,
+         "layout.units[1]."},
+        {"tokens_seen", [](nlohmann::json& m) { m["tokens_seen"] = 5; }, true, "'tokens_seen' 5"},
+        {"stage differs from train_config",
+         [](nlohmann::json& m) { m["train_config"]["zero_stage"] = 2; }, true,
+         "'train_config.zero_stage' 2"},
+        {"hash deleted", [](nlohmann::json&) {}, false, "manifest.sha256"},
+    };
+    auto rewrite = [](const std::string& d, const Edit& edit, bool rehash) {
+        nlohmann::json m = nlohmann::json::parse(std::ifstream(d + "/manifest.json"));
+        edit(m);
+        const std::string text = m.dump(2) + "\n";
+        std::ofstream(d + "/manifest.json") << text;
+        if (rehash)
+            std::ofstream(d + "/manifest.sha256")
+                << zt::sha256_hex(text.data(), text.size()) << "  manifest.json\n";
+    };
+    for (size_t i = 0; i < cases.size(); i++) {
+        const Case& c = cases[i];
+        SCOPED_TRACE(c.what);
+        std::string copy = dir / ("copy" + std::to_string(i));
+        fs::copy(step, copy, fs::copy_options::recursive);
+        rewrite(copy, c.edit, c.rehash);
+        if (std::string(c.what) == "hash deleted") fs::remove(copy + "/manifest.sha256");
+        for (const std::string& cmd : {zt_test::zerotrain_binary() + " export --checkpoint " +
+                                           copy + " --out " + copy + "-hf",
+                                       train_cmd(copy + "-run", 1, 0, 2, 4, "--resume " + copy)}) {
+            auto res = zt_test::run_command(cmd);
+            EXPECT_NE(res.exit_code, 0) << cmd;
+            EXPECT_NE(res.output.find(c.expect), std::string::npos) << res.output;
+        }
+        EXPECT_FALSE(fs::exists(copy + "-hf"));
+    }
+    // Version 1: no hash to check; the rank files still are.
+    std::string v1 = dir / "v1";
+    fs::copy(step, v1, fs::copy_options::recursive);
+    rewrite(v1, [](nlohmann::json& m) { m["version"] = 1; }, false);
+    fs::remove(v1 + "/manifest.sha256");
+    auto res = zt_test::run_command(zt_test::zerotrain_binary() + " export --checkpoint " + v1 +
+                                    " --out " + v1 + "-hf");
+    EXPECT_EQ(res.exit_code, 0) << res.output;
+    EXPECT_NE(res.output.find("version-1 manifest"), std::string::npos) << res.output;
+}
+
+// A NaN in one weight tensor (written into a checkpoint whose hashes are
+// then made to match): the resumed run stops at its first step naming that
+// tensor; with --on-nonfinite skip it skips the steps (no update, marked in
+// the step lines) and stops after --max-nonfinite-skips in a row.
+TEST(Checkpoint, NonFiniteWeightsAreNamedAndSkippedStepsCounted) {
+    TempDir dir;
+    std::string run = dir / "run";
+    run_ok(train_cmd(run, 1, 0, 2, 2, "--save-every 2"), run);
+    const std::string step = dir / "spoiled";
+    fs::copy(run + "/ckpt/step-00000002", step, fs::copy_options::recursive);
+    const zt::ModelLayout layout = zt::model_layout(zt::model_preset("test-tiny"));
+    const zt::UnitSpec& unit = layout.units[2];  // block.1
+    const zt::TensorSpec& victim = unit.tensors[3];
+    const std::string file = step + "/rank-00000-of-00001.safetensors";
+    {
+        std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+        uint64_t n = 0;
+        f.read(reinterpret_cast<char*>(&n), 8);
+        std::string header(size_t(n), '\0');
+        f.read(header.data(), std::streamsize(n));
+        const auto h = nlohmann::json::parse(header);
+        const int64_t begin = h.at(unit.name + ".params").at("data_offsets")[0].get<int64_t>();
+        const float nan = NAN;
+        f.seekp(std::streamoff(8 + n + uint64_t(begin) + uint64_t(victim.offset + 5) * 4));
+        f.write(reinterpret_cast<const char*>(&nan), 4);
+    }
+    nlohmann::json m = nlohmann::json::parse(std::ifstream(step + "/manifest.json"));
+    m["files"][0]["sha256"] = zt::sha256_file_hex(file);
+    const std::string text = m.dump(2) + "\n";
+    std::ofstream(step + "/manifest.json") << text;
+    std::ofstream(step + "/manifest.sha256")
+        << zt::sha256_hex(text.data(), text.size()) << "  manifest.json\n";
+
+    auto stop = zt_test::run_command(train_cmd(dir / "stop", 1, 0, 2, 4, "--resume " + step));
+    EXPECT_NE(stop.exit_code, 0) << stop.output;
+    EXPECT_NE(stop.output.find("gradient norm is nan at step 3"), std::string::npos)
+        << stop.output;
+    EXPECT_NE(stop.output.find("the weights of unit " + unit.name + ", tensor " + victim.name +
+                               " hold a non-finite value"),
+              std::string::npos)
+        << stop.output;
+
+    const std::string skip_dir = dir / "skip";
+    auto skip = zt_test::run_command(train_cmd(
+        skip_dir, 1, 0, 2, 8, "--resume " + step + " --on-nonfinite skip --max-nonfinite-skips 3"));
+    EXPECT_NE(skip.exit_code, 0) << skip.output;
+    EXPECT_NE(skip.output.find("3 steps in a row (to step 5)"), std::string::npos) << skip.output;
+    RunLog r = read_run(skip_dir);
+    for (int s = 3; s <= 5; s++) {
+        ASSERT_TRUE(r.steps.count(s)) << "step " << s;
+        EXPECT_TRUE(r.steps.at(s).value("skipped", false)) << "step " << s;
+        EXPECT_NE(r.steps.at(s).value("nonfinite", "").find(victim.name), std::string::npos);
+    }
+    EXPECT_EQ(r.steps.count(6), 0u);
 }
 
 // Starts cmd in the background; returns when `ready` exists (or after timeout).

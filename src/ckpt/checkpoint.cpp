@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,8 +25,11 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kFormat = "zerotrain-checkpoint";
-constexpr int kVersion = 1;
+// Version 2 added manifest.sha256; version 1 checkpoints (no sidecar) still load.
+constexpr int kVersion = 2;
+constexpr const char* kManifestHash = "manifest.sha256";  // "HEX  manifest.json", sha256sum's form
 constexpr const char* kPartNames[] = {"params", "exp_avg", "exp_avg_sq"};
+constexpr const char* kBestName = "best";
 
 std::string rank_file_name(int rank, int world) {
     return strprintf("rank-%05d-of-%05d.safetensors", rank, world);
@@ -89,6 +93,9 @@ bool step_dir_complete(const fs::path& dir) {
     if (!man.is_object() || !man.contains("files") || !man["files"].is_array() ||
         man["files"].empty())
         return false;
+    // From version 2 the manifest's hash is part of the checkpoint (it is
+    // verified when the checkpoint is opened).
+    if (man.value("version", 0) >= 2 && !fs::exists(dir / kManifestHash)) return false;
     for (const auto& rec : man["files"]) {
         if (!rec.is_object() || !rec.contains("name") || !rec["name"].is_string() ||
             !rec.contains("bytes") || !rec["bytes"].is_number_integer())
@@ -133,11 +140,16 @@ std::string checkpoint_dir_name(int64_t step) {
     return strprintf("step-%08lld", (long long)step);
 }
 
-std::string save_checkpoint(const std::string& run_dir, Engine& engine, Communicator* comm,
-                            const ModelConfig& model, const CheckpointInfo& info, int keep_last) {
+namespace {
+
+// Collective: writes ckpt_dir/name.tmp/ (every rank its file, rank 0 the
+// manifest) and rank 0 renames it to ckpt_dir/name, replacing one of that
+// name only once the new one is complete. Callers end with a barrier.
+fs::path write_checkpoint_dir(const fs::path& ckpt_dir, const std::string& name, Engine& engine,
+                              Communicator* comm, const ModelConfig& model,
+                              const CheckpointInfo& info) {
     const int rank = engine.rank(), world = engine.world();
-    const fs::path ckpt_dir = fs::path(run_dir) / "ckpt";
-    const fs::path final_dir = ckpt_dir / checkpoint_dir_name(info.step);
+    const fs::path final_dir = ckpt_dir / name;
     const fs::path tmp_dir = final_dir.string() + ".tmp";
     if (rank == 0) {
         std::error_code ec;
@@ -221,12 +233,18 @@ std::string save_checkpoint(const std::string& run_dir, Engine& engine, Communic
             tok["file"] = "tokenizer.model";
         }
         man["tokenizer"] = tok;
+        if (std::isfinite(info.eval_loss)) man["eval_loss"] = info.eval_loss;
         man["files"] = files;
-        write_text_durably((tmp_dir / "manifest.json").string(), man.dump(2) + "\n");
+        const std::string text = man.dump(2) + "\n";
+        write_text_durably((tmp_dir / "manifest.json").string(), text);
+        // The manifest's own hash, so a changed manifest is refused like a
+        // changed rank file (`sha256sum -c manifest.sha256` checks it too).
+        write_text_durably((tmp_dir / kManifestHash).string(),
+                           sha256_hex(text.data(), text.size()) + "  manifest.json\n");
         fsync_path(tmp_dir.string(), true);
 
-        // An older checkpoint of the same step (a run resumed from before it)
-        // is replaced only once the new one is complete.
+        // An older checkpoint of the same name (best, or a run resumed from
+        // before this step) is replaced only once the new one is complete.
         std::error_code ec;
         fs::path old_dir = final_dir.string() + ".old";
         fs::remove_all(old_dir, ec);
@@ -235,10 +253,23 @@ std::string save_checkpoint(const std::string& run_dir, Engine& engine, Communic
         ZT_CHECK(!ec, "cannot rename %s to %s: %s", tmp_dir.c_str(), final_dir.c_str(),
                  ec.message().c_str());
         fsync_path(ckpt_dir.string(), true);
-        write_text_durably((ckpt_dir / "latest").string(), final_dir.filename().string() + "\n");
         fs::remove_all(old_dir, ec);
+    }
+    return final_dir;
+}
 
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, Engine& engine, Communicator* comm,
+                            const ModelConfig& model, const CheckpointInfo& info, int keep_last) {
+    const fs::path ckpt_dir = fs::path(run_dir) / "ckpt";
+    const fs::path final_dir =
+        write_checkpoint_dir(ckpt_dir, checkpoint_dir_name(info.step), engine, comm, model, info);
+    if (engine.rank() == 0) {
+        write_text_durably((ckpt_dir / "latest").string(), final_dir.filename().string() + "\n");
+        // Only step-* directories are pruned: best is never one of them.
         if (keep_last > 0) {
+            std::error_code ec;
             auto steps = list_step_dirs(ckpt_dir);
             for (size_t i = 0; i + size_t(keep_last) < steps.size(); i++)
                 if (steps[i].second != final_dir) fs::remove_all(steps[i].second, ec);
@@ -246,6 +277,58 @@ std::string save_checkpoint(const std::string& run_dir, Engine& engine, Communic
     }
     if (comm) comm->barrier();  // the checkpoint exists for every rank from here on
     return final_dir.string();
+}
+
+std::string save_best_checkpoint(const std::string& run_dir, Engine& engine, Communicator* comm,
+                                 const ModelConfig& model, const CheckpointInfo& info) {
+    ZT_CHECK(std::isfinite(info.eval_loss), "the best checkpoint needs a finite validation loss");
+    const fs::path dir =
+        write_checkpoint_dir(fs::path(run_dir) / "ckpt", kBestName, engine, comm, model, info);
+    if (comm) comm->barrier();
+    return dir.string();
+}
+
+std::optional<SavedCheckpoint> read_best_checkpoint(const std::string& run_dir) {
+    const fs::path dir = fs::path(run_dir) / "ckpt" / kBestName;
+    if (!step_dir_complete(dir)) return std::nullopt;
+    std::ifstream f(dir / "manifest.json");
+    nlohmann::json man = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+    if (!man.is_object() || !man.contains("step") || !man["step"].is_number_integer() ||
+        !man.contains("eval_loss") || !man["eval_loss"].is_number())
+        return std::nullopt;
+    return SavedCheckpoint{man["step"].get<int64_t>(), dir.string(),
+                           man["eval_loss"].get<double>()};
+}
+
+std::optional<SavedCheckpoint> newest_step_checkpoint(const std::string& run_dir) {
+    const fs::path dir = newest_complete_step(fs::path(run_dir) / "ckpt");
+    if (dir.empty()) return std::nullopt;
+    return SavedCheckpoint{std::stoll(dir.filename().string().substr(5)), dir.string(), NAN};
+}
+
+std::vector<std::string> remove_checkpoints_after(const std::string& run_dir, int64_t step) {
+    const fs::path ckpt_dir = fs::path(run_dir) / "ckpt";
+    std::vector<std::string> removed;
+    std::error_code ec;
+    for (const auto& [s, dir] : list_step_dirs(ckpt_dir)) {
+        if (s <= step) continue;
+        fs::remove_all(dir, ec);
+        ZT_CHECK(!ec, "cannot remove %s: %s", dir.c_str(), ec.message().c_str());
+        removed.push_back(dir.filename().string());
+    }
+    if (auto best = read_best_checkpoint(run_dir); best && best->step > step) {
+        fs::remove_all(best->dir, ec);
+        ZT_CHECK(!ec, "cannot remove %s: %s", best->dir.c_str(), ec.message().c_str());
+        removed.push_back(strprintf("%s (step %lld)", kBestName, (long long)best->step));
+    }
+    // `latest` names what is left: the newest complete step up to `step`.
+    const fs::path newest = newest_complete_step(ckpt_dir);
+    if (!newest.empty())
+        write_text_durably((ckpt_dir / "latest").string(), newest.filename().string() + "\n");
+    else
+        fs::remove(ckpt_dir / "latest", ec);
+    fsync_path(ckpt_dir.string(), true);
+    return removed;
 }
 
 std::string resolve_checkpoint_dir(const std::string& path) {
@@ -275,6 +358,11 @@ std::string resolve_checkpoint_dir(const std::string& path) {
                          (ckpt_dir / "latest").c_str(), name.c_str(), newest.c_str());
         return newest.string();
     }
+    ZT_CHECK(!fs::exists(p / "metrics.jsonl"),
+             "run directory '%s' holds no checkpoint (it was trained with --no-save, or "
+             "stopped before its first save); train it again without --no-save, or give a "
+             "run directory that has RUN/ckpt/step-*",
+             path.c_str());
     ZT_FAIL(
         "'%s' is not a checkpoint: expected a step directory with manifest.json, a ckpt "
         "directory of step-* directories, or a run directory with one",
@@ -285,6 +373,114 @@ bool has_checkpoint(const std::string& run_dir) {
     const fs::path p(run_dir);
     return !newest_complete_step(p / "ckpt").empty() || !newest_complete_step(p).empty();
 }
+
+namespace {
+
+constexpr int64_t kMaxSteps = int64_t(1) << 40;
+constexpr int64_t kMaxWorld = int64_t(1) << 20;
+
+// manifest[key] (or manifest[obj][key]) as an integer in [lo, hi], or a
+// refusal naming the field, its value and the range.
+int64_t manifest_int(const nlohmann::json& obj, const std::string& key, int64_t lo, int64_t hi,
+                     const std::string& source, const std::string& prefix = "") {
+    const std::string name = prefix + key;
+    ZT_CHECK(obj.is_object() && obj.contains(key), "%s: missing field '%s'", source.c_str(),
+             name.c_str());
+    const auto& v = obj[key];
+    ZT_CHECK(v.is_number_integer(), "%s: '%s' is %s, expected an integer from %lld to %lld",
+             source.c_str(), name.c_str(), v.dump().c_str(), (long long)lo, (long long)hi);
+    const bool in_range = v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t(hi) &&
+                                                       int64_t(v.get<uint64_t>()) >= lo
+                                                 : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+    ZT_CHECK(in_range, "%s: '%s' is %s, expected an integer from %lld to %lld", source.c_str(),
+             name.c_str(), v.dump().c_str(), (long long)lo, (long long)hi);
+    return v.get<int64_t>();
+}
+
+// manifest.sha256 against the manifest's bytes (version 2 on; version 1
+// manifests carry none, and say so).
+void verify_manifest_hash(const std::string& dir, int version) {
+    const fs::path man = fs::path(dir) / "manifest.json", side = fs::path(dir) / kManifestHash;
+    if (version < 2) {
+        std::fprintf(stderr,
+                     "zerotrain: note: %s is a version-1 manifest, written before manifests "
+                     "carried their own SHA-256; its rank files are still verified\n",
+                     man.c_str());
+        return;
+    }
+    std::ifstream f(side);
+    std::string recorded;
+    ZT_CHECK(f >> recorded, "checkpoint %s: %s is missing or empty (the manifest's SHA-256)",
+             dir.c_str(), side.c_str());
+    const std::string digest = sha256_file_hex(man.string());
+    ZT_CHECK(digest == recorded,
+             "checkpoint %s: manifest.json was changed after it was written: SHA-256 %s, %s "
+             "records %s",
+             dir.c_str(), digest.c_str(), side.c_str(), recorded.c_str());
+}
+
+// The manifest's fields against the layout it describes and each other:
+// the layout's units, the data position, the training config's stage and
+// sequence length, and tokens_seen = step x global batch x seq_len.
+void validate_manifest(const nlohmann::json& m, const ModelLayout& layout, const ZeroLayout& zl,
+                       int64_t step, const std::string& src) {
+    const auto& lay = m.contains("layout") ? m["layout"] : nlohmann::json();
+    ZT_CHECK(lay.is_object() && lay.contains("units") && lay["units"].is_array() &&
+                 lay["units"].size() == layout.units.size(),
+             "%s: 'layout.units' must list the model's %zu units", src.c_str(),
+             layout.units.size());
+    ZT_CHECK(
+        manifest_int(lay, "total_numel", 0, int64_t(1) << 50, src, "layout.") == layout.total_numel,
+        "%s: 'layout.total_numel' %lld does not match the model config's %lld parameters",
+        src.c_str(), (long long)lay["total_numel"].get<int64_t>(), (long long)layout.total_numel);
+    for (size_t u = 0; u < layout.units.size(); u++) {
+        const auto& rec = lay["units"][u];
+        const std::string at = strprintf("layout.units[%zu].", u);
+        ZT_CHECK(rec.is_object() && rec.value("name", "") == layout.units[u].name,
+                 "%s: '%sname' should be '%s' (the model config's unit %zu)", src.c_str(),
+                 at.c_str(), layout.units[u].name.c_str(), u);
+        ZT_CHECK(
+            manifest_int(rec, "numel", 0, int64_t(1) << 50, src, at) == layout.units[u].numel &&
+                manifest_int(rec, "shard", 0, int64_t(1) << 50, src, at) == zl.units[u].shard,
+            "%s: '%s' holds %lld elements in shards of %lld, but the model config and "
+            "world size give %lld in shards of %lld",
+            src.c_str(), at.c_str(), (long long)rec["numel"].get<int64_t>(),
+            (long long)rec["shard"].get<int64_t>(), (long long)layout.units[u].numel,
+            (long long)zl.units[u].shard);
+    }
+    ZT_CHECK(m.contains("data") && m["data"].is_object(), "%s: missing object 'data'", src.c_str());
+    ZT_CHECK(m.contains("train_config") && m["train_config"].is_object(),
+             "%s: missing object 'train_config'", src.c_str());
+    const auto &d = m["data"], &tc = m["train_config"];
+    const int64_t seq = manifest_int(d, "seq_len", 1, 1 << 24, src, "data.");
+    ZT_CHECK(manifest_int(tc, "seq_len", 1, 1 << 24, src, "train_config.") == seq,
+             "%s: 'data.seq_len' %lld differs from 'train_config.seq_len' %lld", src.c_str(),
+             (long long)seq, (long long)tc["seq_len"].get<int64_t>());
+    ZT_CHECK(manifest_int(tc, "zero_stage", 0, 3, src, "train_config.") ==
+                 m["zero_stage"].get<int64_t>(),
+             "%s: 'train_config.zero_stage' %lld differs from 'zero_stage' %lld", src.c_str(),
+             (long long)tc["zero_stage"].get<int64_t>(), (long long)m["zero_stage"].get<int64_t>());
+    const int64_t global =
+        manifest_int(d, "global_batch_sequences", 1, int64_t(1) << 40, src, "data.");
+    const int64_t per_epoch =
+        manifest_int(d, "sequences_per_epoch", 1, int64_t(1) << 50, src, "data.");
+    ZT_CHECK(step <= INT64_MAX / global / seq,
+             "%s: step %lld x %lld sequences x %lld tokens overflows", src.c_str(), (long long)step,
+             (long long)global, (long long)seq);
+    const int64_t next = manifest_int(d, "next_position", 0, INT64_MAX, src, "data.");
+    const int64_t epoch = manifest_int(d, "epoch", 0, INT64_MAX, src, "data.");
+    ZT_CHECK(next == step * global && epoch == next / per_epoch,
+             "%s: 'data.next_position' %lld and 'data.epoch' %lld are not where step %lld of %lld "
+             "sequences a step leaves the data (%lld, epoch %lld)",
+             src.c_str(), (long long)next, (long long)epoch, (long long)step, (long long)global,
+             (long long)(step * global), (long long)(step * global / per_epoch));
+    const int64_t tokens = manifest_int(m, "tokens_seen", 0, INT64_MAX, src);
+    ZT_CHECK(tokens == step * global * seq,
+             "%s: 'tokens_seen' %lld is not step %lld x %lld sequences x %lld tokens", src.c_str(),
+             (long long)tokens, (long long)step, (long long)global, (long long)seq);
+}
+
+}  // namespace
 
 Checkpoint Checkpoint::open(const std::string& path) {
     Checkpoint c;
@@ -304,21 +500,21 @@ Checkpoint Checkpoint::open(const std::string& path) {
         ZT_CHECK(m.is_object() && m.contains(key), "%s: missing field '%s'", man_path.c_str(), key);
         return m[key];
     };
-    ZT_CHECK(need("format") == kFormat && need("version") == kVersion,
-             "%s: not a zerotrain checkpoint manifest of version %d", man_path.c_str(), kVersion);
-    ZT_CHECK(need("step").is_number_integer() && need("world_size").is_number_integer() &&
-                 need("zero_stage").is_number_integer() && need("files").is_array(),
-             "%s: step, world_size, zero_stage must be integers and files an array",
-             man_path.c_str());
-    c.step_ = m["step"].get<int64_t>();
-    c.world_ = m["world_size"].get<int>();
-    c.stage_ = m["zero_stage"].get<int>();
-    ZT_CHECK(c.world_ >= 1 && int(m["files"].size()) == c.world_,
+    ZT_CHECK(need("format") == kFormat && need("version").is_number_integer() &&
+                 m["version"].get<int64_t>() >= 1 && m["version"].get<int64_t>() <= kVersion,
+             "%s: not a zerotrain checkpoint manifest of version 1 to %d", man_path.c_str(),
+             kVersion);
+    verify_manifest_hash(c.dir_, m["version"].get<int>());
+    c.step_ = manifest_int(m, "step", 0, kMaxSteps, man_path);
+    c.world_ = int(manifest_int(m, "world_size", 1, kMaxWorld, man_path));
+    c.stage_ = int(manifest_int(m, "zero_stage", 0, 3, man_path));
+    ZT_CHECK(need("files").is_array() && int64_t(m["files"].size()) == c.world_,
              "%s: world_size %d but %zu files listed", man_path.c_str(), c.world_,
-             m["files"].size());
+             m["files"].is_array() ? m["files"].size() : size_t(0));
     c.model_ = model_config_from_json(need("model_config"), man_path);
     c.layout_ = model_layout(c.model_);
     c.saved_layout_ = make_zero_layout(c.layout_, c.world_);
+    validate_manifest(m, c.layout_, c.saved_layout_, c.step_, man_path);
 
     // Every file present, of the recorded size and hash, before any is opened.
     for (int r = 0; r < c.world_; r++) {

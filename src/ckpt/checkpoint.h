@@ -9,6 +9,10 @@
 //                                     data position of every rank, RNG state,
 //                                     the layout, and each file's size and SHA-256
 // and RUN_DIR/ckpt/latest names the newest complete step directory.
+// RUN_DIR/ckpt/best (--keep-best) is a checkpoint of the same form, the one
+// of the lowest validation loss, its manifest also holding "eval_loss". It is
+// not a step-* directory, so retention (keep_last) never removes it and a run
+// or ckpt directory never resolves to it: resume picks the newest step.
 //
 // Invariant: a directory named step-NNNNNNNN is complete. Ranks write into
 // step-NNNNNNNN.tmp/; only after every rank's file is on disk (fsynced, hashed)
@@ -20,8 +24,10 @@
 // layout: resharding is reading.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,11 +42,19 @@ namespace zt {
 
 // What the trainer records beside the engine state.
 struct CheckpointInfo {
-    int64_t step = 0;         // optimizer steps completed
-    int64_t tokens_seen = 0;  // training tokens consumed by those steps, all ranks
+    int64_t step = 0;                     // optimizer steps completed
+    int64_t tokens_seen = 0;              // training tokens consumed by those steps, all ranks
     nlohmann::ordered_json train_config;  // the resolved TrainConfig
     nlohmann::ordered_json data;          // data source and positions
     nlohmann::ordered_json tokenizer;     // {path, sha256, ...} or null
+    double eval_loss = NAN;               // the validation loss at `step`, when known
+};
+
+// A checkpoint found in a run directory.
+struct SavedCheckpoint {
+    int64_t step = 0;
+    std::string dir;
+    double eval_loss = NAN;  // best's; NaN for a step directory
 };
 
 // "step-00000042"
@@ -52,6 +66,21 @@ std::string checkpoint_dir_name(int64_t step);
 // Returns the checkpoint's directory. comm may be null for one process.
 std::string save_checkpoint(const std::string& run_dir, Engine& engine, Communicator* comm,
                             const ModelConfig& model, const CheckpointInfo& info, int keep_last);
+
+// Collective, as save_checkpoint: writes RUN_DIR/ckpt/best (replacing the
+// previous best once complete); info.eval_loss must be finite. `latest` and
+// the step directories are left as they are.
+std::string save_best_checkpoint(const std::string& run_dir, Engine& engine, Communicator* comm,
+                                 const ModelConfig& model, const CheckpointInfo& info);
+
+// RUN_DIR/ckpt/best when it is complete and records its eval_loss.
+std::optional<SavedCheckpoint> read_best_checkpoint(const std::string& run_dir);
+// The newest complete step directory of RUN_DIR/ckpt (what resume picks).
+std::optional<SavedCheckpoint> newest_step_checkpoint(const std::string& run_dir);
+// One process (rank 0): removes RUN_DIR/ckpt's step directories after
+// `step`, and best when it is from after `step`, then points `latest` at the
+// newest complete step left (removed when none is). Returns what it removed.
+std::vector<std::string> remove_checkpoints_after(const std::string& run_dir, int64_t step);
 
 // A verified checkpoint, open for reading.
 class Checkpoint {

@@ -5,6 +5,9 @@
 // before the flags are parsed, so that flags override it. Every flag set by
 // the command line is recorded in TrainConfig::given, so that a resumed run
 // takes the checkpoint's value for the rest.
+#include <unistd.h>
+
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -38,7 +41,8 @@ void load_config_from_argv(int argc, char** argv, TrainConfig& cfg) {
     }
 }
 
-void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path) {
+void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
+                       ResumeActions* actions) {
     t->add_option("--config", *config_path,
                   "JSON file of settings (keys: the flags with underscores); flags override it");
     t->add_option("--model", c.model,
@@ -109,23 +113,49 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path) {
                   "activation recompute: none, attn (attention probabilities recomputed in "
                   "backward), full (each block's forward rerun in backward; keeps block inputs)")
         ->capture_default_str();
+    t->add_option("--on-nonfinite", c.on_nonfinite,
+                  "a non-finite gradient norm: stop (naming the first non-finite tensor), or "
+                  "skip the step (no update; counted in the step line)")
+        ->capture_default_str();
+    t->add_option("--max-nonfinite-skips", c.max_nonfinite_skips,
+                  "with --on-nonfinite skip: stop after this many skipped steps in a row (int)")
+        ->capture_default_str();
     t->add_option("--eval-every", c.eval_every,
                   "evaluate on the validation split every N steps (0: at the end only)")
         ->capture_default_str();
     t->add_option("--eval-tokens", c.eval_tokens,
                   "validation tokens per evaluation (<= 0: the whole split)")
         ->capture_default_str();
-    t->add_option("--out", c.out, "run directory (default runs/run-<date>-<time>)");
+    t->add_option("--out", c.out,
+                  "run directory (default runs/run-<date>-<time>); one run at a time: a run "
+                  "holds RUN_DIR/.lock and a second one is refused");
     t->add_option("--save-every", c.save_every,
-                  "checkpoint every N steps into RUN_DIR/ckpt (0: only when stopped by "
-                  "SIGINT/SIGTERM, which always saves)")
+                  "also checkpoint every N steps into RUN_DIR/ckpt/step-N (0: only the final "
+                  "checkpoint at the last step, and one when stopped by SIGINT/SIGTERM)")
         ->capture_default_str();
-    t->add_option("--keep-last", c.keep_last, "keep only the newest K checkpoints (0: all)")
+    t->add_flag("--no-save", c.no_save,
+                "write no checkpoint at all, not even the final one (the run keeps no model)");
+    t->add_option("--keep-last", c.keep_last,
+                  "keep only the newest K step checkpoints (0: all); never removes "
+                  "RUN_DIR/ckpt/best")
         ->capture_default_str();
+    t->add_flag("--keep-best", c.keep_best,
+                "also keep RUN_DIR/ckpt/best, the checkpoint of the lowest validation loss so far "
+                "(replaced at each evaluation that beats it); --resume and --keep-last ignore it; "
+                "use it with --checkpoint RUN_DIR/ckpt/best");
     t->add_option("--resume", c.resume,
-                  "continue from a checkpoint (step, ckpt or run directory), or auto: the latest "
-                  "in --out (a fresh start when there is none); settings not given take the "
-                  "checkpoint's values; world size and stage may differ");
+                  "continue from a checkpoint (step, ckpt or run directory: its newest step, "
+                  "never best), or auto: the latest in --out (a fresh start when there is none); "
+                  "settings not given take the checkpoint's values; world size and stage may "
+                  "differ. A checkpoint older than the newest one in --out is refused without "
+                  "--fork or --truncate");
+    t->add_option("--fork", actions->fork,
+                  "with --resume CHECKPOINT: continue in NEW_OUT, a new run directory, and leave "
+                  "the checkpoint's own run directory as it is")
+        ->option_text("NEW_OUT");
+    t->add_flag("--truncate", actions->truncate,
+                "with --resume CHECKPOINT inside --out: first delete --out's checkpoints after "
+                "the checkpoint's step (best too, if later) and its metrics lines after that step");
     t->add_option("--init-from", c.init_from,
                   "start from the weights of a Hugging Face LLaMA or GPT-2 folder "
                   "(config.json + model.safetensors); the model is its config");
@@ -150,6 +180,7 @@ void record_given_flags(const CLI::App& train, TrainConfig& cfg) {
 struct TrainArgs {
     TrainConfig cfg;
     std::string config_path;  // --config's value; the file itself is read from argv
+    ResumeActions actions;    // --fork, --truncate: never part of the saved settings
 };
 
 }  // namespace
@@ -167,16 +198,18 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
     CLI::App* train = app.add_subcommand(
         "train",
         "train a model (no flags: a small model on English text, about ten seconds on 2 cores)");
-    add_train_options(train, args->cfg, &args->config_path);
+    add_train_options(train, args->cfg, &args->config_path, &args->actions);
     train->callback([args, train, argc, argv] {
         record_given_flags(*train, args->cfg);
         // --nproc N outside a launcher: start N ranks of this same command.
         if (args->cfg.nproc > 1 && !under_launcher()) {
+            // Rank 0 records it in the run directory's lock: the process to signal.
+            ::setenv("ZT_LAUNCHER_PID", std::to_string(::getpid()).c_str(), 1);
             int status = launch_local_ranks(args->cfg.nproc, argc, argv);
             if (status != 0) throw CLI::RuntimeError(status);
             return;
         }
-        TrainSummary summary = run_training(args->cfg);
+        TrainSummary summary = run_training(args->cfg, args->actions);
         // The shell's convention for a run stopped by a signal.
         if (summary.stop_signal) throw CLI::RuntimeError(128 + summary.stop_signal);
     });

@@ -43,11 +43,15 @@ nlohmann::ordered_json train_config_to_json(const TrainConfig& c) {
     j["beta2"] = c.beta2;
     j["seed"] = c.seed;
     j["recompute"] = c.recompute;
+    j["on_nonfinite"] = c.on_nonfinite;
+    j["max_nonfinite_skips"] = c.max_nonfinite_skips;
     j["eval_every"] = c.eval_every;
     j["eval_tokens"] = c.eval_tokens;
     j["out"] = c.out;
     j["save_every"] = c.save_every;
     j["keep_last"] = c.keep_last;
+    j["no_save"] = c.no_save;
+    j["keep_best"] = c.keep_best;
     j["resume"] = c.resume;
     j["init_from"] = c.init_from;
     j["threads"] = c.threads;
@@ -313,6 +317,10 @@ void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std:
             read_key(v, k, source, &c.seed);
         else if (k == "recompute")
             read_key(v, k, source, &c.recompute);
+        else if (k == "on_nonfinite")
+            read_key(v, k, source, &c.on_nonfinite);
+        else if (k == "max_nonfinite_skips")
+            read_key(v, k, source, &c.max_nonfinite_skips);
         else if (k == "eval_every")
             read_key(v, k, source, &c.eval_every);
         else if (k == "eval_tokens")
@@ -327,6 +335,10 @@ void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std:
             read_key(v, k, source, &c.sample_tokens);
         else if (k == "keep_last")
             read_key(v, k, source, &c.keep_last);
+        else if (k == "no_save")
+            read_key(v, k, source, &c.no_save);
+        else if (k == "keep_best")
+            read_key(v, k, source, &c.keep_best);
         else if (k == "resume")
             read_key(v, k, source, &c.resume);
         else if (k == "init_from")
@@ -409,6 +421,11 @@ void validate_train_config(const TrainConfig& c) {
              (long long)c.train_batch_size);
     ZT_CHECK(c.recompute == "none" || c.recompute == "attn" || c.recompute == "full",
              "--recompute '%s': expected none, attn or full", c.recompute.c_str());
+    ZT_CHECK(c.on_nonfinite == "stop" || c.on_nonfinite == "skip",
+             "--on-nonfinite '%s': expected stop or skip", c.on_nonfinite.c_str());
+    ZT_CHECK(c.max_nonfinite_skips >= 1,
+             "--max-nonfinite-skips %d: must be >= 1 (skipped steps in a row before stopping)",
+             c.max_nonfinite_skips);
     ZT_CHECK(c.seq_len > 0, "--seq-len %d: must be a positive number of tokens", c.seq_len);
     ZT_CHECK(c.micro_batch > 0, "--micro-batch %d: must be a positive number of sequences",
              c.micro_batch);
@@ -430,10 +447,13 @@ void validate_train_config(const TrainConfig& c) {
     ZT_CHECK(c.threads >= 0, "--threads %d: must be >= 0 (0: all cores)", c.threads);
     ZT_CHECK(c.sample_tokens >= 0, "--sample-tokens %d: must be >= 0 (0: no sample)",
              c.sample_tokens);
-    ZT_CHECK(c.save_every >= 0, "--save-every %d: must be >= 0 (0: save only when stopped)",
+    ZT_CHECK(c.save_every >= 0, "--save-every %d: must be >= 0 (0: save only at the end)",
              c.save_every);
     ZT_CHECK(c.keep_last >= 0, "--keep-last %d: must be >= 0 (0: keep every checkpoint)",
              c.keep_last);
+    ZT_CHECK(!c.no_save || (c.save_every == 0 && !c.keep_best),
+             "--no-save writes no checkpoint, but %s asks for one; drop one of them",
+             c.keep_best ? "--keep-best" : strprintf("--save-every %d", c.save_every).c_str());
     ZT_CHECK(c.resume.empty() || c.init_from.empty(),
              "--resume and --init-from exclude each other: a checkpoint already holds the weights");
     ZT_CHECK(c.resume != "auto" || !c.out.empty(),

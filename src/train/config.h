@@ -60,11 +60,17 @@ struct TrainConfig {
     double beta2 = 0.95;
     uint64_t seed = 1337;
     std::string recompute = "none";
+    // A non-finite gradient norm: stop (the default), or skip the step
+    // (no update) and stop only after max_nonfinite_skips in a row.
+    std::string on_nonfinite = "stop";
+    int max_nonfinite_skips = 10;
     int eval_every = 100;         // 0: only at the end
     int64_t eval_tokens = 32768;  // <= 0: the whole validation split
     std::string out;              // empty: runs/run-<time>
-    int save_every = 0;           // checkpoint every N steps (0: only on SIGINT/SIGTERM)
+    int save_every = 0;           // also checkpoint every N steps (the last is always saved)
     int keep_last = 0;            // keep the newest K checkpoints (0: all)
+    bool no_save = false;         // write no checkpoint at all (not even the final one)
+    bool keep_best = false;       // also keep RUN_DIR/ckpt/best, of the lowest eval loss
     std::string resume;      // checkpoint to continue from: a directory, or auto (latest in --out)
     std::string init_from;   // Hugging Face folder whose weights start the run
     int threads = 0;         // 0: OpenMP's default

@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "core/check.h"
@@ -67,6 +70,57 @@ void MetricsWriter::write(const nlohmann::ordered_json& line) {
     }
     ZT_FAIL("writing metrics file '%s' failed: %s (the file keeps every complete line)",
             path_.c_str(), std::strerror(err));
+}
+
+namespace {
+
+// Whether a metrics line records something after `step`.
+bool line_is_after(const nlohmann::json& j, int64_t step) {
+    if (!j.is_object() || !j.contains("kind") || !j["kind"].is_string()) return false;
+    const std::string kind = j["kind"];
+    auto number = [&](const char* key) {
+        return j.contains(key) && j[key].is_number_integer() ? j[key].get<int64_t>() : -1;
+    };
+    if (kind == "step" || kind == "eval") return number("step") > step;
+    if (kind == "summary") return number("steps") > step;
+    // A run that started at `step` or later did everything it records after it.
+    if (kind == "run") return number("start_step") >= step && step > 0;
+    return false;
+}
+
+}  // namespace
+
+int64_t truncate_metrics_after(const std::string& path, int64_t step) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in.good()) return 0;
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string kept;
+    int64_t removed = 0;
+    size_t start = 0;
+    while (start < text.size()) {
+        const size_t nl = text.find('\n', start);
+        if (nl == std::string::npos) {  // a torn last line
+            kept.append(text, start, std::string::npos);
+            break;
+        }
+        const std::string line = text.substr(start, nl - start);
+        start = nl + 1;
+        if (line_is_after(nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false), step))
+            removed++;
+        else
+            kept += line + "\n";
+    }
+    if (removed == 0) return 0;
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out << kept;
+        out.flush();
+        ZT_CHECK(out.good(), "cannot write %s", tmp.c_str());
+    }
+    ZT_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "cannot replace %s: %s", path.c_str(),
+             std::strerror(errno));
+    return removed;
 }
 
 nlohmann::ordered_json mem_bytes_json(const MemoryLedger& ledger) {

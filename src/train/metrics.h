@@ -31,6 +31,13 @@ class MetricsWriter {
     int64_t end_ = 0;  // bytes of complete lines
 };
 
+// Rewrites metrics.jsonl (atomically) without what happened after `step`:
+// step and eval lines of a later step, summary lines of runs that went past
+// it, and run lines of runs that started at or after it. Lines that do not
+// parse are kept; a torn last line is left for MetricsWriter to drop. Returns
+// how many lines were removed (0 when the file does not exist).
+int64_t truncate_metrics_after(const std::string& path, int64_t step);
+
 // {"params":..,"grads":..,"optimizer":..,"activations":..,"buffers":..,"peak":..}
 nlohmann::ordered_json mem_bytes_json(const MemoryLedger& ledger);
 

@@ -5,8 +5,13 @@
 //   train_steps    each step: train_step (K micro-batches of forward and
 //                  backward, the engine's AdamW step), agree_on_step (mean
 //                  loss, stop signal), record_step (metrics line); then, when
-//                  due, run_eval, print_progress, save_step_checkpoint and
-//                  report_stop; at the end finish_run (sample, summary line)
+//                  due, run_eval (and with --keep-best save_best_if_lower),
+//                  print_progress, save_step_checkpoint (every --save-every
+//                  steps, at the last step and on a stop, unless --no-save)
+//                  and report_stop; at the end finish_run (sample, summary line)
+//
+// Rank 0 holds the run directory's lock (train/run_dir.h) from just after
+// the run is resolved until it returns.
 //
 // Invariant: what a step computes depends only on the resolved run (seed,
 // data order, world, threads). What is measured around it (timers, comm
@@ -19,6 +24,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -41,6 +47,7 @@
 #include "train/generate.h"
 #include "train/metrics.h"
 #include "train/resolve.h"
+#include "train/run_dir.h"
 #include "train/stop_signal.h"
 #include "zero/engine.h"
 #include "zero/estimate.h"
@@ -72,6 +79,7 @@ EngineOptions engine_options(const ResolvedRun& run) {
     eopt.grad_dtype = run.grad_dtype;
     if (cfg.offload_optimizer == "nvme") eopt.offload_dir = cfg.offload_dir;
     if (cfg.offload_params == "nvme") eopt.offload_params_dir = cfg.offload_dir;
+    eopt.skip_nonfinite = cfg.on_nonfinite == "skip";
     return eopt;
 }
 
@@ -171,15 +179,19 @@ nlohmann::ordered_json resolved_config_json(const ResolvedRun& run) {
 }
 
 // Collective. Every rank checks the run directory before rank 0 creates it
-// and writes config.json (a fresh run) and opens metrics.jsonl (appending
-// in place). Returns rank 0's metrics file; null on the other ranks.
+// and writes config.json (a fresh run) or, with --truncate, removes what
+// followed the resumed step, and opens metrics.jsonl (appending in place).
+// Returns rank 0's metrics file; null on the other ranks.
 std::unique_ptr<MetricsWriter> open_run_dir(const ResolvedRun& run, Communicator& comm,
-                                            const nlohmann::ordered_json& resolved) {
+                                            const nlohmann::ordered_json& resolved,
+                                            RunDirLock* lock, const ResumeActions& actions) {
     const std::string& out = run.cfg.out;
     const bool in_place = run.run_dir == RunDirMode::in_place;
     if (!in_place) check_run_dir_free(out);
     comm.barrier();  // every rank checked before rank 0 creates anything
     if (!run.root()) return nullptr;
+    lock->keep();
+    if (in_place && actions.truncate) truncate_run_history(out, run.start_step);
     if (!in_place) {
         create_run_dir(out);
         std::ofstream f(fs::path(out) / "config.json");
@@ -211,9 +223,26 @@ struct Progress {
     double train_time = 0;  // seconds inside steps
     double ema_loss = 0;
     int64_t tokens_total = 0;
+    // --keep-best: the checkpoint in RUN_DIR/ckpt/best (rank 0's knowledge decides).
+    double best_eval_loss = INFINITY;
+    int64_t best_step = -1;
+    // --on-nonfinite skip: steps skipped, and skipped since the last update.
+    int64_t updated_steps = 0, skipped_steps = 0;
+    int skipped_in_a_row = 0;
 };
 
 // ---- the run line ----------------------------------------------------------------
+
+// Where the run's checkpoints go, for the start of its log.
+std::string describe_saving(const TrainConfig& cfg) {
+    if (cfg.no_save) return "none (--no-save)";
+    std::string s = cfg.out + "/ckpt/step-N at the last step";
+    if (cfg.save_every == 1) s += " and every step";
+    if (cfg.save_every > 1) s += strprintf(" and every %d steps", cfg.save_every);
+    if (cfg.keep_last > 0) s += strprintf(", keeping the newest %d", cfg.keep_last);
+    if (cfg.keep_best) s += ", and the lowest validation loss's in " + cfg.out + "/ckpt/best";
+    return s;
+}
 
 // Rank 0: the first metrics line, and what the run is, on stdout.
 void report_run_start(const Training& t, const nlohmann::ordered_json& resolved) {
@@ -256,6 +285,7 @@ void report_run_start(const Training& t, const nlohmann::ordered_json& resolved)
         "tokens, lr %.2e, %d threads a rank, run dir %s\n",
         run.world, t.comm.backend_name(), cfg.zero_stage, cfg.steps, run.world, cfg.micro_batch,
         cfg.grad_accum, cfg.seq_len, cfg.lr, omp_get_max_threads(), cfg.out.c_str());
+    std::printf("zerotrain: checkpoints: %s\n", describe_saving(cfg).c_str());
     std::fflush(stdout);
 }
 
@@ -364,9 +394,14 @@ void record_step(Training& t, Progress& p, int64_t s, const StepWork& w, double 
     p.train_time += w.step_s;
     p.tokens_total += t.tokens_per_step;
     if (s == start_step) p.summary.first_loss = loss;
-    p.summary.final_loss = loss;
     p.summary.last_step = s + 1;
-    p.ema_loss = s == start_step ? loss : 0.9 * p.ema_loss + 0.1 * loss;
+    if (w.result.skipped) {
+        p.skipped_steps++;
+    } else {
+        p.summary.final_loss = loss;
+        p.ema_loss = p.updated_steps == 0 ? loss : 0.9 * p.ema_loss + 0.1 * loss;
+        p.updated_steps++;
+    }
 
     nlohmann::ordered_json line;
     line["kind"] = "step";
@@ -374,6 +409,10 @@ void record_step(Training& t, Progress& p, int64_t s, const StepWork& w, double 
     line["loss"] = loss;
     line["lr"] = w.lr;
     line["grad_norm"] = w.result.grad_norm;
+    if (w.result.skipped) {
+        line["skipped"] = true;
+        line["nonfinite"] = w.result.nonfinite;
+    }
     line["tokens"] = t.tokens_per_step;
     line["step_s"] = w.step_s;
     line["tokens_per_s"] = rate.tokens_per_s;
@@ -397,15 +436,20 @@ bool eval_due(const Training& t, int64_t s) {
            ((t.cfg.eval_every > 0 && (s + 1) % t.cfg.eval_every == 0) || s + 1 == t.cfg.steps);
 }
 
+void save_best_if_lower(Training& t, Progress& p, int64_t steps_done, double loss);
+
 // Collective: the validation loss after `steps_done` steps.
 void run_eval(Training& t, Progress& p, int64_t steps_done) {
     EvalResult ev = evaluate_loss(t.model, t.engine, &t.comm, *t.run.data.val, t.cfg.eval_tokens);
     p.summary.final_eval_loss = ev.loss;
-    if (!t.run.root()) return;
-    t.metrics->write(
-        {{"kind", "eval"}, {"step", steps_done}, {"loss", ev.loss}, {"tokens", ev.tokens}});
-    std::printf("step %5lld/%d | eval loss %.4f over %lld tokens\n", (long long)steps_done,
-                t.cfg.steps, ev.loss, (long long)ev.tokens);
+    if (t.run.root()) {
+        t.metrics->write(
+            {{"kind", "eval"}, {"step", steps_done}, {"loss", ev.loss}, {"tokens", ev.tokens}});
+        std::printf("step %5lld/%d | eval loss %.4f over %lld tokens\n", (long long)steps_done,
+                    t.cfg.steps, ev.loss, (long long)ev.tokens);
+    }
+    // Step 0's weights (--init-from's) are another model's, not this run's.
+    if (t.cfg.keep_best && steps_done > 0) save_best_if_lower(t, p, steps_done, ev.loss);
 }
 
 // About twenty progress lines a run, and always the first, the last and a stopped one.
@@ -425,8 +469,10 @@ void print_progress(const Training& t, const Progress& p, int64_t s, const StepW
     std::fflush(stdout);
 }
 
+// Every --save-every steps and always at the last one, unless --no-save.
 bool checkpoint_due(const Training& t, int64_t s) {
-    return t.cfg.save_every > 0 && ((s + 1) % t.cfg.save_every == 0 || s + 1 == t.cfg.steps);
+    if (t.cfg.no_save) return false;
+    return s + 1 == t.cfg.steps || (t.cfg.save_every > 0 && (s + 1) % t.cfg.save_every == 0);
 }
 
 // Where the data order stands after `steps_done` steps, for a resume to continue it.
@@ -449,17 +495,21 @@ nlohmann::ordered_json data_position(const Training& t, int64_t steps_done) {
                                   {"ranks", ranks_json}};
 }
 
-// Collective: RUN_DIR/ckpt/step-N after `steps_done` steps.
-void save_step_checkpoint(Training& t, Progress& p, int64_t steps_done) {
-    double t0 = now_seconds();
+CheckpointInfo checkpoint_info(const Training& t, int64_t steps_done) {
     CheckpointInfo info;
     info.step = steps_done;
     info.tokens_seen = steps_done * t.tokens_per_step;
     info.train_config = train_config_to_json(t.cfg);
     info.data = data_position(t, steps_done);
     info.tokenizer = t.run.data.tokenizer;
-    p.summary.last_checkpoint =
-        save_checkpoint(t.cfg.out, t.engine, &t.comm, t.run.model, info, t.cfg.keep_last);
+    return info;
+}
+
+// Collective: RUN_DIR/ckpt/step-N after `steps_done` steps.
+void save_step_checkpoint(Training& t, Progress& p, int64_t steps_done) {
+    double t0 = now_seconds();
+    p.summary.last_checkpoint = save_checkpoint(t.cfg.out, t.engine, &t.comm, t.run.model,
+                                                checkpoint_info(t, steps_done), t.cfg.keep_last);
     if (t.run.root()) {
         std::printf("step %5lld/%d | checkpoint %s (%.2f s)\n", (long long)steps_done, t.cfg.steps,
                     p.summary.last_checkpoint.c_str(), now_seconds() - t0);
@@ -467,14 +517,50 @@ void save_step_checkpoint(Training& t, Progress& p, int64_t steps_done) {
     }
 }
 
+// Collective: RUN_DIR/ckpt/best, when `loss` is below every validation loss
+// the best checkpoint held so far. Rank 0 decides, so every rank takes the
+// same branch.
+void save_best_if_lower(Training& t, Progress& p, int64_t steps_done, double loss) {
+    int32_t lower = t.run.root() && std::isfinite(loss) && loss < p.best_eval_loss ? 1 : 0;
+    if (t.run.world > 1) t.comm.broadcast(&lower, 1, DType::i32, 0);
+    if (!lower) return;
+    const double t0 = now_seconds();
+    CheckpointInfo info = checkpoint_info(t, steps_done);
+    info.eval_loss = loss;
+    p.summary.best_checkpoint =
+        save_best_checkpoint(t.cfg.out, t.engine, &t.comm, t.run.model, info);
+    p.best_eval_loss = loss;
+    p.best_step = steps_done;
+    if (t.run.root()) {
+        std::printf("step %5lld/%d | best checkpoint %s (eval loss %.4f, %.2f s)\n",
+                    (long long)steps_done, t.cfg.steps, p.summary.best_checkpoint.c_str(), loss,
+                    now_seconds() - t0);
+        std::fflush(stdout);
+    }
+}
+
+// Rank 0, resuming in place: the best checkpoint the run kept before.
+void recall_best(const Training& t, Progress& p) {
+    if (!t.cfg.keep_best || !t.run.root() || t.run.run_dir != RunDirMode::in_place) return;
+    if (std::optional<SavedCheckpoint> best = read_best_checkpoint(t.cfg.out)) {
+        p.best_eval_loss = best->eval_loss;
+        p.best_step = best->step;
+        p.summary.best_checkpoint = best->dir;
+    }
+}
+
 void report_stop(const Training& t, Progress& p, const StepAgreement& a, int64_t steps_done) {
     p.summary.stop_signal = a.my_signal ? a.my_signal : SIGTERM;
-    if (t.run.root())
+    if (!t.run.root()) return;
+    const char* by = a.my_signal ? signal_name(a.my_signal) : "a signal on another rank";
+    if (t.cfg.no_save)
+        std::printf("zerotrain: stopped by %s after step %lld; no checkpoint saved (--no-save)\n",
+                    by, (long long)steps_done);
+    else
         std::printf(
             "zerotrain: stopped by %s after step %lld; continue with --resume auto "
             "--out %s\n",
-            a.my_signal ? signal_name(a.my_signal) : "a signal on another rank",
-            (long long)steps_done, t.cfg.out.c_str());
+            by, (long long)steps_done, t.cfg.out.c_str());
 }
 
 // ---- the end of the run ------------------------------------------------------------
@@ -555,9 +641,14 @@ void finish_run(Training& t, Progress& p) {
     last["start_step"] = t.run.start_step;
     if (summary.stop_signal) last["stopped_by"] = signal_name(summary.stop_signal);
     if (!summary.last_checkpoint.empty()) last["last_checkpoint"] = summary.last_checkpoint;
+    if (p.best_step >= 0)
+        last["best_checkpoint"] = {{"dir", summary.best_checkpoint},
+                                   {"step", p.best_step},
+                                   {"eval_loss", p.best_eval_loss}};
     last["first_loss"] = summary.first_loss;
     last["final_loss"] = summary.final_loss;
     if (summary.final_eval_loss >= 0) last["final_eval_loss"] = summary.final_eval_loss;
+    if (p.skipped_steps > 0) last["skipped_steps"] = p.skipped_steps;
     last["tokens"] = p.tokens_total;
     last["train_s"] = p.train_time;
     last["tokens_per_s"] = summary.tokens_per_s;
@@ -581,18 +672,22 @@ void finish_run(Training& t, Progress& p) {
     last["ranks"] = ranks_json;
     t.metrics->write(last);
     std::printf(
-        "zerotrain: done: loss %.4f -> %.4f%s, %.0f tokens/s, metrics in %s/metrics.jsonl\n",
+        "zerotrain: done: loss %.4f -> %.4f%s, %.0f tokens/s, metrics in %s/metrics.jsonl%s\n",
         summary.first_loss, summary.final_loss,
         summary.final_eval_loss >= 0
             ? strprintf(", eval loss %.4f", summary.final_eval_loss).c_str()
             : "",
-        summary.tokens_per_s, t.cfg.out.c_str());
+        summary.tokens_per_s, t.cfg.out.c_str(),
+        summary.last_checkpoint.empty()
+            ? (t.cfg.no_save ? ", no checkpoint (--no-save)" : "")
+            : strprintf(", model in %s", summary.last_checkpoint.c_str()).c_str());
 }
 
 // From the run's start step to --steps, or to a stop signal.
 TrainSummary train_steps(Training& t) {
     Progress p;
     p.summary.run_dir = t.cfg.out;
+    recall_best(t, p);
     // Fine-tuning starts with the imported model's own validation loss.
     if (!t.cfg.init_from.empty() && t.run.data.val) run_eval(t, p, 0);
     StopSignals stop_signals;
@@ -605,9 +700,25 @@ TrainSummary train_steps(Training& t) {
         const StepAgreement a = agree_on_step(t, w.local_loss);
         const StepRate rate = step_rate(t, w.step_s);
         record_step(t, p, s, w, a.loss, rate);
+        if (w.result.skipped) {
+            p.skipped_in_a_row++;
+            if (t.run.root())
+                std::fprintf(stderr,
+                             "zerotrain: warning: step %lld skipped: gradient norm %g (first "
+                             "non-finite: %s); %d in a row\n",
+                             (long long)(s + 1), w.result.grad_norm, w.result.nonfinite.c_str(),
+                             p.skipped_in_a_row);
+            ZT_CHECK(p.skipped_in_a_row < t.cfg.max_nonfinite_skips,
+                     "%d steps in a row (to step %lld) had a non-finite gradient norm (first "
+                     "non-finite: %s): training diverged; resume from an earlier checkpoint "
+                     "with a lower --lr",
+                     p.skipped_in_a_row, (long long)(s + 1), w.result.nonfinite.c_str());
+        } else {
+            p.skipped_in_a_row = 0;
+        }
         if (eval_due(t, s)) run_eval(t, p, s + 1);
         if (progress_due(t, s, a.stop)) print_progress(t, p, s, w, a.loss, rate);
-        if (a.stop || checkpoint_due(t, s)) save_step_checkpoint(t, p, s + 1);
+        if ((a.stop && !t.cfg.no_save) || checkpoint_due(t, s)) save_step_checkpoint(t, p, s + 1);
         if (a.stop) {
             report_stop(t, p, a, s + 1);
             break;
@@ -643,13 +754,26 @@ double measure_cpu_peak_flops(DType dtype) {
     return best;
 }
 
-TrainSummary run_training(const TrainConfig& flags) {
+TrainSummary run_training(const TrainConfig& flags, const ResumeActions& actions) {
     // Resolve: every setting decided and checked; nothing is built yet.
-    RunRequest request = read_run_request(flags);
+    RunRequest request = read_run_request(apply_fork(flags, actions));
     Launch launch = join_ranks(request.cfg);
     const ResolvedRun run = resolve_run(request, launch);
     const TrainConfig& cfg = run.cfg;
     Communicator& comm = *launch.comm;
+    ZT_CHECK(!cfg.keep_best || run.data.val,
+             "--keep-best keeps the checkpoint of the lowest validation loss, but --data %s has no "
+             "validation split (no shard named 'val'); prepare one (zerotrain prepare "
+             "--val-fraction) or drop --keep-best",
+             cfg.data.c_str());
+
+    // One run at a time in a run directory, from before anything is built
+    // until the end; the resume point is checked under the lock.
+    std::unique_ptr<RunDirLock> lock;
+    if (run.root()) {
+        lock = std::make_unique<RunDirLock>(cfg.out);
+        check_resume_point(run, actions);
+    }
 
     // Build: the engine owns the weights, the model borrows them, the loader
     // draws each rank's sequences.
@@ -671,7 +795,7 @@ TrainSummary run_training(const TrainConfig& flags) {
     DataLoader loader(*run.data.train, cfg.seq_len, cfg.micro_batch, cfg.grad_accum, run.rank,
                       run.world, cfg.seed);
     const nlohmann::ordered_json resolved = resolved_config_json(run);
-    std::unique_ptr<MetricsWriter> metrics = open_run_dir(run, comm, resolved);
+    std::unique_ptr<MetricsWriter> metrics = open_run_dir(run, comm, resolved, lock.get(), actions);
     const double peak_flops = measure_cpu_peak_flops(run.compute_dtype);
     const int B = cfg.micro_batch, T = cfg.seq_len, K = cfg.grad_accum;
     Training t{run,

@@ -148,10 +148,23 @@ StepResult Engine::step(float lr, int64_t step) {
     if (world_ > 1) comm_->all_reduce(&sumsq, 1, DType::f64, ReduceOp::sum);
     StepResult r;
     r.grad_norm = std::sqrt(sumsq);
-    ZT_CHECK(std::isfinite(r.grad_norm),
-             "gradient norm is %g at step %lld: training diverged (try a lower --lr or "
-             "--grad-clip)",
-             r.grad_norm, (long long)step);
+    if (!std::isfinite(r.grad_norm)) {
+        // Only now is each gradient scanned: the finite path is unchanged.
+        const std::string weight = first_nonfinite_weight();
+        const std::string grad = first_nonfinite_gradient();
+        r.nonfinite = !weight.empty() ? "weights of " + weight : "gradient of " + grad;
+        ZT_CHECK(opt_.skip_nonfinite,
+                 "gradient norm is %g at step %lld: training diverged; %s (try a lower --lr or "
+                 "--grad-clip, or --on-nonfinite skip)",
+                 r.grad_norm, (long long)step,
+                 (!weight.empty() ? "the weights of " + weight + " hold a non-finite value"
+                                  : "every weight is finite; the first non-finite gradient in "
+                                    "backward order is " +
+                                        grad)
+                     .c_str());
+        r.skipped = true;
+        return r;
+    }
     // torch.nn.utils.clip_grad_norm_'s rule: scale by max_norm / (norm + 1e-6) when below 1.
     const double coef = opt_.grad_clip / (r.grad_norm + 1e-6);
     float grad_scale = 1.0f;
@@ -169,6 +182,69 @@ StepResult Engine::step(float lr, int64_t step) {
     }
     optimizer_->step(lr, step, *grads_, grad_scale, *params_);
     return r;
+}
+
+// Collective: the first tensor, in the order of `units`, holding a non-finite
+// value among the elements [begin_u, begin_u + n_u) of each unit that this
+// rank's `data(u)` (dtype) starts at; "" when none. Ranks agree on the
+// earliest through a max of its negated position in that order.
+std::string Engine::first_nonfinite(const std::vector<int>& units, DType dtype,
+                                    const std::function<const void*(int)>& data,
+                                    const std::function<OwnedRange(int)>& range) {
+    const int64_t per_unit = 1 << 20;  // tensors a unit may hold, for the order's key
+    const int64_t none = int64_t(units.size()) * per_unit;
+    double best = -double(none);
+    for (size_t k = 0; k < units.size() && best == -double(none); k++) {
+        const int u = units[k];
+        const OwnedRange r = range(u);
+        if (r.size() <= 0) continue;
+        const void* p = data(u);
+        const auto& tensors = layout_.units[size_t(u)].tensors;
+        for (size_t t = 0; t < tensors.size(); t++) {
+            const int64_t a = std::max(r.begin, tensors[t].offset),
+                          b = std::min(r.end, tensors[t].offset + tensors[t].numel);
+            bool bad = false;
+            for (int64_t e = a; e < b && !bad; e++) {
+                const float v = dtype == DType::bf16
+                                    ? bf16_to_f32(static_cast<const bf16*>(p)[e - r.begin])
+                                    : static_cast<const float*>(p)[e - r.begin];
+                bad = !std::isfinite(v);
+            }
+            if (bad) {
+                best = -double(int64_t(k) * per_unit + int64_t(t));
+                break;
+            }
+        }
+    }
+    if (world_ > 1) comm_->all_reduce(&best, 1, DType::f64, ReduceOp::max);
+    const int64_t key = int64_t(-best);
+    if (key >= none) return "";
+    const auto& unit = layout_.units[size_t(units[size_t(key / per_unit)])];
+    return strprintf("unit %s, tensor %s", unit.name.c_str(),
+                     unit.tensors[size_t(key % per_unit)].name.c_str());
+}
+
+std::string Engine::first_nonfinite_gradient() {
+    // This rank's block of each unit (the norm's elements), from the head down.
+    std::vector<int> order;
+    for (int u = layout_.n_units() - 1; u >= 0; u--) order.push_back(u);
+    return first_nonfinite(
+        order, opt_.grad_dtype, [&](int u) { return grads_->block(u); },
+        [&](int u) {
+            const UnitShard& us = zl_.units[size_t(u)];
+            const int64_t first = int64_t(rank_) * us.shard;
+            return OwnedRange{first, std::min(first + us.shard, us.numel)};
+        });
+}
+
+std::string Engine::first_nonfinite_weight() {
+    // The compute copy of the range this rank updates, in forward order.
+    std::vector<int> order;
+    for (int u = 0; u < layout_.n_units(); u++) order.push_back(u);
+    return first_nonfinite(
+        order, opt_.compute_dtype,
+        [&](int u) { return params_->element(u, optimizer_->range(u).begin); },
+        [&](int u) { return optimizer_->range(u); });
 }
 
 // ---- whole-model access -----------------------------------------------------------

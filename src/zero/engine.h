@@ -20,6 +20,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,6 +64,9 @@ struct EngineOptions {
     // moments) lives in a file of this directory, one per rank, streamed
     // through a window of host buffers (zero/offload.h): the NVMe tier.
     std::string offload_dir;
+    // A non-finite gradient norm skips the step (StepResult::skipped) instead
+    // of failing; either way the first non-finite tensor is named.
+    bool skip_nonfinite = false;
     // Non-empty (stage 3): this rank's parameter shards live in a file of this
     // directory instead of memory (zero/param_store.h).
     std::string offload_params_dir;
@@ -73,6 +77,11 @@ struct EngineOptions {
 struct StepResult {
     double grad_norm = 0;  // global norm before clipping
     bool clipped = false;
+    // The norm was not finite and, with skip_nonfinite, the step was skipped
+    // (no update); `nonfinite` names the tensor whose gradient first went
+    // non-finite in backward order.
+    bool skipped = false;
+    std::string nonfinite;
 };
 
 class Engine : public UnitHooks {
@@ -117,6 +126,11 @@ class Engine : public UnitHooks {
     // rank's range with learning rate lr (step is 1-based), and writes back
     // (and, stages 1/2, all-gathers) the compute copy.
     StepResult step(float lr, int64_t step);
+    // Collective: the tensor whose gradient first holds a non-finite value in
+    // backward order (the head first), as "unit U, tensor NAME", or "" when
+    // every gradient is finite; and the first whose weights do, in forward order.
+    std::string first_nonfinite_gradient();
+    std::string first_nonfinite_weight();
 
     // Full fp32 master parameters in model order (no padding): a collective
     // when the optimizer is sharded.
@@ -151,6 +165,9 @@ class Engine : public UnitHooks {
     float* all_grads();
 
   private:
+    std::string first_nonfinite(const std::vector<int>& units, DType dtype,
+                                const std::function<const void*(int)>& data,
+                                const std::function<OwnedRange(int)>& range);
     void check_unit(int unit) const;
     void check_direct_access(const char* what) const;
 
