@@ -26,7 +26,9 @@ namespace {
 namespace fs = std::filesystem;
 using zt_test::read_run;
 using zt_test::RunLog;
+using zt_test::start_and_wait_for;
 using zt_test::TempDir;
+using zt_test::wait_exit_code;
 
 #define REQUIRE_MPI()                                              \
     do {                                                           \
@@ -474,38 +476,6 @@ TEST(Checkpoint, NonFiniteWeightsAreNamedAndSkippedStepsCounted) {
         EXPECT_NE(r.steps.at(s).value("nonfinite", "").find(victim.name), std::string::npos);
     }
     EXPECT_EQ(r.steps.count(6), 0u);
-}
-
-// Starts cmd in the background; returns when `ready` exists (or after timeout).
-bool start_and_wait_for(const std::string& cmd, const std::string& log,
-                        const std::function<bool()>& ready, double timeout_s) {
-    // Through a script, so that no shell's own command line names the run
-    // (the tests signal the run's processes by a pattern of their arguments).
-    std::ofstream(log + ".sh") << cmd << " > " << log << " 2>&1\necho $? > " << log << ".rc\n";
-    std::string bg = "sh " + log + ".sh &";
-    if (std::system(bg.c_str()) != 0) return false;
-    auto t0 = std::chrono::steady_clock::now();
-    while (!ready()) {
-        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
-            timeout_s)
-            return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return true;
-}
-
-int wait_exit_code(const std::string& log, double timeout_s) {
-    auto t0 = std::chrono::steady_clock::now();
-    while (!fs::exists(log + ".rc") || fs::file_size(log + ".rc") == 0) {
-        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
-            timeout_s)
-            return -1;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    std::ifstream f(log + ".rc");
-    int rc = -1;
-    f >> rc;
-    return rc;
 }
 
 // SIGKILL to every process of the job while the second checkpoint is being

@@ -261,30 +261,8 @@ TEST(RunDir, AKilledRunLeavesNoStaleLock) {
 // Starts `args` in the background; true once `ready` holds (or false after timeout_s).
 bool start_in_background(const std::string& args, const std::string& log,
                          const std::function<bool()>& ready, double timeout_s) {
-    std::ofstream(log + ".sh") << zt_test::zerotrain_binary() << " " << args << " > " << log
-                               << " 2>&1\necho $? > " << log << ".rc\n";
-    if (std::system(("sh " + log + ".sh &").c_str()) != 0) return false;
-    auto t0 = std::chrono::steady_clock::now();
-    while (!ready()) {
-        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
-            timeout_s)
-            return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return true;
-}
-
-int wait_exit_code(const std::string& log, double timeout_s) {
-    auto t0 = std::chrono::steady_clock::now();
-    while (!fs::exists(log + ".rc") || fs::file_size(log + ".rc") == 0) {
-        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
-            timeout_s)
-            return -1;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    int rc = -1;
-    std::ifstream(log + ".rc") >> rc;
-    return rc;
+    return zt_test::start_and_wait_for(zt_test::zerotrain_binary() + " " + args, log, ready,
+                                       timeout_s);
 }
 
 // A real run with --nproc 2 holds the lock through its rank 0 (the launching
@@ -313,7 +291,7 @@ TEST(RunDir, ARunningMultiRankRunRefusesASecond) {
             << r.output;
     }
     ::kill(pid_t(launcher), SIGTERM);
-    EXPECT_EQ(wait_exit_code(log, 120), 128 + SIGTERM) << read_text(log);
+    EXPECT_EQ(zt_test::wait_exit_code(log, 120), 128 + SIGTERM) << read_text(log);
     EXPECT_EQ(read_run(run).summary["stopped_by"], "SIGTERM");
 }
 

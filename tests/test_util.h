@@ -4,14 +4,17 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/check.h"
@@ -20,7 +23,7 @@ namespace zt_test {
 
 // A fresh directory removed when the object goes out of scope.
 class TempDir {
-public:
+  public:
     TempDir() {
         std::string tmpl = (std::filesystem::temp_directory_path() / "zt-test-XXXXXX").string();
         path_ = mkdtemp(tmpl.data()) ? tmpl : "";
@@ -33,7 +36,7 @@ public:
     const std::string& path() const { return path_; }
     std::string operator/(const std::string& name) const { return path_ + "/" + name; }
 
-private:
+  private:
     std::string path_;
 };
 
@@ -83,7 +86,9 @@ inline CommandResult run_command(const std::string& cmd) {
     return r;
 }
 
-inline std::string zerotrain_binary() { return ZT_BINARY; }
+inline std::string zerotrain_binary() {
+    return ZT_BINARY;
+}
 
 // A run directory's metrics.jsonl, by kind of line.
 struct RunLog {
@@ -117,6 +122,41 @@ void expect_error(Fn fn, const std::vector<std::string>& fragments) {
             EXPECT_NE(msg.find(f), std::string::npos) << "message lacks '" << f << "': " << msg;
     }
 }
-inline std::string source_dir() { return ZT_SOURCE_DIR; }
+inline std::string source_dir() {
+    return ZT_SOURCE_DIR;
+}
+
+// Runs `cmd` in the background through a script writing its output to `log`
+// and its exit code to `log`.rc (so that no shell's own command line names
+// the run: tests signal a run's processes by a pattern of its arguments);
+// true once `ready` holds, false after timeout_s.
+inline bool start_and_wait_for(const std::string& cmd, const std::string& log,
+                               const std::function<bool()>& ready, double timeout_s) {
+    std::ofstream(log + ".sh") << cmd << " > " << log << " 2>&1\necho $? > " << log << ".rc\n";
+    if (std::system(("sh " + log + ".sh &").c_str()) != 0) return false;
+    auto t0 = std::chrono::steady_clock::now();
+    while (!ready()) {
+        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
+            timeout_s)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+}
+
+// The exit code of a run started by start_and_wait_for, or -1 after timeout_s.
+inline int wait_exit_code(const std::string& log, double timeout_s) {
+    namespace fs = std::filesystem;
+    auto t0 = std::chrono::steady_clock::now();
+    while (!fs::exists(log + ".rc") || fs::file_size(log + ".rc") == 0) {
+        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
+            timeout_s)
+            return -1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    int rc = -1;
+    std::ifstream(log + ".rc") >> rc;
+    return rc;
+}
 
 }  // namespace zt_test
