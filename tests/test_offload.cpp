@@ -116,6 +116,18 @@ void expect_same_losses(const RunLog& a, const RunLog& b, const std::string& wha
             << what << " step " << s;
 }
 
+// Every rank file of the step-4 checkpoints of runs a and b is there and equal.
+void expect_same_step4_files(const std::string& a, const std::string& b, int world,
+                             const std::string& what) {
+    for (int r = 0; r < world; r++) {
+        const std::string f = "/ckpt/step-00000004/rank-0000" + std::to_string(r) + "-of-0000" +
+                              std::to_string(world) + ".safetensors";
+        const std::string x = read_file(a + f), y = read_file(b + f);
+        EXPECT_FALSE(x.empty()) << what << f;
+        EXPECT_TRUE(x == y) << what << ": " << f << " differs";
+    }
+}
+
 // Same losses and byte-identical checkpoint files with the state in memory
 // and on disk, stages 0-3 at world 1 and 2 (fp32), and bf16 at stage 3; the
 // ledger's optimizer bytes are the window, and both sizes are estimate's.
@@ -134,14 +146,7 @@ TEST(Offload, TrainingMatchesTheInMemoryRunAndItsCheckpoints) {
                     train(dir / "off", world, stage,
                           common + " --offload-optimizer nvme --offload-dir " + (dir / "nvme"));
                 expect_same_losses(mem, off, what);
-                for (int r = 0; r < world; r++) {
-                    const std::string f = "/ckpt/step-00000004/rank-0000" + std::to_string(r) +
-                                          "-of-0000" + std::to_string(world) + ".safetensors";
-                    const std::string a = read_file(dir / "mem" + f),
-                                      b = read_file(dir / "off" + f);
-                    EXPECT_FALSE(a.empty()) << what << f;
-                    EXPECT_TRUE(a == b) << what << ": " << f << " differs";
-                }
+                expect_same_step4_files(dir / "mem", dir / "off", world, what);
                 // The files are gone with the run.
                 EXPECT_TRUE(std::filesystem::is_empty(dir / "nvme")) << what;
                 auto est = zt_test::run_command(
@@ -186,14 +191,7 @@ TEST(Offload, ParameterShardsInAFileTrainAsInMemory) {
                 RunLog off =
                     train(dir / "off", world, 3, common + " --offload-params nvme" + nvme_dir);
                 expect_same_losses(mem, off, what);
-                for (int r = 0; r < world; r++) {
-                    const std::string f = "/ckpt/step-00000004/rank-0000" + std::to_string(r) +
-                                          "-of-0000" + std::to_string(world) + ".safetensors";
-                    const std::string a = read_file(dir / "mem" + f),
-                                      b = read_file(dir / "off" + f);
-                    EXPECT_FALSE(a.empty()) << what << f;
-                    EXPECT_TRUE(a == b) << what << ": " << f << " differs";
-                }
+                expect_same_step4_files(dir / "mem", dir / "off", world, what);
                 EXPECT_TRUE(std::filesystem::is_empty(dir / "nvme")) << what;
                 auto est = zt_test::run_command(
                     zt_test::zerotrain_binary() +
