@@ -572,7 +572,7 @@ TEST(Checkpoint, HuggingFaceRoundTripKeepsTheEvalLossExactly) {
     EXPECT_EQ(eval_loss("--hf " + hf), from_ckpt);
     std::string tuned = dir / "tuned";
     RunLog t = run_ok(z + " train --init-from " + hf + " --data " + data + eval_shape +
-                          " --steps 1 --eval-every 0 --threads 1 --out " + tuned,
+                          " --steps 1 --eval-every 0 --out " + tuned,
                       tuned);
     ASSERT_FALSE(t.evals.empty());
     EXPECT_EQ(t.evals.front()["step"], 0);

@@ -1,5 +1,8 @@
 // bf16 GEMM with fp32 accumulation: oneDNN matmul primitives when oneDNN is
-// built in (ZT_HAVE_DNNL), else the operands widened to fp32 and sgemm.
+// built in (ZT_HAVE_DNNL) and has a bf16 matmul for this CPU (AVX-512 or
+// AMX), else the operands widened to fp32 and sgemm. Both paths compute the
+// same products of bf16 values (exact in fp32) and differ only in the order
+// of the fp32 sums; gemm_bf16_path says which one runs.
 //
 // Invariant: a product is always accumulated in fp32 and a bf16 C is rounded
 // once, at the end. oneDNN: alpha is the primitive's output scale, beta its sum
@@ -30,12 +33,11 @@
 #include <vector>
 
 #include "core/check.h"
+#include "ops/cpu/blas.h"
 #include "ops/matmul.h"  // gemm_bf16_path
 
 #if ZT_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
-#else
-#include "ops/cpu/blas.h"
 #endif
 
 namespace zt::cpu {
@@ -82,6 +84,40 @@ void gemm_empty_k(int64_t M, int64_t N, const bf16* bias, float beta, Out* C, in
             if (bias) c += bf16_to_f32(bias[j]);
             C[i * ldc + j] = store<Out>(c);
         }
+}
+
+// The reference path: widen to fp32, sgemm, round once.
+template <class Out>
+void gemm_widened(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
+                  int64_t lda, const bf16* B, int64_t ldb, const bf16* bias, float beta, Out* C,
+                  int64_t ldc, bool serial) {
+    for (int64_t d : {M, N, K, lda, ldb}) blas_dim(d);
+    const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K;
+    const int64_t b_rows = tb ? N : K, b_cols = tb ? K : N;
+    std::vector<float> a(size_t(a_rows * lda)), b(size_t(b_rows * ldb)), c(size_t(M * N));
+    for (int64_t i = 0; i < a_rows; i++)
+        for (int64_t j = 0; j < a_cols; j++) a[size_t(i * lda + j)] = bf16_to_f32(A[i * lda + j]);
+    for (int64_t i = 0; i < b_rows; i++)
+        for (int64_t j = 0; j < b_cols; j++) b[size_t(i * ldb + j)] = bf16_to_f32(B[i * ldb + j]);
+    // A bias joins as the initial C of an sgemm with beta = 1; beta = 0 never reads C.
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            float c0 = 0.0f;
+            if (bias)
+                c0 = bf16_to_f32(bias[j]);
+            else if (beta != 0.0f)
+                c0 = load(C[i * ldc + j]);
+            c[size_t(i * N + j)] = c0;
+        }
+    const float c_beta = bias ? 1.0f : beta;
+    auto t = [](bool x) { return x ? CblasTrans : CblasNoTrans; };
+    if (serial)
+        gemm(t(ta), t(tb), M, N, K, alpha, a.data(), lda, b.data(), ldb, c_beta, c.data(), N);
+    else
+        gemm_parallel(t(ta), t(tb), M, N, K, alpha, a.data(), lda, b.data(), ldb, c_beta, c.data(),
+                      N);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) C[i * ldc + j] = store<Out>(c[size_t(i * N + j)]);
 }
 
 #if ZT_HAVE_DNNL
@@ -181,7 +217,7 @@ Plan make_plan(const PlanKey& k) {
 // use. The cap bounds the cache when shapes never repeat (decoding with a
 // growing context); training reuses a few dozen.
 class PlanCache {
-public:
+  public:
     std::shared_ptr<const Plan> get(const PlanKey& key) {
         {
             std::lock_guard<std::mutex> lock(mu_);
@@ -194,7 +230,7 @@ public:
         return plans_.try_emplace(key, std::move(plan)).first->second;
     }
 
-private:
+  private:
     static constexpr size_t kMaxPlans = 1024;
     std::mutex mu_;
     std::unordered_map<PlanKey, std::shared_ptr<const Plan>, PlanKeyHash> plans_;
@@ -207,13 +243,13 @@ PlanCache& plan_cache() {
 
 // While alive, OpenMP regions opened by this thread (oneDNN's) get one thread.
 class OmpSingleThread {
-public:
+  public:
     OmpSingleThread() : saved_(omp_get_max_threads()) { omp_set_num_threads(1); }
     ~OmpSingleThread() { omp_set_num_threads(saved_); }
     OmpSingleThread(const OmpSingleThread&) = delete;
     OmpSingleThread& operator=(const OmpSingleThread&) = delete;
 
-private:
+  private:
     int saved_;
 };
 
@@ -247,6 +283,34 @@ void gemm_dnnl(const PlanKey& key, const bf16* A, const bf16* B, const bf16* bia
     }
 }
 
+// Whether this CPU has a oneDNN bf16 matmul, and the path's description:
+// oneDNN's kernel for a linear layer's product (B transposed) at this
+// process's thread count, or why there is none (CPUs without AVX-512, e.g.
+// AVX2-only ones, have no bf16 matmul in oneDNN). Probed once.
+struct DnnlSupport {
+    bool ok;
+    std::string path;
+};
+
+const DnnlSupport& dnnl_support() {
+    static const DnnlSupport support = [] {
+        const int threads = omp_get_max_threads();
+        const PlanKey probe{256, 256,     256,   256,  256,   256,  std::bit_cast<uint32_t>(1.0f),
+                            0u,  threads, false, true, false, false};
+        const dnnl_version_t* v = dnnl_version();
+        try {
+            return DnnlSupport{true, strprintf("onednn %d.%d.%d (%s)", v->major, v->minor, v->patch,
+                                               plan_cache().get(probe)->impl.c_str())};
+        } catch (const dnnl::error& e) {
+            return DnnlSupport{
+                false, strprintf("fallback: fp32 sgemm on widened operands (oneDNN %d.%d.%d has "
+                                 "no bf16 matmul for this CPU: %s)",
+                                 v->major, v->minor, v->patch, e.what())};
+        }
+    }();
+    return support;
+}
+
 template <class Out>
 void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
               int64_t lda, const bf16* B, int64_t ldb, const bf16* bias, float beta, Out* C,
@@ -254,6 +318,8 @@ void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
     check_gemm_args(ta, tb, M, N, K, lda, ldb, ldc);
     if (M == 0 || N == 0) return;
     if (K == 0) return gemm_empty_k(M, N, bias, beta, C, ldc);
+    if (!dnnl_support().ok)
+        return gemm_widened(ta, tb, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, serial);
     serial = serial || omp_in_parallel() || omp_get_max_threads() == 1;
     const PlanKey key{.M = M,
                       .N = N,
@@ -278,7 +344,6 @@ void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
 
 #else  // !ZT_HAVE_DNNL
 
-// The reference path: widen to fp32, sgemm, round once.
 template <class Out>
 void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
               int64_t lda, const bf16* B, int64_t ldb, const bf16* bias, float beta, Out* C,
@@ -286,33 +351,7 @@ void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
     check_gemm_args(ta, tb, M, N, K, lda, ldb, ldc);
     if (M == 0 || N == 0) return;
     if (K == 0) return gemm_empty_k(M, N, bias, beta, C, ldc);
-    for (int64_t d : {M, N, K, lda, ldb}) blas_dim(d);
-    const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K;
-    const int64_t b_rows = tb ? N : K, b_cols = tb ? K : N;
-    std::vector<float> a(size_t(a_rows * lda)), b(size_t(b_rows * ldb)), c(size_t(M * N));
-    for (int64_t i = 0; i < a_rows; i++)
-        for (int64_t j = 0; j < a_cols; j++) a[size_t(i * lda + j)] = bf16_to_f32(A[i * lda + j]);
-    for (int64_t i = 0; i < b_rows; i++)
-        for (int64_t j = 0; j < b_cols; j++) b[size_t(i * ldb + j)] = bf16_to_f32(B[i * ldb + j]);
-    // A bias joins as the initial C of an sgemm with beta = 1; beta = 0 never reads C.
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t j = 0; j < N; j++) {
-            float c0 = 0.0f;
-            if (bias)
-                c0 = bf16_to_f32(bias[j]);
-            else if (beta != 0.0f)
-                c0 = load(C[i * ldc + j]);
-            c[size_t(i * N + j)] = c0;
-        }
-    const float c_beta = bias ? 1.0f : beta;
-    auto t = [](bool x) { return x ? CblasTrans : CblasNoTrans; };
-    if (serial)
-        gemm(t(ta), t(tb), M, N, K, alpha, a.data(), lda, b.data(), ldb, c_beta, c.data(), N);
-    else
-        gemm_parallel(t(ta), t(tb), M, N, K, alpha, a.data(), lda, b.data(), ldb, c_beta, c.data(),
-                      N);
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t j = 0; j < N; j++) C[i * ldc + j] = store<Out>(c[size_t(i * N + j)]);
+    gemm_widened(ta, tb, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, serial);
 }
 
 #endif  // ZT_HAVE_DNNL
@@ -348,22 +387,7 @@ void gemm_bf16_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const bf1
 
 const char* gemm_bf16_path() {
 #if ZT_HAVE_DNNL
-    // The kernel oneDNN picks for a linear layer's product (B transposed) at
-    // this process's thread count: its ISA is what the machine really runs.
-    static const std::string path = [] {
-        const int threads = omp_get_max_threads();
-        const PlanKey probe{256, 256,     256,   256,  256,   256,  std::bit_cast<uint32_t>(1.0f),
-                            0u,  threads, false, true, false, false};
-        const dnnl_version_t* v = dnnl_version();
-        try {
-            return strprintf("onednn %d.%d.%d (%s)", v->major, v->minor, v->patch,
-                             plan_cache().get(probe)->impl.c_str());
-        } catch (const dnnl::error& e) {
-            return strprintf("onednn %d.%d.%d (no bf16 matmul: %s)", v->major, v->minor, v->patch,
-                             e.what());
-        }
-    }();
-    return path.c_str();
+    return dnnl_support().path.c_str();
 #else
     return "fallback: fp32 sgemm on widened operands (oneDNN not built in)";
 #endif
