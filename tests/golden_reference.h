@@ -104,6 +104,7 @@ inline GoldenReference run_golden_reference(const std::string& dir, const zt::Mo
                            {"grad_clip", opt.grad_clip},
                            {"dtype", run.dtype}};
     if (run.autocast) conf["autocast"] = true;
+    if (cfg.rope_scaling.enabled()) conf["rope_scaling"] = zt::rope_scaling_to_hf_json(cfg);
     const zt::ModelLayout layout = zt::model_layout(cfg);
     nlohmann::json specs = nlohmann::json::array();
     int64_t base = 0;

@@ -594,13 +594,7 @@ void run_interop(const std::string& preset, bool tied) {
 
     TempDir dir;
     m.export_to(dir / "hf");
-    zt_test::write_raw(dir / "tokens.bin", tokens.data(), tokens.size());
-    auto r = zt_test::run_command("/usr/bin/python3 " + zt_test::source_dir() +
-                                  "/tests/hf/reference_model.py " + (dir / "hf") + " " +
-                                  (dir / "tokens.bin") + " " + std::to_string(kB) + " " +
-                                  (dir / "logits.bin"));
-    ASSERT_EQ(r.exit_code, 0) << "tests/hf/reference_model.py failed:\n" << r.output;
-    std::vector<float> ref = zt_test::read_floats(dir / "logits.bin");
+    const std::vector<float> ref = zt_test::hf_reference_logits(dir / "hf", dir.path(), tokens, kB);
     ASSERT_EQ(ref.size(), logits.size());
 
     // fp32 engine against a float64 reference on the exported F32 weights (exact):

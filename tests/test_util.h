@@ -126,6 +126,41 @@ inline std::string source_dir() {
     return ZT_SOURCE_DIR;
 }
 
+// A JSON object's body that `load` must refuse, with what its message names.
+struct JsonErrorCase {
+    std::string json;
+    std::vector<std::string> fragments;
+};
+
+// Writes each case to its own file under dir and expects load(path) to throw
+// zt::Error naming every fragment and the file.
+template <class Load>
+void expect_json_errors(const std::string& dir, const std::vector<JsonErrorCase>& cases,
+                        Load load) {
+    int k = 0;
+    for (const JsonErrorCase& c : cases) {
+        const std::string path = dir + "/case" + std::to_string(k++) + ".json";
+        std::ofstream(path) << "{" << c.json << "}";
+        std::vector<std::string> fragments = c.fragments;
+        fragments.push_back(path);
+        SCOPED_TRACE(c.json);
+        expect_error([&] { load(path); }, fragments);
+    }
+}
+
+// tests/hf/reference_model.py's logits (PyTorch) for the export in hf_dir on
+// `tokens` (batch B) as rows; dir holds the files passed between them.
+inline std::vector<float> hf_reference_logits(const std::string& hf_dir, const std::string& dir,
+                                              const std::vector<int32_t>& tokens, int B) {
+    write_raw(dir + "/tokens.bin", tokens.data(), tokens.size());
+    auto r =
+        run_command("/usr/bin/python3 " + source_dir() + "/tests/hf/reference_model.py " + hf_dir +
+                    " " + dir + "/tokens.bin " + std::to_string(B) + " " + dir + "/logits.bin");
+    EXPECT_EQ(r.exit_code, 0) << "tests/hf/reference_model.py failed:\n" << r.output;
+    if (r.exit_code != 0) return {};
+    return read_floats(dir + "/logits.bin");
+}
+
 // Runs `cmd` in the background through a script writing its output to `log`
 // and its exit code to `log`.rc (so that no shell's own command line names
 // the run: tests signal a run's processes by a pattern of its arguments);

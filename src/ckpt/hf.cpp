@@ -84,6 +84,7 @@ json hf_config_json(const ModelConfig& c, const ExportOptions& o) {
              {"rope_theta", short_decimal(c.rope_theta)},
              {"hidden_act", "silu"},
              {"tie_word_embeddings", c.tie_embeddings}};
+        if (c.rope_scaling.enabled()) j["rope_scaling"] = rope_scaling_to_hf_json(c);
     } else {
         j = {{"architectures", {"GPT2LMHeadModel"}},
              {"model_type", "gpt2"},

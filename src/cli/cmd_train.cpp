@@ -9,13 +9,18 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
+#include "ckpt/checkpoint.h"
 #include "cli/commands.h"
 #include "comm/launch.h"
 #include "core/check.h"
 #include "model/config.h"
+#include "prof/trace.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -44,7 +49,9 @@ void load_config_from_argv(int argc, char** argv, TrainConfig& cfg) {
 void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
                        ResumeActions* actions) {
     t->add_option("--config", *config_path,
-                  "JSON file of settings (keys: the flags with underscores); flags override it");
+                  "JSON file of settings (keys: the flags with underscores), or a DeepSpeed "
+                  "config (its optimizer, scheduler, batch, bf16 and zero_optimization keys; "
+                  "\"auto\" takes the flag's value); flags override it");
     t->add_option("--model", c.model,
                   "preset (" + preset_list() + ") or a Hugging Face config.json")
         ->capture_default_str();
@@ -58,7 +65,9 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
                   "parameters")
         ->capture_default_str();
     t->add_option("--nproc", c.nproc,
-                  "start N local ranks through mpirun (under mpirun/srun the launcher decides)");
+                  "start N local ranks through mpirun (under mpirun/srun the launcher decides); "
+                  "when a rank dies or hangs, says which, the step reached, the last checkpoint "
+                  "and the command that resumes");
     t->add_option("--device", c.device, "cpu (cuda: not wired into training yet, refused)")
         ->capture_default_str();
     t->add_option("--precision", c.precision,
@@ -78,7 +87,9 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
     t->add_option("--sim-latency-us", c.sim_latency_us, "simulated per-message latency")
         ->capture_default_str();
     t->add_option("--comm-timeout-s", c.comm_timeout_s,
-                  "abort every rank when a collective waits longer than this")
+                  "abort every rank when a collective waits longer than this; each rank still "
+                  "running first writes its last 64 collectives to RUN_DIR/hang/rank-K.json "
+                  "and the rank the others waited for is named")
         ->capture_default_str();
     t->add_option("--offload-optimizer", c.offload_optimizer,
                   "where the optimizer state (and fp32 master weights) lives: none, cpu (host "
@@ -98,9 +109,16 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
     t->add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step (K)")
         ->capture_default_str();
     t->add_option("--steps", c.steps, "optimizer steps")->capture_default_str();
-    t->add_option("--lr", c.lr, "peak learning rate")->capture_default_str();
-    t->add_option("--min-lr", c.min_lr, "floor of the cosine decay (default lr / 10)");
-    t->add_option("--warmup", c.warmup, "linear warmup steps")->capture_default_str();
+    t->add_option("--lr", c.lr,
+                  "peak learning rate (DeepSpeed: optimizer.params.lr, scheduler warmup_max_lr)")
+        ->capture_default_str();
+    t->add_option("--min-lr", c.min_lr,
+                  "floor of the cosine decay (default lr / 10); DeepSpeed's schedules end at "
+                  "their own warmup_min_lr or cos_min_ratio instead");
+    t->add_option("--warmup", c.warmup,
+                  "warmup steps: linear for the default cosine schedule; a DeepSpeed scheduler "
+                  "block's warmup_num_steps (log or linear warmup_type)")
+        ->capture_default_str();
     t->add_option("--weight-decay", c.weight_decay,
                   "AdamW decoupled weight decay (matrices only; not norms, biases, embeddings)")
         ->capture_default_str();
@@ -177,10 +195,74 @@ void record_given_flags(const CLI::App& train, TrainConfig& cfg) {
     }
 }
 
+// The last "step" line of RUN_DIR/metrics.jsonl; -1 when there is none.
+int64_t last_metrics_step(const std::string& run_dir) {
+    std::ifstream f(run_dir + "/metrics.jsonl");
+    int64_t step = -1;
+    for (std::string line; std::getline(f, line);) {
+        auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (j.is_object() && j.value("kind", "") == "step") step = j.value("step", step);
+    }
+    return step;
+}
+
+// One word for a POSIX shell: as it is when it is safe, else single-quoted.
+std::string shell_word(const std::string& w) {
+    if (!w.empty() && w.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789-_./=:,+@%") == std::string::npos)
+        return w;
+    std::string q = "'";
+    for (char c : w) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+// What a failed --nproc run's launcher adds after naming the rank at fault:
+// the step reached, the last complete checkpoint, and the command that
+// resumes from it (this command with --resume auto --out RUN_DIR in place of
+// its --resume, --out, --fork and --truncate).
+std::string describe_failed_run(const std::string& run_dir, int argc, char** argv) {
+    std::string out;
+    const int64_t step = last_metrics_step(run_dir);
+    out += step >= 0 ? strprintf("zerotrain: the run reached step %lld (%s/metrics.jsonl)\n",
+                                 (long long)step, run_dir.c_str())
+                     : strprintf("zerotrain: the run finished no step (%s/metrics.jsonl)\n",
+                                 run_dir.c_str());
+    std::optional<SavedCheckpoint> ckpt;
+    try {
+        ckpt = newest_step_checkpoint(run_dir);
+    } catch (const std::exception&) {
+    }
+    if (!ckpt) {
+        out += strprintf(
+            "zerotrain: no complete checkpoint in %s/ckpt, so there is nothing to resume; run "
+            "again with another --out (add --save-every N to save on the way)\n",
+            run_dir.c_str());
+        return out;
+    }
+    out += strprintf("zerotrain: last complete checkpoint: %s (step %lld)\n", ckpt->dir.c_str(),
+                     (long long)ckpt->step);
+    std::string cmd = shell_word(argv[0]);
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a == "--resume" || a == "--out" || a == "--fork") {
+            i++;  // and its value
+            continue;
+        }
+        if (a == "--truncate" || a.rfind("--resume=", 0) == 0 || a.rfind("--out=", 0) == 0 ||
+            a.rfind("--fork=", 0) == 0)
+            continue;
+        cmd += " " + shell_word(a);
+    }
+    cmd += " --resume auto --out " + shell_word(run_dir);
+    out += "zerotrain: to resume: " + cmd + "\n";
+    return out;
+}
+
 struct TrainArgs {
     TrainConfig cfg;
     std::string config_path;  // --config's value; the file itself is read from argv
     ResumeActions actions;    // --fork, --truncate: never part of the saved settings
+    std::string trace_steps;  // --trace-steps A:B (prof/trace.h): not a saved setting either
 };
 
 }  // namespace
@@ -199,13 +281,30 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
         "train",
         "train a model (no flags: a small model on English text, about ten seconds on 2 cores)");
     add_train_options(train, args->cfg, &args->config_path, &args->actions);
+    train->add_flag("--trace", trace_request().on,
+                    "write RUN_DIR/trace.json, a Chrome trace (open in ui.perfetto.dev or "
+                    "chrome://tracing): per rank, each unit's forward/backward, data, optimizer "
+                    "step, eval and checkpoint on thread 'compute', each collective from issue "
+                    "to completion on thread 'comm'; every step unless --trace-steps");
+    train
+        ->add_option("--trace-steps", args->trace_steps,
+                     "with --trace (implies it): record only steps A to B (1-based, inclusive), "
+                     "or only step A; default: every step")
+        ->option_text("A:B");
     train->callback([args, train, argc, argv] {
         record_given_flags(*train, args->cfg);
+        if (!args->trace_steps.empty()) {
+            trace_request().on = true;
+            trace_request().steps = parse_trace_steps(args->trace_steps);
+        }
         // --nproc N outside a launcher: start N ranks of this same command.
         if (args->cfg.nproc > 1 && !under_launcher()) {
             // Rank 0 records it in the run directory's lock: the process to signal.
             ::setenv("ZT_LAUNCHER_PID", std::to_string(::getpid()).c_str(), 1);
-            int status = launch_local_ranks(args->cfg.nproc, argc, argv);
+            int status = launch_local_ranks(args->cfg.nproc, argc, argv,
+                                            [argc, argv](const std::string& run_dir) {
+                                                return describe_failed_run(run_dir, argc, argv);
+                                            });
             if (status != 0) throw CLI::RuntimeError(status);
             return;
         }

@@ -92,7 +92,7 @@ struct WorkState;
 // Handle to an operation in flight. Copies share one state. A default
 // (empty) handle is already done.
 class Work {
-public:
+  public:
     Work() = default;
     explicit Work(std::shared_ptr<detail::WorkState> s) : state_(std::move(s)) {}
     // Blocks until the operation completed; rethrows its error as zt::Error.
@@ -107,12 +107,12 @@ public:
     // once.
     void wait_on_stream(void* stream);
 
-private:
+  private:
     std::shared_ptr<detail::WorkState> state_;
 };
 
 class Communicator {
-public:
+  public:
     virtual ~Communicator() = default;
 
     virtual int rank() const = 0;
@@ -158,6 +158,16 @@ public:
     // A snapshot of this rank's accounting (thread-safe).
     virtual CommStats stats() const = 0;
     virtual void reset_stats() = 0;
+
+    // The flight recorder (comm/flight.h), on backends that keep one (local,
+    // mpi, ring; a no-op elsewhere). On a collective timeout each rank still
+    // running writes its last collectives to RUN_DIR/hang/rank-K.json; ""
+    // (the default) writes nothing. Every rank calls it at the same point of
+    // its collective sequence; rank 0 first clears a previous run's records.
+    virtual void set_run_dir(const std::string& run_dir) { (void)run_dir; }
+    // The training step the collectives issued from now on belong to, for
+    // the flight recorder (0 before the first step).
+    virtual void set_step(int64_t step) { (void)step; }
 };
 
 struct CommOptions {
@@ -166,7 +176,7 @@ struct CommOptions {
     // per second (10^9 bit/s), as networks are rated: 10 Gbps = 1.25 GB/s.
     double sim_bandwidth_gbps = 0;
     double sim_latency_us = 0;
-    double timeout_s = 300;         // watchdog: abort all ranks when an op waits longer
+    double timeout_s = 300;  // watchdog: abort all ranks when an op waits longer
 };
 
 // Builds the backend for this process; rank and world size come from the

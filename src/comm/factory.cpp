@@ -1,13 +1,15 @@
 // make_communicator: picks the backend this process runs, refuses what the
 // build lacks (naming it), and wraps the backend in simnet when a slower
 // network is asked for (flags --sim-bandwidth-gbps / --sim-latency-us win
-// over env ZERO_SIM_BW_GBPS / ZERO_SIM_LATENCY_MS).
+// over env ZERO_SIM_BW_GBPS / ZERO_SIM_LATENCY_MS). Under --nproc it leaves
+// this rank's pid for the launcher (comm/job.h).
 #include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "comm/communicator.h"
+#include "comm/job.h"
 #include "comm/launch.h"
 #include "comm/local.h"
 #include "comm/simnet.h"
@@ -83,6 +85,7 @@ std::unique_ptr<Communicator> make_communicator(const CommOptions& opt) {
         ZT_FAIL("--comm '%s': expected local, mpi, ring or nccl", b.c_str());
     }
     set_error_rank(comm->rank());
+    job_note_rank(comm->rank());  // under --nproc: this rank's pid, for the launcher
     if (bandwidth_gbps > 0 || latency_us > 0)
         comm = make_simnet(std::move(comm), bandwidth_gbps, latency_us);
     return comm;

@@ -1,19 +1,31 @@
-// Rank discovery from launcher variables, and `--nproc N` through mpiexec
-// (see launch.h).
+// Rank discovery from launcher variables, and `--nproc N` through mpiexec:
+// starting the ranks, watching them, and naming the rank that died or that
+// the others waited for when the job fails (see launch.h).
 #include "comm/launch.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
-#include <csignal>
+#include <chrono>
 #include <climits>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "comm/flight.h"
+#include "comm/job.h"
 #include "core/check.h"
 
 #if ZT_HAVE_MPI
@@ -109,13 +121,272 @@ extern "C" void forward_stop_signal(int sig, siginfo_t* info, void*) {
     if (info && info->si_code <= 0 && g_launcher_child > 0) kill(g_launcher_child, SIGTERM);
 }
 
+double monotonic_now() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+// "SIGKILL"; "signal 64" for one without a name.
+std::string signal_name(int sig) {
+    const char* abbrev = sigabbrev_np(sig);
+    return abbrev ? std::string("SIG") + abbrev : strprintf("signal %d", sig);
+}
+
+// A rank's death as mpirun reports it (Open MPI: "mpirun noticed that
+// process rank 2 with PID 1234 on node h exited on signal 9 (Killed).").
+struct ReportedDeath {
+    int rank = -1;
+    long pid = 0;
+    int signal = 0;
+};
+
+// Copies mpirun's stderr (its own messages and the ranks') to ours as it
+// arrives, and picks out the deaths mpirun reports.
+class StderrRelay {
+  public:
+    explicit StderrRelay(int fd) : fd_(fd), thread_([this] { run(); }) {}
+    ~StderrRelay() {
+        if (thread_.joinable()) finish();
+    }
+    // After mpirun exited: copies what is left and stops; a process that
+    // outlived mpirun and still holds the pipe does not hold the launcher.
+    std::vector<ReportedDeath> finish() {
+        done_ = true;
+        thread_.join();
+        ::close(fd_);
+        return deaths_;
+    }
+    // After finish(): mpirun said a rank aborted the job or exited non-zero.
+    bool rank_failed() const { return rank_failed_; }
+
+  private:
+    void run() {
+        char buf[4096];
+        for (;;) {
+            pollfd p{fd_, POLLIN, 0};
+            int r = ::poll(&p, 1, 100);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) return;
+            if (r == 0) {
+                if (done_) return;
+                continue;
+            }
+            ssize_t n = ::read(fd_, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return;  // every writer closed it
+            for (ssize_t off = 0; off < n;) {
+                ssize_t w = ::write(2, buf + off, size_t(n - off));
+                if (w < 0 && errno == EINTR) continue;
+                if (w <= 0) break;
+                off += w;
+            }
+            scan(buf, size_t(n));
+        }
+    }
+
+    void scan(const char* p, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+            if (p[i] != '\n') {
+                if (line_.size() < 4096) line_ += p[i];
+                continue;
+            }
+            size_t at = line_.find("process rank ");
+            ReportedDeath d;
+            if (at != std::string::npos &&
+                std::sscanf(line_.c_str() + at,
+                            "process rank %d with PID %ld on node %*s exited on signal %d", &d.rank,
+                            &d.pid, &d.signal) == 3)
+                deaths_.push_back(d);
+            // A rank ended the job itself (and printed why).
+            if (line_.find("MPI_ABORT was invoked") != std::string::npos ||
+                line_.find("non-zero") != std::string::npos)
+                rank_failed_ = true;
+            line_.clear();
+        }
+    }
+
+    int fd_;
+    std::atomic<bool> done_{false};
+    std::string line_;
+    std::vector<ReportedDeath> deaths_;  // relay thread until finish()
+    bool rank_failed_ = false;           // relay thread until finish()
+    std::thread thread_;
+};
+
+// The ranks' processes, from the pids they note in the job directory,
+// looked at while mpirun runs: which vanished first, which were stopped.
+class RankWatch {
+  public:
+    RankWatch(std::string job_dir, int nproc) : dir_(std::move(job_dir)), nproc_(nproc) {}
+
+    void tick() {
+        if (dir_.empty()) return;
+        if (int(watched_.size()) < nproc_)
+            for (const JobRank& r : job_read_ranks(dir_))
+                if (r.rank < nproc_ && !watched_.count(r.rank)) watched_[r.rank] = Watched{r.pid};
+        const double now = monotonic_now();
+        std::vector<int> gone_now;
+        int alive = 0;
+        for (auto& [rank, w] : watched_) {
+            if (w.gone) continue;
+            char state = process_state(w.pid);
+            if (state == 0 || state == 'Z' || state == 'X') {
+                w.gone = true;
+                gone_now.push_back(rank);
+                continue;
+            }
+            alive++;
+            if (state == 'T') {
+                if (w.stopped_since == 0) w.stopped_since = now;
+                w.stopped_for = std::max(w.stopped_for, now - w.stopped_since);
+            } else {
+                w.stopped_since = 0;
+            }
+        }
+        // Ranks that vanished while others still ran died first; mpirun ends
+        // the rest afterwards.
+        if (first_gone_.empty() && !gone_now.empty() && alive > 0) first_gone_ = gone_now;
+    }
+
+    const std::vector<int>& first_gone() const { return first_gone_; }
+    int64_t pid_of(int rank) const {
+        auto it = watched_.find(rank);
+        return it == watched_.end() ? 0 : it->second.pid;
+    }
+    // The longest time a rank was seen stopped (state T), in seconds.
+    double stopped_for(int rank) const {
+        auto it = watched_.find(rank);
+        return it == watched_.end() ? 0 : it->second.stopped_for;
+    }
+    int rank_of_pid(long pid) const {
+        for (const auto& [rank, w] : watched_)
+            if (w.pid == pid) return rank;
+        return -1;
+    }
+
+  private:
+    struct Watched {
+        int64_t pid = 0;
+        bool gone = false;
+        double stopped_since = 0;
+        double stopped_for = 0;
+    };
+
+    // The state letter of /proc/PID/stat ('R', 'S', 'T', 'Z', ...); 0 when gone.
+    static char process_state(int64_t pid) {
+        std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+        std::string text;
+        if (!std::getline(f, text)) return 0;
+        size_t paren = text.rfind(')');  // the command name may hold spaces
+        return paren != std::string::npos && paren + 2 < text.size() ? text[paren + 2] : 0;
+    }
+
+    std::string dir_;
+    int nproc_;
+    std::map<int, Watched> watched_;  // by rank, once its note is there
+    std::vector<int> first_gone_;
+};
+
+// The private directory the ranks leave their notes in (comm/job.h),
+// TMPDIR/zerotrain-job-<launcher pid>-XXXXXX, removed with the object; path()
+// is "" when it could not be made (the job runs, its launcher names less).
+// A launcher that was killed cannot remove its own: the next one removes
+// those whose launcher is gone.
+class JobDir {
+  public:
+    JobDir() {
+        const char* tmp = std::getenv("TMPDIR");
+        const std::string parent = tmp && *tmp ? tmp : "/tmp";
+        remove_orphans(parent);
+        std::string tmpl = parent + strprintf("/zerotrain-job-%d-XXXXXX", int(getpid()));
+        if (mkdtemp(tmpl.data())) {
+            path_ = tmpl;
+        } else {
+            std::fprintf(stderr,
+                         "zerotrain: warning: --nproc: cannot create %s (%s); a rank that dies "
+                         "or hangs will be named by mpirun only\n",
+                         tmpl.c_str(), std::strerror(errno));
+        }
+    }
+    ~JobDir() {
+        std::error_code ec;
+        if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+    }
+    JobDir(const JobDir&) = delete;
+    JobDir& operator=(const JobDir&) = delete;
+    const std::string& path() const { return path_; }
+
+  private:
+    static void remove_orphans(const std::string& parent) {
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it(parent, ec), end; !ec && it != end;
+             it.increment(ec)) {
+            int pid = 0;
+            const std::string name = it->path().filename().string();
+            if (std::sscanf(name.c_str(), "zerotrain-job-%d-", &pid) != 1 || pid <= 0) continue;
+            if (kill(pid, 0) != 0 && errno == ESRCH) {
+                std::error_code rm_ec;
+                std::filesystem::remove_all(it->path(), rm_ec);
+            }
+        }
+    }
+
+    std::string path_;
+};
+
+// After a job failed: names the rank that died or the one the others waited
+// for, then what the caller adds about the run (train: step, checkpoint,
+// resume command). Nothing for a job whose ranks failed by themselves: each
+// printed its own error.
+void report_failed_job(int nproc, const std::string& job_dir, const RankWatch& watch,
+                       const std::vector<ReportedDeath>& reported, bool rank_failed,
+                       const LaunchNotes& notes) {
+    const std::string run_dir = job_dir.empty() ? "" : job_read_run_dir(job_dir);
+    // Who died, and of what: mpirun's report; when it said nothing about the
+    // end at all, the ranks whose processes the watch saw vanish first.
+    std::map<int, int> dead;  // rank -> signal (0: unknown)
+    for (const ReportedDeath& d : reported) {
+        int rank = d.rank >= 0 ? d.rank : watch.rank_of_pid(d.pid);
+        if (rank >= 0) dead[rank] = d.signal;
+    }
+    if (dead.empty() && !rank_failed)
+        for (int r : watch.first_gone()) dead[r] = 0;
+    std::vector<int> dead_ranks;
+    for (const auto& [r, sig] : dead) dead_ranks.push_back(r);
+
+    HangEvidence evidence;
+    evidence.dead = dead_ranks;
+    for (int r = 0; r < nproc; r++)
+        if (watch.stopped_for(r) >= 0.5) evidence.stopped.emplace_back(r, watch.stopped_for(r));
+    // A death is the cause; hang records (the others timed out before
+    // mpirun ended them) only add where they waited.
+    std::string out;
+    for (const auto& [r, sig] : dead) {
+        int64_t pid = watch.pid_of(r);
+        std::string who =
+            pid > 0 ? strprintf("rank %d (pid %lld)", r, (long long)pid) : strprintf("rank %d", r);
+        std::string how = sig > 0
+                              ? strprintf("killed by signal %d (%s)", sig, signal_name(sig).c_str())
+                              : "its process ended first (mpirun did not say how)";
+        out += strprintf("zerotrain: %s died: %s; mpirun then ended the other ranks\n", who.c_str(),
+                         how.c_str());
+    }
+    out += run_dir.empty() ? "" : diagnose_hang(run_dir, nproc, evidence);
+    if (out.empty()) return;
+    if (!run_dir.empty() && notes) out += notes(run_dir);
+    std::fflush(stdout);
+    std::fputs(out.c_str(), stderr);
+    std::fflush(stderr);
+}
+
 }  // namespace
 #endif
 
-int launch_local_ranks(int nproc, int argc, char** argv) {
+int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes) {
 #if !ZT_HAVE_MPI
     (void)argc;
     (void)argv;
+    (void)notes;
     ZT_FAIL(
         "--nproc %d: this build has no MPI, so it cannot start ranks; install an MPI "
         "(Debian: libopenmpi-dev) and rebuild with -DZT_MPI=ON, or start the ranks with an "
@@ -149,44 +420,84 @@ int launch_local_ranks(int nproc, int argc, char** argv) {
     for (auto& a : args) cargs.push_back(a.data());
     cargs.push_back(nullptr);
 
+    // The ranks' environment: ours, and where they leave their notes.
+    const JobDir job;
+    const std::string& job_dir = job.path();
+    const std::string env_prefix = std::string(kJobDirEnv) + "=";
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e; e++)
+        if (std::strncmp(*e, env_prefix.c_str(), env_prefix.size()) != 0)
+            env_strings.emplace_back(*e);
+    if (!job_dir.empty()) env_strings.push_back(env_prefix + job_dir);
+    std::vector<char*> cenv;
+    for (auto& e : env_strings) cenv.push_back(e.data());
+    cenv.push_back(nullptr);
+
+    int err_pipe[2] = {-1, -1};
+    ZT_CHECK(pipe2(err_pipe, O_CLOEXEC) == 0, "--nproc: pipe failed: %s", std::strerror(errno));
+
     std::fflush(stdout);
     std::fflush(stderr);
     pid_t pid = fork();
-    ZT_CHECK(pid >= 0, "--nproc: fork failed: %s", std::strerror(errno));
+    if (pid < 0) {
+        int fork_errno = errno;
+        ::close(err_pipe[0]);
+        ::close(err_pipe[1]);
+        ZT_FAIL("--nproc: fork failed: %s", std::strerror(fork_errno));
+    }
     if (pid == 0) {
-        execv(ZT_MPIEXEC, cargs.data());
+        dup2(err_pipe[1], 2);  // dup2 clears O_CLOEXEC on the copy
+        execve(ZT_MPIEXEC, cargs.data(), cenv.data());
         std::fprintf(stderr, "zerotrain: error: --nproc: cannot run %s: %s\n", ZT_MPIEXEC,
                      std::strerror(errno));
         std::_Exit(127);
     }
+    ::close(err_pipe[1]);
+    StderrRelay relay(err_pipe[0]);
+    RankWatch watch(job_dir, nproc);
     // While the ranks run, SIGINT/SIGTERM sent to this process are passed to
     // mpirun as SIGTERM, which it forwards to every rank: the ranks stop
     // cleanly (finish the step, save a checkpoint). A terminal's Ctrl-C
     // reaches mpirun itself (same process group) and is not passed twice.
     g_launcher_child = pid;
     g_launcher_signal = 0;
-    struct sigaction sa {}, old_int {}, old_term {};
+    struct sigaction sa {
+    }, old_int{}, old_term{};
     sa.sa_sigaction = forward_stop_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_SIGINFO;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
+    // Waits for mpirun, looking at the ranks every 50 ms meanwhile.
     int status = 0;
     int wait_rc;
-    while ((wait_rc = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+    for (;;) {
+        wait_rc = waitpid(pid, &status, WNOHANG);
+        if (wait_rc != 0 && !(wait_rc < 0 && errno == EINTR)) break;
+        watch.tick();
+        struct timespec ts {
+            0, 50 * 1000 * 1000
+        };
+        nanosleep(&ts, nullptr);
     }
     int wait_errno = errno;
     sigaction(SIGINT, &old_int, nullptr);
     sigaction(SIGTERM, &old_term, nullptr);
+    const std::vector<ReportedDeath> reported = relay.finish();
     ZT_CHECK(wait_rc >= 0, "--nproc: waiting for %s failed: %s", ZT_MPIEXEC,
              std::strerror(wait_errno));
     const int stop = g_launcher_signal;
-    // Stopped on request: the shell's 128 + signal, whatever mpirun made of
-    // the ranks' own 128 + signal exits.
-    if (stop && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) return 128 + stop;
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-    return 1;
+    int rc = 1;
+    if (WIFEXITED(status)) rc = WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) rc = 128 + WTERMSIG(status);
+    if (stop && rc != 0) {
+        // Stopped on request: the shell's 128 + signal, whatever mpirun made of
+        // the ranks' own 128 + signal exits.
+        rc = 128 + stop;
+    } else if (rc != 0) {
+        report_failed_job(nproc, job_dir, watch, reported, relay.rank_failed(), notes);
+    }
+    return rc;
 #endif
 }
 

@@ -10,8 +10,13 @@
 //
 // launch_local_ranks() is `--nproc N`: it re-executes this binary N times
 // under the mpiexec the build linked against and returns its exit status.
+// When the job fails it names the rank at fault, from what the ranks left in
+// its job directory (comm/job.h) and the run directory's hang records
+// (comm/flight.h): the rank that died and its signal, or the rank the others
+// waited for when a collective timed out.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace zt {
@@ -29,13 +34,23 @@ RankInfo discover_ranks();
 // of several ranks, or was started by a launcher as a single rank).
 bool under_launcher();
 
+// What a failed job's report adds about its run directory (the directory
+// rank 0 was given, Communicator::set_run_dir): for training, the step
+// reached, the last complete checkpoint and the command that resumes. Lines
+// end in '\n'.
+using LaunchNotes = std::function<std::string(const std::string& run_dir)>;
+
 // Runs `ZT_MPIEXEC --allow-run-as-root --oversubscribe --bind-to none -np N
 // /path/to/this/exe argv[1..]` with `--nproc N` / `--nproc=N` removed from
 // argv, waits, and returns its exit status (128 + signal when it was killed).
 // SIGINT/SIGTERM sent to this process while it waits reach the ranks as
 // SIGTERM through mpirun (a clean stop), and the status is then 128 + signal.
+// mpirun's stderr passes through this process, which reads the deaths it
+// reports. When the job fails otherwise, prints to stderr which rank died
+// (pid, signal) or, after a collective timeout, the hang diagnosis
+// (diagnose_hang), then notes(run_dir) when rank 0 had a run directory.
 // Refuses nproc < 1, a build without MPI, and being called under a launcher.
-int launch_local_ranks(int nproc, int argc, char** argv);
+int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes = {});
 
 // Ends the whole job with exit_code: MPI_Abort when MPI is running (so no
 // peer rank is left waiting in a collective), otherwise _Exit. For the CLI's

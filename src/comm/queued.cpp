@@ -2,13 +2,18 @@
 // the signature check and the watchdog (see queued.h for the invariants).
 #include "comm/queued.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <future>
 #include <limits>
 
+#include "comm/flight.h"
+#include "comm/job.h"
 #include "core/check.h"
 #include "prof/timer.h"
 
@@ -24,6 +29,19 @@ bool is_collective(CommOp op) {
 
 const char* reduce_name(uint8_t r) {
     return r <= uint8_t(ReduceOp::max) ? reduce_op_name(ReduceOp(r)) : "?";
+}
+
+// How long the first rank to time out waits for the other ranks' records
+// before it ends the job: their watchdogs see its timeout.json within one
+// poll and write theirs in milliseconds. A rank that never writes one (it is
+// stopped) costs exactly this much.
+double record_grace_s(double poll_s) {
+    return 0.5 + 2 * poll_s;
+}
+
+// The watchdog's tick: a fraction of the timeout, at most a second.
+double watchdog_poll_s(double timeout_s) {
+    return std::min(1.0, std::max(0.01, timeout_s / 8));
 }
 
 bool overlaps(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
@@ -70,7 +88,8 @@ QueuedCommunicator::QueuedCommunicator(std::unique_ptr<QueuedBackend> backend, Q
       opt_(opt),
       rank_(backend_->rank()),
       world_(backend_->world_size()),
-      sink_(std::make_shared<detail::ExposedSink>()) {
+      sink_(std::make_shared<detail::ExposedSink>()),
+      flight_(std::make_unique<FlightRecorder>()) {
     sink_->stats = &stats_;
     std::promise<void> started;
     std::future<void> started_f = started.get_future();
@@ -134,7 +153,10 @@ Work QueuedCommunicator::issue(Request r) {
     ZT_CHECK(broken_.empty(), "%s: the %s communicator is unusable after an earlier failure: %s",
              name, backend_->name(), broken_.c_str());
     r.sig.seq = is_collective(r.op) ? next_seq_++ : next_p2p_seq_++;
+    if (is_collective(r.op)) flight_->issue(r.sig, step_.load());
     r.state = detail::make_work_state(r.op, sink_);
+    r.state->seq = r.sig.seq;  // --trace's args
+    r.state->full_bytes = r.full_bytes;
     {
         // Calls and bytes belong to the moment of issue, so a step's traffic
         // is what the step issued, however late the wire finishes it.
@@ -274,6 +296,24 @@ void QueuedCommunicator::reset_stats() {
     stats_ = CommStats{};
 }
 
+void QueuedCommunicator::set_run_dir(const std::string& run_dir) {
+    // Rank 0 clears before it issues another collective; every other rank
+    // acts on a timeout.json only once a collective issued after this point
+    // completed, which rank 0 joined (flight.h's invariant).
+    if (rank_ == 0 && !run_dir.empty()) {
+        clear_hang_records(run_dir);
+        job_note_run_dir(run_dir);
+    }
+    int64_t next;
+    {
+        std::lock_guard<std::mutex> lock(queue_mu_);
+        next = int64_t(next_seq_);
+    }
+    std::lock_guard<std::mutex> lock(inflight_mu_);
+    run_dir_ = run_dir;
+    armed_after_ = run_dir.empty() ? INT64_MAX : next;
+}
+
 // ---- communication thread ---------------------------------------------------
 
 void QueuedCommunicator::run_thread() {
@@ -302,11 +342,13 @@ void QueuedCommunicator::run_one(Request& r) {
         // in step, so running it could only hang or corrupt.
         std::lock_guard<std::mutex> lock(queue_mu_);
         if (!broken_.empty()) {
+            if (is_collective(r.op)) flight_->finish(r.sig.seq, false);
             r.state->fail(strprintf("%s was not run: an earlier operation failed: %s",
                                     comm_signature_string(r.sig).c_str(), broken_.c_str()));
             return;
         }
     }
+    if (is_collective(r.op)) flight_->start(r.sig.seq);
     double t0 = now_seconds();
     {
         std::lock_guard<std::mutex> lock(inflight_mu_);
@@ -348,6 +390,7 @@ void QueuedCommunicator::run_one(Request& r) {
                           comm_signature_string(r.sig).c_str(), backend_->name(), e.what());
     }
     double t1 = now_seconds();
+    if (is_collective(r.op)) flight_->finish(r.sig.seq, error.empty());
     {
         std::lock_guard<std::mutex> lock(inflight_mu_);
         inflight_ = false;
@@ -391,26 +434,106 @@ void QueuedCommunicator::check_signature(const CommSignature& mine) {
 }
 
 void QueuedCommunicator::run_watchdog() {
-    double poll = std::min(1.0, std::max(0.01, opt_.timeout_s / 8));
+    const double poll = watchdog_poll_s(opt_.timeout_s);
     std::unique_lock<std::mutex> lock(inflight_mu_);
     for (;;) {
         watchdog_cv_.wait_for(lock, std::chrono::duration<double>(poll),
                               [&] { return watchdog_stop_; });
         if (watchdog_stop_) return;
-        if (!inflight_) continue;
-        double waited = now_seconds() - inflight_since_;
-        if (waited <= opt_.timeout_s) continue;
-        CommSignature sig = inflight_sig_;
-        std::fflush(stdout);
-        std::fprintf(stderr,
-                     "zerotrain: error: rank %d: watchdog: %s on the %s communicator has waited "
-                     "%.1f s (timeout %g s, --comm-timeout-s): a peer rank died, hung, or did "
-                     "not issue this operation. Aborting all ranks.\n",
-                     rank_, comm_signature_string(sig).c_str(), backend_->name(), waited,
-                     opt_.timeout_s);
-        std::fflush(stderr);
+        const double waited = inflight_ ? now_seconds() - inflight_since_ : 0;
+        const CommSignature sig = inflight_sig_;
+        const bool inflight = inflight_;
+        if (inflight && waited > opt_.timeout_s) {
+            lock.unlock();
+            on_timeout(sig, waited);
+        }
+        // Another rank timed out: leave this rank's record while it still runs.
+        if (record_written_ || run_dir_.empty() || flight_->last_completed() < armed_after_)
+            continue;
+        const std::string marker = hang_marker_path(run_dir_);
+        lock.unlock();
+        std::error_code ec;
+        if (std::filesystem::exists(marker, ec)) on_peer_timeout(inflight, sig, waited);
+        lock.lock();
+    }
+}
+
+std::string QueuedCommunicator::recorded_run_dir() {
+    std::lock_guard<std::mutex> lock(inflight_mu_);
+    return run_dir_;
+}
+
+void QueuedCommunicator::write_record(const std::string& run_dir, const char* reason, bool inflight,
+                                      const CommSignature& sig, double waited) {
+    HangRecordInfo info;
+    info.rank = rank_;
+    info.world = world_;
+    info.backend = backend_->name();
+    info.reason = reason;
+    info.timeout_s = opt_.timeout_s;
+    info.step = step_.load();
+    info.inflight = inflight;
+    info.inflight_sig = sig;
+    info.inflight_waited_s = waited;
+    std::string error = write_hang_record(run_dir, info, *flight_);
+    if (!error.empty())
+        std::fprintf(stderr, "zerotrain: warning: rank %d: flight recorder: %s\n", rank_,
+                     error.c_str());
+}
+
+void QueuedCommunicator::on_peer_timeout(bool inflight, const CommSignature& sig, double waited) {
+    write_record(recorded_run_dir(), "peer_timeout", inflight, sig, waited);
+    record_written_ = true;
+}
+
+void QueuedCommunicator::on_timeout(const CommSignature& sig, double waited) {
+    const std::string run_dir = recorded_run_dir();
+    if (!run_dir.empty() && hang_marker_sealed(run_dir)) {
+        // The job is already being ended for a timeout that another rank
+        // declared; mpirun's abort let this (stopped) rank run again. Its
+        // record is kept, counted as late, and it says nothing more.
+        write_record(run_dir, "late", true, sig, waited);
         backend_->abort_job(1);
     }
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "zerotrain: error: rank %d: watchdog: %s on the %s communicator has waited "
+                 "%.1f s (timeout %g s, --comm-timeout-s): a peer rank died, hung, or did "
+                 "not issue this operation. Aborting all ranks.\n",
+                 rank_, comm_signature_string(sig).c_str(), backend_->name(), waited,
+                 opt_.timeout_s);
+    std::fflush(stderr);
+    if (!run_dir.empty()) {
+        write_record(run_dir, "timeout", true, sig, waited);
+        const std::string what = comm_signature_string(sig);
+        const double grace = record_grace_s(watchdog_poll_s(opt_.timeout_s));
+        const double deadline = now_seconds() + grace;
+        if (claim_hang_marker(run_dir, rank_, what)) {
+            // The first rank to time out waits for the others' records, says
+            // which came in time, and only then ends the job: an abort makes
+            // mpirun continue a stopped rank, whose record would come late.
+            std::vector<int> present = hang_record_ranks(run_dir);
+            while (int(present.size()) < world_ && now_seconds() < deadline) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                present = hang_record_ranks(run_dir);
+            }
+            seal_hang_marker(run_dir, rank_, what, present);
+            // Under --nproc the launcher reads the records after mpirun returns
+            // and prints the one diagnosis; otherwise this rank does.
+            if (job_dir().empty()) {
+                std::string diagnosis = diagnose_hang(run_dir, world_);
+                std::fputs(diagnosis.c_str(), stderr);
+                std::fflush(stderr);
+            }
+        } else {
+            // Another rank timed out first: leave the abort to it, unless it
+            // does not seal in time (it is gone too).
+            while (!hang_marker_sealed(run_dir) && now_seconds() < deadline + 2)
+                std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+    }
+    backend_->abort_job(1);
+    std::_Exit(1);  // not reached: abort_job ends the process
 }
 
 }  // namespace zt

@@ -18,9 +18,14 @@
 //     prints what differs and the job is aborted (env ZT_COMM_CHECK=0 turns
 //     the check off).
 //   - The watchdog aborts the job when one operation has been running on the
-//     communication thread longer than the timeout.
+//     communication thread longer than the timeout. Given a run directory
+//     (set_run_dir), it first writes the flight recorder's record and waits a
+//     moment for the other ranks' (comm/flight.h); the other ranks' watchdogs
+//     see the first timeout and write theirs while they wait.
 #pragma once
 
+#include <atomic>
+#include <climits>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -34,6 +39,8 @@
 #include "comm/work.h"
 
 namespace zt {
+
+class FlightRecorder;  // comm/flight.h
 
 // What ranks compare before a collective. Fixed size and trivially copyable:
 // backends exchange it as raw bytes.
@@ -123,6 +130,9 @@ class QueuedCommunicator final : public Communicator {
     CommStats stats() const override;
     void reset_stats() override;
 
+    void set_run_dir(const std::string& run_dir) override;
+    void set_step(int64_t step) override { step_.store(step); }
+
   private:
     struct Request {
         CommOp op = CommOp::barrier;
@@ -145,6 +155,13 @@ class QueuedCommunicator final : public Communicator {
     void run_one(Request& r);
     void check_signature(const CommSignature& mine);
     void run_watchdog();
+    // The watchdog's two reactions (inflight_mu_ not held).
+    [[noreturn]] void on_timeout(const CommSignature& sig, double waited);
+    void on_peer_timeout(bool inflight, const CommSignature& sig, double waited);
+    std::string recorded_run_dir();
+    // RUN_DIR/hang/rank-K.json; a failure to write is printed, never thrown.
+    void write_record(const std::string& run_dir, const char* reason, bool inflight,
+                      const CommSignature& sig, double waited);
 
     std::unique_ptr<QueuedBackend> backend_;
     QueuedOptions opt_;
@@ -162,6 +179,13 @@ class QueuedCommunicator final : public Communicator {
     std::string broken_;         // first failure; later ops fail with it. guarded by queue_mu_
     std::thread comm_thread_;
     std::vector<CommSignature> all_sigs_;  // comm thread only
+
+    // The flight recorder (comm/flight.h).
+    std::unique_ptr<FlightRecorder> flight_;
+    std::atomic<int64_t> step_{0};
+    std::string run_dir_;              // "" until set_run_dir; guarded by inflight_mu_
+    int64_t armed_after_ = INT64_MAX;  // seq issued first after set_run_dir; inflight_mu_
+    bool record_written_ = false;      // watchdog thread only
 
     // What the communication thread is running, for the watchdog.
     std::mutex inflight_mu_;

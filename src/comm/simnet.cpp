@@ -118,6 +118,9 @@ class SimNetCommunicator final : public Communicator {
         return s;
     }
 
+    void set_run_dir(const std::string& run_dir) override { inner_->set_run_dir(run_dir); }
+    void set_step(int64_t step) override { inner_->set_step(step); }
+
     void reset_stats() override {
         inner_->reset_stats();
         std::lock_guard<std::mutex> lock(sink_->mu);

@@ -2,6 +2,7 @@
 
 #include "core/check.h"
 #include "prof/timer.h"
+#include "prof/trace.h"
 
 namespace zt {
 
@@ -90,6 +91,9 @@ int comm_ring_steps(CommOp op, int world) {
 namespace detail {
 
 void WorkState::complete() {
+    if (traced_issue_s >= 0)
+        if (Tracer* t = trace_active())
+            t->comm_span(comm_op_name(op), seq, full_bytes, traced_issue_s, now_seconds());
     {
         std::lock_guard<std::mutex> lock(mu);
         finished = true;
@@ -110,6 +114,7 @@ std::shared_ptr<WorkState> make_work_state(CommOp op, std::shared_ptr<ExposedSin
     auto s = std::make_shared<WorkState>();
     s->op = op;
     s->sink = std::move(sink);
+    if (Tracer* t = trace_active(); t && t->recording()) s->traced_issue_s = now_seconds();
     return s;
 }
 

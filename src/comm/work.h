@@ -25,6 +25,9 @@ struct ExposedSink {
 struct WorkState {
     CommOp op = CommOp::barrier;
     std::shared_ptr<ExposedSink> sink;  // may be null (not accounted)
+    uint64_t seq = 0;                   // for --trace (prof/trace.h): set by the issuer
+    int64_t full_bytes = 0;
+    double traced_issue_s = -1;  // when issued while tracing; < 0 untraced
 
     std::mutex mu;
     std::condition_variable cv;

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "ops/rope.h"
+
 namespace zt {
 
 enum class Arch { llama, gpt2 };
@@ -28,6 +30,7 @@ struct ModelConfig {
     int max_seq = 0;    // max_position_embeddings
     float norm_eps = 1e-5f;
     float rope_theta = 10000.0f;
+    RopeScaling rope_scaling;  // Llama 3.1/3.2's rope_scaling (rope_type llama3); factor 0: none
     bool tie_embeddings = false;
 
     int head_dim() const { return d_model / n_head; }
@@ -44,7 +47,17 @@ bool is_model_preset(const std::string& name);
 ModelConfig model_preset(const std::string& name);
 
 // Reads a Hugging Face config.json (LlamaConfig or GPT2Config field names).
+// A field that would change the model's math and is not supported here is
+// refused by name (hidden_act other than silu, activation_function other than
+// gelu_new / gelu_pytorch_tanh, attention_bias or mlp_bias true, a head_dim
+// other than hidden_size / heads, rope_scaling other than llama3, a missing
+// model_type, ...); known harmless fields (token ids, torch_dtype, use_cache,
+// ...) are accepted; any other field is reported on stderr as not read.
 ModelConfig model_config_from_hf_json(const std::string& path);
+
+// config.json's rope_scaling object of a config (Hugging Face's field names),
+// or null when there is none.
+nlohmann::json rope_scaling_to_hf_json(const ModelConfig& c);
 
 // zerotrain's own record of a config (checkpoint manifests, run configs):
 // every field under its ModelConfig name, read back exactly.

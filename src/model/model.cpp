@@ -529,7 +529,7 @@ Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType d
         a.dact = s();
         ZT_CHECK(i == ptrs.size(), "internal: activation plan mismatch");
         if (cfg.arch == Arch::llama)
-            rope_table(a.rope_cos, a.rope_sin, T, cfg.head_dim(), cfg.rope_theta);
+            rope_table(a.rope_cos, a.rope_sin, T, cfg.head_dim(), cfg.rope_theta, cfg.rope_scaling);
     };
     if (dtype == DType::f32) {
         acts_f32_ = std::make_unique<Acts<float>>();

@@ -7,9 +7,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace zt {
 
@@ -51,8 +53,17 @@ struct TrainConfig {
     int grad_accum = 1;
     int steps = 300;
     double lr = 3e-3;
-    double min_lr = -1;  // < 0: lr / 10
+    double min_lr = -1;  // < 0: lr / 10 (the cosine schedule's floor)
     int warmup = 20;
+    // The learning-rate schedule (lr_at_step): cosine, zerotrain's own, or one of
+    // DeepSpeed's (its "scheduler" block): WarmupLR, WarmupDecayLR, WarmupCosineLR.
+    std::string lr_schedule = "cosine";
+    std::string warmup_type = "auto";  // linear | log; auto: linear for cosine, log for DeepSpeed's
+    double warmup_min_lr = 0;          // WarmupLR, WarmupDecayLR: the lr warmup starts from
+    double warmup_min_ratio = 0;       // WarmupCosineLR: warmup starts at this fraction of lr
+    double cos_min_ratio = 1e-4;       // WarmupCosineLR: the decay ends at this fraction of lr
+    int lr_total_steps = 0;            // steps the schedule spans (total_num_steps; 0: --steps)
+    double adam_eps = 1e-8;
     double weight_decay = 0.1;
     bool weight_decay_all = false;  // also decay norms, biases and embeddings
     double grad_clip = 1.0;
@@ -81,8 +92,16 @@ struct TrainConfig {
     // Keys (JSON names) set by a flag or a config file rather than left at
     // their defaults: a resumed run takes the checkpoint's value for the rest.
     std::set<std::string> given;
+    // DeepSpeed keys a config file wrote as "auto" (e.g. optimizer.params.lr) -> that file:
+    // each takes zerotrain's setting, as the Hugging Face Trainer fills it in, and the run
+    // prints what it became (describe_auto_values).
+    std::map<std::string, std::string> auto_keys;
 
     double resolved_min_lr() const { return min_lr < 0 ? lr / 10.0 : min_lr; }
+    int resolved_lr_total_steps() const { return lr_total_steps > 0 ? lr_total_steps : steps; }
+    std::string resolved_warmup_type() const {
+        return warmup_type != "auto" ? warmup_type : lr_schedule == "cosine" ? "linear" : "log";
+    }
     std::string resolved_grad_dtype() const {
         return grad_accum_dtype == "auto" ? precision : grad_accum_dtype;
     }
@@ -92,8 +111,11 @@ nlohmann::ordered_json train_config_to_json(const TrainConfig& c);
 // Applies the keys of a JSON object; refuses unknown keys and wrong types by
 // name. DeepSpeed's keys are accepted for what zerotrain supports
 // (train_micro_batch_size_per_gpu, gradient_accumulation_steps,
-// train_batch_size, gradient_clipping, bf16.enabled, zero_optimization.*);
-// DeepSpeed keys that are knowingly ignored print a warning.
+// train_batch_size, gradient_clipping, bf16.enabled, zero_optimization.*,
+// optimizer Adam/AdamW with its params, scheduler WarmupLR / WarmupDecayLR /
+// WarmupCosineLR with theirs; a parameter a block leaves out takes DeepSpeed's
+// default, "auto" takes zerotrain's setting); DeepSpeed keys that are
+// knowingly ignored print a warning.
 void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std::string& source);
 bool apply_deepspeed_key(TrainConfig& c, const std::string& key, const nlohmann::json& value,
                          const std::string& source);
@@ -101,8 +123,29 @@ void load_train_config_file(TrainConfig& c, const std::string& path);
 // Refuses every invalid or unsupported value, naming the flag.
 void validate_train_config(const TrainConfig& c);
 
-// Learning rate at optimizer step `step` (0-based): linear warmup to lr over
-// `warmup` steps, then cosine decay to min_lr at the last step.
+// DeepSpeed's batch rule, once the world is known: train_batch_size = world x
+// micro_batch x grad_accum, the one of micro_batch and grad_accum not given
+// inferred from the others (both: grad_accum 1). Refuses, naming
+// train_batch_size, what does not divide. Returns what it inferred ("" if nothing).
+std::string resolve_train_batch_size(TrainConfig& c, int world);
+// "auto" bucket sizes from the model's hidden size, as the Hugging Face Trainer
+// fills them: reduce_bucket_size C^2, stage3_prefetch_bucket_size 0.9 C^2,
+// stage3_param_persistence_threshold 10 C.
+void resolve_auto_bucket_sizes(TrainConfig& c, int hidden_size);
+// One line per "auto" key: the file, the key and the value it became, and from what.
+std::vector<std::string> describe_auto_values(const TrainConfig& c, int world);
+// The schedule in words, e.g. "WarmupLR: log warmup from 0 to 0.001 over 1000 steps, then
+// constant 0.001".
+std::string describe_lr_schedule(const TrainConfig& c);
+
+// Learning rate of optimizer step `step` (0-based).
+//   cosine: linear warmup to lr over `warmup` steps, then cosine decay to
+//     min_lr at step lr_total_steps - 1.
+//   WarmupLR, WarmupDecayLR, WarmupCosineLR: deepspeed/runtime/lr_schedules.py's
+//     formulas, at the step the DeepSpeed engine uses: its scheduler steps
+//     after each optimizer step, so step s trains with the schedule's value at
+//     last_batch_iteration s - 1 (at s = 0, the value the scheduler starts with:
+//     warmup_min_lr, or 0 for WarmupCosineLR).
 double lr_at_step(const TrainConfig& c, int64_t step);
 
 }  // namespace zt

@@ -96,7 +96,8 @@ Generator::Generator(const ModelConfig& cfg, const float* params, int max_contex
     if (cfg.arch == Arch::llama) {
         rope_cos_.resize(size_t(max_context) * size_t(HD / 2));
         rope_sin_.resize(rope_cos_.size());
-        rope_table(rope_cos_.data(), rope_sin_.data(), max_context, HD, cfg.rope_theta);
+        rope_table(rope_cos_.data(), rope_sin_.data(), max_context, HD, cfg.rope_theta,
+                   cfg.rope_scaling);
     }
     x_.resize(rows * size_t(C));
     xn_.resize(rows * size_t(C));

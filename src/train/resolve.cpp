@@ -40,6 +40,9 @@ TrainConfig resumed_config(const Checkpoint& ckpt, const TrainConfig& cli) {
         if (given_values.contains(k)) over[k] = given_values[k];
     apply_train_config_json(c, over, "the command line");
     c.given = cli.given;
+    // DeepSpeed's batch rule and "auto" values are settled again for this world and model.
+    c.auto_keys = cli.auto_keys;
+    c.train_batch_size = cli.train_batch_size;
     c.out = cli.out;
     c.resume = cli.resume;
     c.nproc = cli.nproc;
@@ -299,11 +302,8 @@ ResolvedRun resolve_run(const RunRequest& request, Launch& launch) {
              "--nproc %d, but the launcher started %d ranks (%s)", cfg.nproc, world,
              launch.ranks.source.c_str());
     cfg.nproc = world;
-    const int B = cfg.micro_batch, K = cfg.grad_accum;
-    ZT_CHECK(cfg.train_batch_size <= 0 || cfg.train_batch_size == int64_t(world) * B * K,
-             "train_batch_size %lld must equal world size %d x micro-batch %d x gradient "
-             "accumulation %d = %lld",
-             (long long)cfg.train_batch_size, world, B, K, (long long)(int64_t(world) * B * K));
+    const std::string inferred = resolve_train_batch_size(cfg, world);
+    if (run.root() && !inferred.empty()) std::printf("zerotrain: %s\n", inferred.c_str());
     if (cfg.out.empty()) cfg.out = agree_on_default_run_dir(*launch.comm);
     if (resume_from) check_resume_compatible(*resume_from, cfg, world);
 
@@ -323,6 +323,13 @@ ResolvedRun resolve_run(const RunRequest& request, Launch& launch) {
         cfg.model = (fs::path(cfg.init_from) / "config.json").string();
     }
     check_seq_len_fits(cfg, run.model);
+    resolve_auto_bucket_sizes(cfg, run.model.d_model);
+    if (run.root()) {
+        for (const std::string& line : describe_auto_values(cfg, world))
+            std::printf("zerotrain: %s\n", line.c_str());
+        if (cfg.lr_schedule != "cosine")
+            std::printf("zerotrain: lr schedule %s\n", describe_lr_schedule(cfg).c_str());
+    }
     run.compute_dtype = cfg.precision == "bf16" ? DType::bf16 : DType::f32;
     run.grad_dtype = cfg.resolved_grad_dtype() == "bf16" ? DType::bf16 : DType::f32;
 

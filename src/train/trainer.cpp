@@ -43,6 +43,7 @@
 #include "ops/matmul.h"
 #include "prof/memory.h"
 #include "prof/timer.h"
+#include "prof/trace.h"
 #include "train/evaluate.h"
 #include "train/generate.h"
 #include "train/metrics.h"
@@ -72,6 +73,7 @@ EngineOptions engine_options(const ResolvedRun& run) {
     eopt.gather_bucket_elements = cfg.allgather_bucket_size;
     eopt.beta1 = float(cfg.beta1);
     eopt.beta2 = float(cfg.beta2);
+    eopt.adam_eps = float(cfg.adam_eps);
     eopt.weight_decay = float(cfg.weight_decay);
     eopt.grad_clip = float(cfg.grad_clip);
     eopt.decay_all = cfg.weight_decay_all;
@@ -312,12 +314,14 @@ StepWork train_step(Training& t, PrefetchLoader& prefetch, int64_t s, MicroBatch
     StepWork w;
     const int K = t.cfg.grad_accum;
     const double t_step = now_seconds();
+    TraceScope step_span("step");
     w.comm_before = t.comm.stats();
     w.lr = lr_at_step(t.cfg, s);
     t.engine.zero_grads();
     for (int m = 0; m < K; m++) {
         {
             ScopedTimer timer(&w.data_s);
+            TraceScope span("data");
             prefetch.next(s, m, batch.inputs.data(), batch.targets.data());
         }
         t.engine.begin_micro(m, K);
@@ -327,6 +331,7 @@ StepWork train_step(Training& t, PrefetchLoader& prefetch, int64_t s, MicroBatch
     }
     {
         ScopedTimer timer(&w.optimizer_s);
+        TraceScope span("optimizer step");
         w.result = t.engine.step(float(w.lr), s + 1);
     }
     w.step_s = now_seconds() - t_step;
@@ -440,6 +445,7 @@ void save_best_if_lower(Training& t, Progress& p, int64_t steps_done, double los
 
 // Collective: the validation loss after `steps_done` steps.
 void run_eval(Training& t, Progress& p, int64_t steps_done) {
+    TraceScope span("eval");
     EvalResult ev = evaluate_loss(t.model, t.engine, &t.comm, *t.run.data.val, t.cfg.eval_tokens);
     p.summary.final_eval_loss = ev.loss;
     if (t.run.root()) {
@@ -507,6 +513,7 @@ CheckpointInfo checkpoint_info(const Training& t, int64_t steps_done) {
 
 // Collective: RUN_DIR/ckpt/step-N after `steps_done` steps.
 void save_step_checkpoint(Training& t, Progress& p, int64_t steps_done) {
+    TraceScope span("checkpoint");
     double t0 = now_seconds();
     p.summary.last_checkpoint = save_checkpoint(t.cfg.out, t.engine, &t.comm, t.run.model,
                                                 checkpoint_info(t, steps_done), t.cfg.keep_last);
@@ -696,6 +703,8 @@ TrainSummary train_steps(Training& t) {
     MicroBatch batch{std::vector<int32_t>(batch_tokens), std::vector<int32_t>(batch_tokens)};
 
     for (int64_t s = t.run.start_step; s < t.cfg.steps; s++) {
+        t.comm.set_step(s + 1);  // the flight recorder's step of the collectives that follow
+        if (Tracer* tr = trace_active()) tr->set_step(s + 1);
         const StepWork w = train_step(t, prefetch, s, batch);
         const StepAgreement a = agree_on_step(t, w.local_loss);
         const StepRate rate = step_rate(t, w.step_s);
@@ -774,6 +783,8 @@ TrainSummary run_training(const TrainConfig& flags, const ResumeActions& actions
         lock = std::make_unique<RunDirLock>(cfg.out);
         check_resume_point(run, actions);
     }
+    // Where a collective timeout leaves each rank's record (RUN_DIR/hang).
+    comm.set_run_dir(cfg.out);
 
     // Build: the engine owns the weights, the model borrows them, the loader
     // draws each rank's sequences.
@@ -812,7 +823,25 @@ TrainSummary run_training(const TrainConfig& flags, const ResumeActions& actions
                1.0f / float(int64_t(B) * T * K)};
     if (run.root()) report_run_start(t, resolved);
 
-    return train_steps(t);
+    // --trace: origins taken after a barrier line the ranks up.
+    std::unique_ptr<Tracer> tracer;
+    struct Unset {
+        ~Unset() { set_trace_active(nullptr); }  // before the tracer goes, error or not
+    } unset_trace;
+    if (trace_request().on) {
+        comm.barrier();
+        tracer = std::make_unique<Tracer>(run.rank, trace_request().steps, now_seconds());
+        set_trace_active(tracer.get());
+    }
+    TrainSummary summary = train_steps(t);
+    if (tracer) {
+        comm.barrier();  // completes every collective issued before it: all spans are in
+        set_trace_active(nullptr);
+        write_rank_trace(*tracer, cfg.out, run.rank);
+        comm.barrier();  // every rank's file is written
+        if (run.root()) merge_rank_traces(cfg.out, run.world);
+    }
+    return summary;
 }
 
 }  // namespace zt

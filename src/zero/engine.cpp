@@ -8,6 +8,7 @@
 
 #include "core/check.h"
 #include "ops/adamw.h"
+#include "prof/trace.h"
 
 namespace zt {
 
@@ -104,27 +105,32 @@ std::array<int64_t, size_t(CommOp::count)> Engine::planned_calls(int grad_accum)
 }
 
 void Engine::begin_micro(int micro, int grad_accum) {
+    if (Tracer* t = trace_active()) t->begin_micro();
     grads_->begin_micro(micro, grad_accum);
 }
 
 Tensor Engine::acquire(int unit) {
     check_unit(unit);
+    if (Tracer* t = trace_active()) t->unit_acquire(unit);
     return params_->acquire(unit);
 }
 
 void Engine::release(int unit) {
     check_unit(unit);
     params_->release(unit);
+    if (Tracer* t = trace_active()) t->unit_release(unit, layout_.units[size_t(unit)].name);
 }
 
 Tensor Engine::unit_grads(int unit) {
     check_unit(unit);
+    if (Tracer* t = trace_active()) t->unit_grads(unit);
     return grads_->unit_grads(unit);
 }
 
 void Engine::grads_ready(int unit) {
     check_unit(unit);
     grads_->grads_ready(unit);
+    if (Tracer* t = trace_active()) t->unit_grads_ready(unit, layout_.units[size_t(unit)].name);
 }
 
 void Engine::zero_grads() {
@@ -132,6 +138,7 @@ void Engine::zero_grads() {
 }
 
 StepResult Engine::step(float lr, int64_t step) {
+    if (Tracer* t = trace_active()) t->begin_micro();  // what follows (eval) is forward
     grads_->finish();
     params_->end_step();
 

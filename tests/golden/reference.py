@@ -75,6 +75,9 @@ def load_config(in_dir):
         for k in ("rope_theta",):
             if k not in cfg:
                 raise InputError("config.json: missing key %s (required for llama)" % k)
+        rs = cfg.get("rope_scaling")
+        if rs is not None and rs.get("rope_type") != "llama3":
+            raise InputError("config.json: rope_scaling must be null or rope_type llama3, got %r" % (rs,))
     cfg.setdefault("num_key_value_heads", cfg["num_attention_heads"])
     if arch == "gpt2" and cfg["num_key_value_heads"] != cfg["num_attention_heads"]:
         raise InputError("config.json: gpt2 requires num_key_value_heads == num_attention_heads")
@@ -251,9 +254,30 @@ def silu(x):
     return x * torch.sigmoid(x)
 
 
-def rope_cos_sin(T, D, theta, dtype):
+def llama3_scaled(inv_freq, rs):
+    """Llama 3's rope_scaling (rope_type "llama3"), Meta's apply_scaling rule:
+    wavelengths above L / low_freq_factor slow down by `factor`, those below
+    L / high_freq_factor stay, those between blend smoothly."""
+    L, low, high, factor = (float(rs["original_max_position_embeddings"]), float(rs["low_freq_factor"]),
+                            float(rs["high_freq_factor"]), float(rs["factor"]))
+    out = []
+    for w in inv_freq.tolist():
+        wavelen = 2 * math.pi / w
+        if wavelen < L / high:
+            out.append(w)
+        elif wavelen > L / low:
+            out.append(w / factor)
+        else:
+            s = (L / wavelen - low) / (high - low)
+            out.append((1 - s) * w / factor + s * w)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def rope_cos_sin(T, D, theta, dtype, rope_scaling=None):
     # Computed in float64, then cast to the working dtype.
     inv_freq = theta ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)  # (D/2,)
+    if rope_scaling is not None:
+        inv_freq = llama3_scaled(inv_freq, rope_scaling)
     t = torch.arange(T, dtype=torch.float64)
     ang = torch.outer(t, inv_freq)                                          # (T, D/2)
     emb = torch.cat([ang, ang], dim=-1)                                     # (T, D)
@@ -324,7 +348,7 @@ def llama_forward(P, inputs, cfg):
     B, T = inputs.shape
     D = cfg["hidden_size"] // cfg["num_attention_heads"]
     wte = P["model.embed_tokens.weight"]
-    cos, sin = rope_cos_sin(T, D, float(cfg["rope_theta"]), wte.dtype)
+    cos, sin = rope_cos_sin(T, D, float(cfg["rope_theta"]), wte.dtype, cfg.get("rope_scaling"))
     x = wte[inputs]
     for i in range(cfg["num_hidden_layers"]):
         x = llama_block(x, P, i, cfg, cos, sin)

@@ -10,7 +10,8 @@ the logits (BATCH, T, vocab_size) as float32 little-endian.
 The model is written from the Hugging Face definitions, not from zerotrain's
 code, and reads the checkpoint the way transformers would:
   LLaMA (LlamaForCausalLM): RMSNorm, RoPE by rotate_half on the halves of each
-    head with rope_theta (inv_freq and angles in float32, as HF computes them),
+    head with rope_theta (inv_freq and angles in float32, as HF computes them;
+    rope_scaling of rope_type llama3 rescales inv_freq as Llama 3.1/3.2 do),
     grouped-query attention (kv head j serves query heads j*g .. j*g+g-1, HF's
     repeat_kv), SwiGLU MLP, lm_head or the tied embedding.
   GPT-2 (GPT2LMHeadModel): learned positions, LayerNorm, Conv1D weights stored
@@ -88,6 +89,19 @@ def llama_logits(cfg, W, tokens):
     B, T = tokens.shape
 
     inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
+    rs = cfg.get("rope_scaling")
+    if rs is not None:
+        # Llama 3.1/3.2 (transformers' _compute_llama3_parameters), in float32.
+        if rs.get("rope_type", rs.get("type")) != "llama3":
+            raise SystemExit("rope_scaling %r not supported" % (rs,))
+        factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+        old = rs["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / high) * ~(wavelen > old / low)
+        inv_freq = torch.where(medium, smoothed, scaled)
     angles = torch.arange(T, dtype=torch.float32)[:, None] * inv_freq[None, :]  # (T, D/2) float32
     emb = torch.cat((angles, angles), dim=-1).double()
     cos, sin = emb.cos(), emb.sin()
