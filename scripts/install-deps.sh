@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs zerotrain's build and test dependencies from Debian's packages.
 # python3-torch is the golden-test reference and the CPU benchmark's peer,
-# never a runtime dependency of the binary.
+# never a runtime dependency of the binary; clang and libomp-dev build the
+# libFuzzer targets (scripts/fuzz.sh).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -12,5 +13,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
   libopenmpi-dev openmpi-bin \
   libsentencepiece-dev sentencepiece fortunes \
-  python3-torch python3-numpy >/dev/null
+  python3-torch python3-numpy \
+  clang libclang-rt-14-dev libomp-dev >/dev/null
 echo "install-deps: done"

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "ckpt/checkpoint.h"
@@ -370,14 +371,17 @@ TEST(Checkpoint, ManifestIsHashedAndValidatedFieldByField) {
         const char* expect;
     };
     std::vector<Case> cases = {
-        {"norm_eps changed", [](nlohmann::json& m) { m["model_config"]["norm_eps"] = 1e-3; },
-         false, "manifest.json was changed"},
+        {"norm_eps changed", [](nlohmann::json& m) { m["model_config"]["norm_eps"] = 1e-3; }, false,
+         "manifest.json was changed"},
         {"zero_stage 65536", [](nlohmann::json& m) { m["zero_stage"] = 65536; }, true,
          "'zero_stage' is 65536"},
         {"data.seq_len 0", [](nlohmann::json& m) { m["data"]["seq_len"] = 0; }, true,
          "'data.seq_len' is 0"},
-        {"garbage layout.units", [](nlohmann::json& m) { m["layout"]["units"] = {1, 2, 3}; }, true,
-         "layout.units"},
+        {"garbage layout.units",
+         [](nlohmann::json& m) {
+             m["layout"]["units"] = {1, 2, 3};
+         },
+         true, "layout.units"},
         {"a unit's shard", [](nlohmann::json& m) { m["layout"]["units"][1]["shard"] = 7; }, true,
          "layout.units[1]."},
         {"tokens_seen", [](nlohmann::json& m) { m["tokens_seen"] = 5; }, true, "'tokens_seen' 5"},
@@ -414,7 +418,8 @@ TEST(Checkpoint, ManifestIsHashedAndValidatedFieldByField) {
     // Version 1: no hash to check; the rank files still are.
     std::string v1 = dir / "v1";
     fs::copy(step, v1, fs::copy_options::recursive);
-    rewrite(v1, [](nlohmann::json& m) { m["version"] = 1; }, false);
+    rewrite(
+        v1, [](nlohmann::json& m) { m["version"] = 1; }, false);
     fs::remove(v1 + "/manifest.sha256");
     auto res = zt_test::run_command(zt_test::zerotrain_binary() + " export --checkpoint " + v1 +
                                     " --out " + v1 + "-hf");
@@ -457,8 +462,7 @@ TEST(Checkpoint, NonFiniteWeightsAreNamedAndSkippedStepsCounted) {
 
     auto stop = zt_test::run_command(train_cmd(dir / "stop", 1, 0, 2, 4, "--resume " + step));
     EXPECT_NE(stop.exit_code, 0) << stop.output;
-    EXPECT_NE(stop.output.find("gradient norm is nan at step 3"), std::string::npos)
-        << stop.output;
+    EXPECT_NE(stop.output.find("gradient norm is nan at step 3"), std::string::npos) << stop.output;
     EXPECT_NE(stop.output.find("the weights of unit " + unit.name + ", tensor " + victim.name +
                                " hold a non-finite value"),
               std::string::npos)
@@ -579,19 +583,83 @@ TEST(Checkpoint, HuggingFaceRoundTripKeepsTheEvalLossExactly) {
     EXPECT_EQ(t.evals.front()["loss"].get<double>(), from_ckpt);
 }
 
+// The JSON line among a command's output (stderr may carry other lines).
+nlohmann::json json_line(const std::string& output) {
+    std::istringstream in(output);
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty() && line[0] == '{') return nlohmann::json::parse(line);
+    ADD_FAILURE() << "no JSON line in: " << output;
+    return nlohmann::json::object();
+}
+
+// DIR/data: 200 short lines of text, byte-tokenized, 10% of documents for validation.
+void prepare_small_text(const TempDir& dir, const std::string& data) {
+    {
+        std::ofstream f(dir / "text.txt");
+        for (int i = 0; i < 200; i++) f << "line " << i << ": a few words of text to learn\n\n";
+    }
+    auto prep = zt_test::run_command(zt_test::zerotrain_binary() + " prepare --input " +
+                                     (dir / "text.txt") + " --out " + data +
+                                     " --tokenizer byte --doc-separator '' --val-fraction 0.1");
+    ASSERT_EQ(prep.exit_code, 0) << prep.output;
+}
+
+// `eval --checkpoint RUN` alone takes the run's data, sequence length and
+// micro-batch from its recorded training config, says so, and equals the eval
+// with them given; a Hugging Face folder records none, and a recorded data
+// directory that is gone is named with the flag to pass.
+TEST(Checkpoint, EvalTakesDataAndShapeFromTheCheckpoint) {
+    TempDir dir;
+    const std::string z = zt_test::zerotrain_binary(), data = dir / "data";
+    ASSERT_NO_FATAL_FAILURE(prepare_small_text(dir, data));
+    std::string run = dir / "run", hf = dir / "hf";
+    run_ok(z + " train --model test-tiny --data " + data +
+               " --seq-len 32 --micro-batch 3 --steps 2 --eval-every 0 --sample-tokens 0"
+               " --threads 1 --out " +
+               run,
+           run);
+
+    auto implicit = zt_test::run_command(z + " eval --checkpoint " + run + " --json");
+    ASSERT_EQ(implicit.exit_code, 0) << implicit.output;
+    for (const std::string& f :
+         {std::string("from the checkpoint's training config"), "--data " + data,
+          std::string("--seq-len 32"), std::string("--micro-batch 3")})
+        EXPECT_NE(implicit.output.find(f), std::string::npos) << f << " in: " << implicit.output;
+    auto explicit_ = zt_test::run_command(z + " eval --checkpoint " + run + " --data " + data +
+                                          " --seq-len 32 --micro-batch 3 --json");
+    ASSERT_EQ(explicit_.exit_code, 0) << explicit_.output;
+    EXPECT_EQ(explicit_.output.find("from the checkpoint"), std::string::npos) << explicit_.output;
+    const nlohmann::json a = json_line(implicit.output), b = json_line(explicit_.output);
+    EXPECT_EQ(a.value("seq_len", 0), 32);
+    EXPECT_EQ(a.value("micro_batch", 0), 3);
+    EXPECT_EQ(a.value("data", ""), data);
+    EXPECT_EQ(a.value("loss", -1.0), b.value("loss", -2.0));
+    EXPECT_EQ(a.value("tokens", -1), b.value("tokens", -2));
+
+    auto ex = zt_test::run_command(z + " export --checkpoint " + run + " --out " + hf);
+    ASSERT_EQ(ex.exit_code, 0) << ex.output;
+    auto no_data = zt_test::run_command(z + " eval --hf " + hf);
+    EXPECT_NE(no_data.exit_code, 0) << no_data.output;
+    EXPECT_NE(no_data.output.find("--data"), std::string::npos) << no_data.output;
+    EXPECT_NE(no_data.output.find(hf), std::string::npos) << no_data.output;
+
+    fs::rename(data, dir / "moved");
+    auto gone = zt_test::run_command(z + " eval --checkpoint " + run);
+    EXPECT_NE(gone.exit_code, 0) << gone.output;
+    for (const std::string& f : {data, std::string("no longer exists"), std::string("--data DIR")})
+        EXPECT_NE(gone.output.find(f), std::string::npos) << f << " in: " << gone.output;
+    auto given = zt_test::run_command(z + " eval --checkpoint " + run + " --data " +
+                                      (dir / "moved") + " --json");
+    ASSERT_EQ(given.exit_code, 0) << given.output;
+    EXPECT_EQ(json_line(given.output).value("loss", -1.0), b.value("loss", -2.0));
+}
+
 // Weights that hold NaN evaluate to a non-finite loss: `eval` refuses it
 // (non-zero exit, the reason named) rather than printing `loss nan`.
 TEST(Checkpoint, EvalOfNonFiniteWeightsIsAnError) {
     TempDir dir;
     const std::string z = zt_test::zerotrain_binary(), data = dir / "data";
-    {
-        std::ofstream f(dir / "text.txt");
-        for (int i = 0; i < 200; i++) f << "line " << i << ": a few words of text to learn\n\n";
-    }
-    auto prep =
-        zt_test::run_command(z + " prepare --input " + (dir / "text.txt") + " --out " + data +
-                             " --tokenizer byte --doc-separator '' --val-fraction 0.1");
-    ASSERT_EQ(prep.exit_code, 0) << prep.output;
+    ASSERT_NO_FATAL_FAILURE(prepare_small_text(dir, data));
     const std::string shape = " --data " + data + " --seq-len 32 --micro-batch 2 --eval-tokens 512";
     std::string run = dir / "run", hf = dir / "hf";
     run_ok(z + " train" + shape +

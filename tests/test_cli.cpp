@@ -1,9 +1,15 @@
 // The zerotrain binary end to end: a short run writes the metrics DESIGN.md
 // defines, and bad input gets a clear message and a non-zero exit, never a crash.
 #include <gtest/gtest.h>
+#include <sched.h>
 
+#include <cctype>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 
 #include "data/shard.h"
 #include "test_util.h"
@@ -199,6 +205,256 @@ TEST(Cli, AcceptsDeepSpeedKeys) {
     r = zerotrain("train --config " + (dir / "bad.json") + " --out " + (dir / "r2"));
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.output.find("zero_optimization.sub_groups"), std::string::npos) << r.output;
+}
+
+}  // namespace
+
+// Multi-rank and the command line (issue #14): one spelling per concept,
+// typed help, --version, suggestions for typos, --nproc's range and
+// oversubscription, and user errors without source locations.
+namespace {
+
+// The lines of `zerotrain ARGS --help`.
+std::vector<std::string> help_lines(const std::string& subcommand) {
+    auto r = zerotrain(subcommand + " --help");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::vector<std::string> lines;
+    std::istringstream in(r.output);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+}
+
+// The help line of a flag ("" when the help lists no such flag).
+std::string help_line(const std::vector<std::string>& lines, const std::string& flag) {
+    for (const std::string& line : lines) {
+        size_t at = line.find_first_not_of(' ');
+        if (at != std::string::npos && line.compare(at, flag.size() + 1, flag + " ") == 0)
+            return line.substr(at);
+    }
+    return "";
+}
+
+// The value type the help shows after a flag: "INT" in "--warmup INT=5 ...".
+std::string help_type(const std::vector<std::string>& lines, const std::string& flag) {
+    std::istringstream words(help_line(lines, flag));
+    std::string name, type;
+    words >> name >> type;
+    return type.substr(0, type.find('='));
+}
+
+TEST(Cli, EstimateTakesNprocForWorldSize) {
+    const std::string base = "estimate --model test-tiny --json --zero-stage 2 ";
+    auto world = zerotrain(base + "--world-size 4");
+    ASSERT_EQ(world.exit_code, 0) << world.output;
+    EXPECT_NE(world.output.find("\"world_size\":4"), std::string::npos) << world.output;
+    auto nproc = zerotrain(base + "--nproc 4");
+    ASSERT_EQ(nproc.exit_code, 0) << nproc.output;
+    EXPECT_EQ(nproc.output, world.output);
+    auto both = zerotrain(base + "--world-size 4 --nproc 4");
+    ASSERT_EQ(both.exit_code, 0) << both.output;
+    EXPECT_EQ(both.output, world.output);
+    expect_refused(zerotrain(base + "--world-size 4 --nproc 2"), {"--world-size 4", "--nproc 2"});
+    expect_refused(zerotrain(base), {"--world-size N is required", "--nproc"});
+    expect_refused(zerotrain(base + "--nproc 0"), {"--nproc 0", ">= 1"});
+}
+
+TEST(Cli, ExportDtypeSpelledLikePrecision) {
+    TempDir dir;
+    auto r = zerotrain(
+        "train --data synthetic --steps 1 --seq-len 16 --micro-batch 2 "
+        "--eval-tokens 256 --out " +
+        (dir / "run"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    auto read_file = [](const std::string& path) {
+        std::ifstream f(path, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    };
+    for (const char* dtype : {"fp32", "f32", "bf16"}) {
+        auto e = zerotrain("export --checkpoint " + (dir / "run") + " --out " + (dir / dtype) +
+                           " --dtype " + dtype);
+        ASSERT_EQ(e.exit_code, 0) << dtype << ": " << e.output;
+    }
+    const std::string fp32 = read_file(dir / "fp32/model.safetensors");
+    EXPECT_FALSE(fp32.empty());
+    EXPECT_EQ(fp32, read_file(dir / "f32/model.safetensors")) << "fp32 and f32 are one dtype";
+    EXPECT_LT(read_file(dir / "bf16/model.safetensors").size(), fp32.size());
+    expect_refused(zerotrain("export --checkpoint " + (dir / "run") + " --out " + (dir / "x") +
+                             " --dtype fp16"),
+                   {"--dtype 'fp16'", "fp32", "bf16"});
+}
+
+TEST(Cli, CommHelpSaysWhereNcclRuns) {
+    for (const char* sub : {"train", "bench-comm"}) {
+        const std::string line = help_line(help_lines(sub), "--comm");
+        EXPECT_NE(line.find("nccl"), std::string::npos) << sub << ": " << line;
+        EXPECT_NE(line.find("GPU-only"), std::string::npos) << sub << ": " << line;
+    }
+}
+
+TEST(Cli, HelpShowsValueTypesAndRequiredOptions) {
+    const std::map<std::string, std::vector<std::string>> numeric = {
+        {"train",
+         {"--zero-stage",
+          "--nproc",
+          "--sim-bandwidth-gbps",
+          "--sim-latency-us",
+          "--comm-timeout-s",
+          "--seq-len",
+          "--micro-batch",
+          "--grad-accum",
+          "--steps",
+          "--lr",
+          "--min-lr",
+          "--warmup",
+          "--weight-decay",
+          "--grad-clip",
+          "--seed",
+          "--max-nonfinite-skips",
+          "--eval-every",
+          "--eval-tokens",
+          "--save-every",
+          "--keep-last",
+          "--sample-tokens",
+          "--threads"}},
+        {"bench-comm",
+         {"--nproc", "--min-bytes", "--max-bytes", "--warmup", "--iters", "--sim-bandwidth-gbps",
+          "--sim-latency-us", "--comm-timeout-s"}},
+        {"estimate",
+         {"--world-size", "--nproc", "--zero-stage", "--micro-batch", "--seq-len",
+          "--reduce-bucket-size", "--allgather-bucket-size"}},
+        {"export", {}},
+    };
+    const std::set<std::string> number_types = {"INT", "UINT", "FLOAT", "SIZE", "SECONDS"};
+    for (const auto& [sub, flags] : numeric) {
+        const std::vector<std::string> lines = help_lines(sub);
+        for (const std::string& flag : flags)
+            EXPECT_TRUE(number_types.count(help_type(lines, flag)))
+                << sub << " " << flag << ": '" << help_line(lines, flag) << "'";
+    }
+    const std::map<std::string, std::vector<std::string>> required = {
+        {"bench-comm", {"--op"}},
+        {"estimate", {"--model"}},
+        {"export", {"--checkpoint", "--out"}},
+    };
+    for (const auto& [sub, flags] : required) {
+        const std::vector<std::string> lines = help_lines(sub);
+        for (const std::string& flag : flags)
+            EXPECT_NE(help_line(lines, flag).find("REQUIRED"), std::string::npos)
+                << sub << " " << flag << ": '" << help_line(lines, flag) << "'";
+    }
+}
+
+TEST(Cli, VersionPrintsTheVersion) {
+    auto r = zerotrain("--version");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    // "zerotrain 0.1.0", then " (git DESCRIBE)" when configured in a checkout.
+    ASSERT_EQ(r.output.rfind("zerotrain ", 0), 0u) << r.output;
+    EXPECT_TRUE(r.output.size() > 10 && std::isdigit(static_cast<unsigned char>(r.output[10])))
+        << r.output;
+}
+
+TEST(Cli, TyposGetTheNearestName) {
+    TempDir dir;
+    auto r = zerotrain("trian");
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("unknown subcommand 'trian'; did you mean 'train'?"), std::string::npos)
+        << r.output;
+    expect_refused(zerotrain("xyzzy"), {"unknown subcommand 'xyzzy'", "train", "bench-comm"});
+    expect_refused(zerotrain("train --stpes 3 --out " + (dir / "r")),
+                   {"unknown option --stpes; did you mean --steps?"});
+    EXPECT_FALSE(std::filesystem::exists(dir / "r")) << "a refused command line must not train";
+    expect_refused(zerotrain("bench-comm --op all --iter=3"),
+                   {"unknown option --iter; did you mean --iters?"});
+    expect_refused(zerotrain("estimate --model tiny --wrold-size 2"),
+                   {"did you mean --world-size?"});
+    expect_refused(zerotrain("export --checkpoint a --out b --no-such-flag"),
+                   {"unknown option --no-such-flag", "export --help"});
+}
+
+TEST(Cli, RefusesNprocOutOfRange) {
+    TempDir dir;
+    expect_refused(zerotrain("train --nproc 0 --out " + (dir / "r")), {"--nproc", "1 or more"});
+    expect_refused(zerotrain("train --nproc -3 --out " + (dir / "r")), {"--nproc", "1 or more"});
+    EXPECT_FALSE(std::filesystem::exists(dir / "r"));
+    expect_refused(zerotrain("bench-comm --op all --nproc 0"), {"--nproc '0'", ">= 1"});
+}
+
+// The cores this process may use, as the launcher counts them.
+int usable_cores() {
+    cpu_set_t set;
+    return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+TEST(Cli, OversubscribedLaunchSaysSo) {
+#if !ZT_HAVE_MPI
+    GTEST_SKIP() << "--nproc needs a build with MPI";
+#endif
+    TempDir dir;
+    const int cores = usable_cores();
+    const std::string run =
+        "train --data synthetic --steps 1 --seq-len 16 --micro-batch 2 "
+        "--eval-tokens 256 --nproc 2 --out ";
+    // Two ranks of `cores` threads each: twice the cores, on any machine.
+    auto r = zerotrain(run + (dir / "over") + " --threads " + std::to_string(cores));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const std::string warning = "zerotrain: warning: --nproc 2 oversubscribes";
+    const size_t at = r.output.find(warning);
+    ASSERT_NE(at, std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find(warning, at + 1), std::string::npos) << "one warning: " << r.output;
+    const std::string numbers = "2 ranks x " + std::to_string(cores) +
+                                " threads per rank = " + std::to_string(2 * cores) +
+                                " threads on " + std::to_string(cores) + " cores";
+    EXPECT_NE(r.output.find(numbers), std::string::npos) << r.output;
+    if (cores >= 2) {
+        r = zerotrain(run + (dir / "fits") + " --threads 1");
+        ASSERT_EQ(r.exit_code, 0) << r.output;
+        EXPECT_EQ(r.output.find("oversubscribes"), std::string::npos) << r.output;
+    }
+}
+
+TEST(Cli, UserErrorsCarryNoSourceLocation) {
+    TempDir dir;
+    const std::string out = " --out " + (dir / "r");
+    for (const std::string& cmd : std::vector<std::string>{
+             "train --zero-stage 7" + out, "train --model nosuch" + out, "train --seq-len 0" + out,
+             "train --config " + (dir / "missing.json") + out,
+             "estimate --model nosuch --world-size 2", "bench-comm --op all --iters 0",
+             "export --checkpoint " + (dir / "missing") + " --out " + (dir / "hf")}) {
+        auto r = zerotrain(cmd);
+        EXPECT_EQ(r.exit_code, 1) << cmd << "\n" << r.output;
+        EXPECT_NE(r.output.find("zerotrain: error: rank 0: "), std::string::npos) << cmd << "\n"
+                                                                                  << r.output;
+        EXPECT_EQ(r.output.find("src/"), std::string::npos) << cmd << "\n" << r.output;
+        EXPECT_EQ(r.output.find(".cpp:"), std::string::npos) << cmd << "\n" << r.output;
+    }
+}
+
+// Which failures keep their file:line (core/check.h): by layer, or as marked.
+TEST(Cli, InternalInvariantsKeepTheirLocation) {
+    auto message = [](const std::function<void()>& f) {
+        try {
+            f();
+        } catch (const zt::Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("(no error)");
+    };
+    using zt::FailKind;
+    const int saved_rank = zt::error_rank();
+    zt::set_error_rank(0);
+    EXPECT_EQ(
+        message([] { zt::fail(FailKind::by_layer, "/b/src/train/config.cpp", 9, "bad %d", 7); }),
+        "rank 0: bad 7");
+    EXPECT_EQ(message([] { zt::fail(FailKind::by_layer, "/home/u/src/zt/src/cli/x.cpp", 3, "m"); }),
+              "rank 0: m");
+    EXPECT_EQ(message([] { zt::fail(FailKind::by_layer, "/b/src/ops/cpu/matmul.cpp", 12, "m"); }),
+              "rank 0, src/ops/cpu/matmul.cpp:12: m");
+    EXPECT_EQ(message([] { zt::fail(FailKind::internal, "/b/src/train/trainer.cpp", 5, "m"); }),
+              "rank 0, src/train/trainer.cpp:5: m");
+    EXPECT_EQ(message([] { ZT_USER_CHECK(1 + 1 == 3, "flag %s", "--x"); }), "rank 0: flag --x");
+    const std::string internal = message([] { ZT_CHECK(1 + 1 == 3, "invariant"); });
+    EXPECT_NE(internal.find("tests/test_cli.cpp:"), std::string::npos) << internal;
+    zt::set_error_rank(saved_rank);
 }
 
 }  // namespace

@@ -2,19 +2,25 @@
 // position, LLaMA with GQA and GPT-2), greedy decoding against argmax of the
 // full forward, the sampler's distribution (temperature, top-k, top-p in
 // Hugging Face's order) exactly and by empirical frequencies, determinism
-// under a seed, and the refusals (context overflow, bad options).
+// under a seed, and the refusals (context overflow, bad options); through
+// the binary, a prompt longer than the context and tokenizers that do not
+// match the model.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "ckpt/checkpoint.h"
 #include "core/check.h"
 #include "core/rng.h"
+#include "data/tokenizer.h"
 #include "model/config.h"
 #include "model/model.h"
 #include "test_util.h"
@@ -216,6 +222,132 @@ TEST(GenerateContext, OverflowIsRefused) {
     expect_error([&] { generate(gen, prompt, 5, greedy); }, {"needs 9 positions", "context of 8"});
     expect_error([&] { generate(gen, {}, 1, greedy); }, {"prompt is empty"});
     expect_error([&] { generate(gen, prompt, 1, greedy, {}, V); }, {"eos id"});
+}
+
+// A prompt too long for the context keeps its last tokens: as many as leave
+// room for every new token (prompt + n_new - 1 positions are fed).
+TEST(GenerateContext, FitPromptKeepsTheLastTokensThatFit) {
+    std::vector<int32_t> prompt(10);
+    std::iota(prompt.begin(), prompt.end(), 1);
+    EXPECT_EQ(fit_prompt_to_context(prompt, 4, 8), 5);
+    EXPECT_EQ(prompt, (std::vector<int32_t>{6, 7, 8, 9, 10}));
+    EXPECT_EQ(fit_prompt_to_context(prompt, 4, 8), 0) << "a prompt that fits is left as it is";
+    EXPECT_EQ(prompt.size(), 5u);
+    EXPECT_EQ(fit_prompt_to_context(prompt, 8, 8), 4);
+    EXPECT_EQ(prompt, (std::vector<int32_t>{10}));
+    EXPECT_EQ(fit_prompt_to_context(prompt, 0, 8), 0);
+    std::vector<int32_t> nine(9, 1);
+    EXPECT_EQ(fit_prompt_to_context(nine, 0, 8), 1) << "no new token: the prompt alone must fit";
+    expect_error([&] { fit_prompt_to_context(prompt, 9, 8); }, {"9 new tokens", "context of 8"});
+
+    RandomModel m(model_preset("test-tiny"), 3);
+    Generator gen(m.cfg, m.params.data(), 8);
+    SamplingOptions greedy;
+    greedy.temperature = 0.0f;
+    std::vector<int32_t> long_prompt = random_tokens(20, m.cfg.vocab_size, 5);
+    const std::vector<int32_t> tail(long_prompt.end() - 5, long_prompt.end());
+    EXPECT_EQ(fit_prompt_to_context(long_prompt, 4, gen.max_context()), 15);
+    const std::vector<int32_t> got = generate(gen, long_prompt, 4, greedy).tokens;
+    EXPECT_EQ(got, generate(gen, tail, 4, greedy).tokens);
+    EXPECT_EQ(got.size(), 4u);
+}
+
+// Through the binary: byte-tokenized text (a tokenizer recorded with the
+// checkpoint) and synthetic data (none recorded), test-tiny, two steps each.
+class GenerateCli : public ::testing::Test {
+  protected:
+    static void SetUpTestSuite() {
+        dir_ = new zt_test::TempDir();
+        const std::string z = zt_test::zerotrain_binary();
+        {
+            std::ofstream f(*dir_ / "text.txt");
+            for (int i = 0; i < 200; i++) f << "line " << i << ": a few words of text to learn\n\n";
+        }
+        const std::string common =
+            " --model test-tiny --seq-len 32 --micro-batch 2 --steps 2 --eval-every 0 "
+            "--sample-tokens 0 --threads 1 --out ";
+        for (const std::string& cmd :
+             {z + " prepare --input " + (*dir_ / "text.txt") + " --out " + (*dir_ / "data") +
+                  " --tokenizer byte --doc-separator '' --val-fraction 0.1",
+              z + " train --data " + (*dir_ / "data") + common + (*dir_ / "text-run"),
+              z + " train --data synthetic" + common + (*dir_ / "synthetic-run")}) {
+            auto r = zt_test::run_command(cmd);
+            ASSERT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
+        }
+    }
+    static void TearDownTestSuite() {
+        delete dir_;
+        dir_ = nullptr;
+    }
+    static zt_test::CommandResult generate_cli(const std::string& args) {
+        return zt_test::run_command(zt_test::zerotrain_binary() + " generate " + args);
+    }
+    static zt_test::TempDir* dir_;
+};
+
+zt_test::TempDir* GenerateCli::dir_ = nullptr;
+
+TEST_F(GenerateCli, APromptLongerThanTheContextKeepsItsEnd) {
+    const std::string run = *dir_ / "text-run";
+    const int max_seq = Checkpoint::open(run).model_config().max_seq;
+    const int n_new = 8;
+    // Byte tokens: BOS and one per character.
+    const std::string text(size_t(max_seq) + 40, 'a');
+    const int prompt_tokens = int(text.size()) + 1;
+    const int kept = max_seq - n_new + 1;
+    auto r = generate_cli("--checkpoint " + run + " --prompt " + text + " --tokens " +
+                          std::to_string(n_new) + " --temperature 0");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const std::string note = "dropped its first " + std::to_string(prompt_tokens - kept) +
+                             " tokens and kept the last " + std::to_string(kept);
+    EXPECT_NE(r.output.find(note), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("generate: " + std::to_string(n_new) + " tokens"), std::string::npos)
+        << r.output;
+
+    // A prompt that fits drops nothing; --tokens beyond the context cannot fit at all.
+    r = generate_cli("--checkpoint " + run + " --prompt hello --tokens 4");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(r.output.find("dropped"), std::string::npos) << r.output;
+    r = generate_cli("--checkpoint " + run + " --prompt hello --tokens " +
+                     std::to_string(max_seq + 1));
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("--tokens " + std::to_string(max_seq + 1)), std::string::npos)
+        << r.output;
+}
+
+TEST_F(GenerateCli, ATokenizerThatDoesNotFitTheModelIsRefused) {
+    // Synthetic data records no tokenizer and test-tiny keeps its 256 ids:
+    // the byte tokenizer's 258 do not fit.
+    auto r = generate_cli("--checkpoint " + (*dir_ / "synthetic-run") +
+                          " --tokenizer byte --prompt hi --tokens 2");
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    for (const char* size : {"vocabulary of 258", "vocabulary of 256"})
+        EXPECT_NE(r.output.find(size), std::string::npos) << size << " in: " << r.output;
+
+    // A SentencePiece model of another size than the recorded byte tokenizer,
+    // though within the model's vocabulary (258 padded to 320).
+    std::string words;
+    Rng rng(7);
+    for (int i = 0; i < 3000; i++) {
+        for (uint64_t n = 3 + rng.below(5); n > 0; n--) words += char('a' + rng.below(26));
+        words += i % 12 == 11 ? '\n' : ' ';
+    }
+    std::istringstream in(words);
+    SentencePieceTrainOptions o;
+    o.vocab_size = 300;
+    o.threads = 1;
+    const std::string sp = train_sentencepiece(
+        [&](std::string* line) { return bool(std::getline(in, *line)); }, *dir_ / "sp", o);
+    ASSERT_EQ(load_sentencepiece(sp)->vocab_size(), 300);
+    r = generate_cli("--checkpoint " + (*dir_ / "text-run") + " --tokenizer " + sp +
+                     " --prompt hi --tokens 2");
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    for (const char* size : {"vocabulary of 300", "tokenizer of 258"})
+        EXPECT_NE(r.output.find(size), std::string::npos) << size << " in: " << r.output;
+    // The recorded tokenizer itself is accepted.
+    r = generate_cli("--checkpoint " + (*dir_ / "text-run") +
+                     " --tokenizer byte --prompt hi --tokens 2");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 // ---- sampling ----

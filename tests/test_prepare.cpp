@@ -1,16 +1,23 @@
 // `zerotrain prepare` and the default corpus: .txt / .jsonl / fortune inputs
 // to shards the loader opens, the document convention in the token stream,
-// meta.json, the validation split, identical output for any thread count,
-// every kind of bad input either counted or refused with a message that
-// names it, nothing half-written after a failure, and the CLI.
+// meta.json, the validation split (by documents or by tokens), identical
+// output for any thread count, invalid UTF-8 replaced as Python does, every
+// kind of bad input either counted or refused with a message that names it,
+// nothing half-written after a failure or an interrupt, and the CLI.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/check.h"
@@ -120,7 +127,7 @@ TEST(Prepare, TextAndJsonlDirectory) {
     EXPECT_NE(st.first_malformed_json.find("b.jsonl:4: not valid JSON"), std::string::npos)
         << st.first_malformed_json;
     EXPECT_EQ(st.empty, 2);
-    EXPECT_EQ(st.invalid_utf8, 0);
+    EXPECT_EQ(st.invalid_utf8_bytes, 0);
     EXPECT_EQ(st.binary, 0);
     EXPECT_EQ(st.documents_train + st.documents_val, 5);
     EXPECT_GE(st.documents_val, 1);
@@ -178,8 +185,8 @@ TEST(Prepare, TextAndJsonlDirectory) {
     // The loader opens the result; nothing temporary is left.
     EXPECT_EQ(zt::ShardSet::open(tmp / "out", "train")->total_tokens(), st.tokens_train);
     EXPECT_EQ(zt::ShardSet::open(tmp / "out", "val")->total_tokens(), st.tokens_val);
-    for (const auto& e : fs::directory_iterator(tmp / "out"))
-        EXPECT_EQ(e.path().filename().string().find(".prepare"), std::string::npos);
+    for (const auto& e : fs::directory_iterator(tmp.path()))
+        EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
     EXPECT_EQ(zt::load_data_tokenizer(tmp / "out")->kind(), "byte");
 }
 
@@ -203,16 +210,29 @@ TEST(Prepare, FortuneFilesWithSeparator) {
 
 TEST(Prepare, ValidationSplitTakesAtLeastOneDocument) {
     zt_test::TempDir tmp;
+    // 4 documents at 0.3 (1.2 expected in val) split by documents; without
+    // the move, about a quarter of the seeds would leave val empty at 0.3
+    // (0.7^4), and as many train empty at 0.7.
     std::string jsonl;
-    for (int i = 0; i < 3; i++) jsonl += "{\"text\": \"doc " + std::to_string(i) + "\"}\n";
+    for (int i = 0; i < 4; i++) jsonl += "{\"text\": \"doc " + std::to_string(i) + "\"}\n";
     write_file(tmp / "d.jsonl", jsonl);
-    zt::PrepareOptions o = byte_options(tmp / "d.jsonl", tmp / "out");
-    o.val_fraction = 1e-6;  // rounds to no document, but a val split is asked for
-    const zt::PrepareStats st = zt::prepare_data(o);
-    EXPECT_EQ(st.documents_val, 1);
-    EXPECT_EQ(byte_documents(split_tokens(tmp / "out", "val")), std::vector<std::string>{"doc 2"});
-    EXPECT_EQ(byte_documents(split_tokens(tmp / "out", "train")),
-              (std::vector<std::string>{"doc 0", "doc 1"}));
+    int one_val = 0;
+    for (uint64_t seed = 1; seed <= 24; seed++) {
+        for (double f : {0.3, 0.7}) {
+            zt::PrepareOptions o = byte_options(tmp / "d.jsonl", tmp / "out");
+            o.val_fraction = f;
+            o.seed = seed;
+            const zt::PrepareStats st = zt::prepare_data(o);
+            EXPECT_EQ(st.val_split, "documents");
+            EXPECT_GE(st.documents_val, 1) << "seed " << seed << " at " << f;
+            EXPECT_GE(st.documents_train, 1) << "seed " << seed << " at " << f;
+            const std::vector<std::string> val = byte_documents(split_tokens(tmp / "out", "val"));
+            if (f == 0.3 && val == std::vector<std::string>{"doc 3"}) one_val++;
+            fs::remove_all(tmp / "out");
+        }
+    }
+    EXPECT_GT(one_val, 0);  // the seeds that drew no val document gave it the last one
+    EXPECT_LT(one_val, 24);
 
     // A seed picks the split; the same seed the same split, another seed another one.
     std::string many;
@@ -297,42 +317,203 @@ TEST_F(PrepareSentencePiece, LongDocumentInSegmentsEqualsWholeEncoding) {
     zt::PrepareOptions o = byte_options(tmp_ / "in/shakespeare.txt", tmp_ / "out");
     o.tokenizer = model;
     o.threads = 2;
+    o.doc_separator = "none";
+    o.shard_tokens = 10000;  // the val tail is cut across shards
     const zt::PrepareStats st = zt::prepare_data(o);
     EXPECT_EQ(st.documents_train, 1);
-    EXPECT_EQ(st.documents_val, 0);  // one document: no split
+    EXPECT_EQ(st.documents_val, 0);  // one document: split by tokens
+    EXPECT_EQ(st.val_split, "tokens");
     std::unique_ptr<zt::Tokenizer> tok = zt::load_sentencepiece(model);
-    EXPECT_EQ(split_tokens(tmp_ / "out", "train"), tok->encode_document(text_));
+    std::vector<uint32_t> stream = split_tokens(tmp_ / "out", "train");
+    const std::vector<uint32_t> val = split_tokens(tmp_ / "out", "val");
+    EXPECT_EQ(int64_t(val.size()), (int64_t(stream.size() + val.size()) + 9) / 10);
+    stream.insert(stream.end(), val.begin(), val.end());
+    EXPECT_EQ(stream, tok->encode_document(text_));
     const nlohmann::json meta = read_meta(tmp_ / "out");
     EXPECT_EQ(meta["tokenizer"]["path"], fs::absolute(model).lexically_normal().string());
     EXPECT_EQ(meta["tokenizer"]["trained_here"], false);
     EXPECT_FALSE(fs::exists(tmp_ / "out/tokenizer.model"));  // a given tokenizer is not copied
 }
 
+// A .txt file splits at blank lines unless told otherwise, so one file of
+// paragraphs gets a validation split of whole paragraphs.
+TEST(Prepare, TextFileSplitsAtBlankLines) {
+    zt_test::TempDir tmp;
+    const std::string text = "\n\nA\nB\n\n\n  \nC\r\n\t\r\nD";  // no final newline
+    write_file(tmp / "t.txt", text);
+    auto docs = [&](const std::optional<std::string>& sep, const std::string& out) {
+        zt::PrepareOptions o = byte_options(tmp / "t.txt", out);
+        o.doc_separator = sep;
+        o.val_fraction = 0;
+        zt::prepare_data(o);
+        return byte_documents(split_tokens(out, "train"));
+    };
+    const std::vector<std::string> blank = {"A\nB\n", "C\r\n", "D"};
+    EXPECT_EQ(docs(std::nullopt, tmp / "o1"), blank);
+    EXPECT_EQ(docs(std::string(""), tmp / "o2"), blank);  // '' is the default made explicit
+    EXPECT_EQ(docs(std::string("none"), tmp / "o3"), std::vector<std::string>{text});
+    EXPECT_EQ(docs(std::string("C"), tmp / "o4"),
+              (std::vector<std::string>{"\n\nA\nB\n\n\n  \n", "\t\r\nD"}));
+
+    std::string paragraphs;
+    for (int i = 0; i < 1000; i++) paragraphs += "Paragraph " + std::to_string(i) + ".\nMore.\n\n";
+    write_file(tmp / "p.txt", paragraphs);
+    const zt::PrepareStats st = zt::prepare_data(byte_options(tmp / "p.txt", tmp / "p"));
+    EXPECT_EQ(st.val_split, "documents");
+    EXPECT_EQ(st.val_fraction, 0.005);
+    EXPECT_EQ(st.documents_train + st.documents_val, 1000);
+    EXPECT_GE(st.documents_val, 1);
+    const nlohmann::json meta = read_meta(tmp / "p");
+    EXPECT_EQ(meta["val_split"]["by"], "documents");
+    EXPECT_EQ(meta["val_split"]["fraction_given"], false);
+    EXPECT_EQ(meta["options"]["val_fraction"], 0.005);  // what older readers read
+    for (const std::string& d : byte_documents(split_tokens(tmp / "p", "val")))
+        EXPECT_EQ(d.rfind("Paragraph ", 0), 0u) << d;
+}
+
+// Too few documents for the fraction asked: the validation split is the end
+// of the token stream, 0.1 of it by default, cut across shards.
+TEST(Prepare, FewDocumentsSplitByTokens) {
+    zt_test::TempDir tmp;
+    write_file(tmp / "one.txt", std::string(98, 'x') + "\n");  // 101 tokens with BOS and EOS
+    zt::PrepareOptions o = byte_options(tmp / "one.txt", tmp / "a");
+    o.shard_tokens = 16;
+    const zt::PrepareStats st = zt::prepare_data(o);
+    EXPECT_EQ(st.val_split, "tokens");
+    EXPECT_EQ(st.val_fraction, 0.1);
+    EXPECT_EQ(st.tokens_val, 11);  // ceil(0.1 * 101)
+    EXPECT_EQ(st.tokens_train, 90);
+    EXPECT_EQ(st.documents_train, 1);
+    EXPECT_EQ(st.documents_val, 0);
+    std::vector<uint32_t> stream = split_tokens(tmp / "a", "train");
+    const std::vector<uint32_t> val = split_tokens(tmp / "a", "val");
+    EXPECT_EQ(int64_t(stream.size()), 90);
+    EXPECT_EQ(val.back(), 257u);  // the stream's end
+    stream.insert(stream.end(), val.begin(), val.end());
+    EXPECT_EQ(byte_documents(stream), std::vector<std::string>{std::string(98, 'x') + "\n"});
+    // Full shards of 16 but the last of each split.
+    EXPECT_EQ(st.train_shards.size(), 6u);  // 5 x 16 + 10
+    EXPECT_EQ(st.val_shards.size(), 1u);
+    EXPECT_EQ(zt::TokenShard::open(tmp / "a/train_000005.bin").size(), 10);
+    const nlohmann::json meta = read_meta(tmp / "a");
+    EXPECT_EQ(meta["val_split"]["by"], "tokens");
+    EXPECT_EQ(meta["val_split"]["fraction"], 0.1);
+    EXPECT_EQ(meta["tokens"]["val"], 11);
+
+    // 3 documents at a given 0.2 (0.6 of a document): by tokens, at 0.2.
+    write_file(tmp / "three.jsonl",
+               "{\"text\": \"first\"}\n{\"text\": \"second\"}\n{\"text\": \"third\"}\n");
+    zt::PrepareOptions t = byte_options(tmp / "three.jsonl", tmp / "b");
+    t.val_fraction = 0.2;
+    const zt::PrepareStats ts = zt::prepare_data(t);
+    EXPECT_EQ(ts.val_split, "tokens");
+    EXPECT_EQ(ts.tokens_train + ts.tokens_val, 22);
+    EXPECT_EQ(ts.tokens_val, 5);  // ceil(0.2 * 22)
+    EXPECT_EQ(read_meta(tmp / "b")["val_split"]["fraction_given"], true);
+    // And with enough of them, by documents at the same fraction.
+    t.inputs = {tmp / "p.jsonl"};
+    t.out_dir = tmp / "c";
+    std::string five;
+    for (int i = 0; i < 5; i++) five += "{\"text\": \"d" + std::to_string(i) + "\"}\n";
+    write_file(tmp / "p.jsonl", five);
+    EXPECT_EQ(zt::prepare_data(t).val_split, "documents");
+    t.out_dir = tmp / "d";
+    t.val_fraction = 0;
+    const zt::PrepareStats none = zt::prepare_data(t);
+    EXPECT_EQ(none.val_split, "none");
+    EXPECT_EQ(none.tokens_val, 0);
+}
+
 // --------------------------------------------------------------- bad input
 
 TEST(Prepare, BadDocumentsAreCountedAndNamed) {
     zt_test::TempDir tmp;
-    std::mt19937 rng(5);
-    std::string garbage(4096, '\0');
-    for (char& c : garbage) c = char(rng());
-    write_file(tmp / "in/garbage.txt", garbage);
     write_file(tmp / "in/latin1.txt", "ok line\nsecond line\ncaf\xE9 in Latin-1\n");
     write_file(tmp / "in/nul.txt", std::string("text with a \0 NUL byte", 22));
     write_file(tmp / "in/good.txt", "the one good document");
     write_file(tmp / "in/lines.jsonl",
                "{\"text\": \"bad \xFF byte\"}\n{\"text\": \"nul \\u0000\"}\n");
-    const zt::PrepareStats st = zt::prepare_data(byte_options(tmp / "in", tmp / "out"));
-    EXPECT_EQ(st.invalid_utf8, 3);  // garbage.txt, latin1.txt, lines.jsonl:1
-    EXPECT_NE(st.first_invalid_utf8.find("garbage.txt:"), std::string::npos)
+    zt::PrepareOptions bo = byte_options(tmp / "in", tmp / "out");
+    bo.val_fraction = 0;  // whole documents in train, to compare them
+    const zt::PrepareStats st = zt::prepare_data(bo);
+    // Invalid UTF-8 is replaced, not a reason to skip (it was until the
+    // replacement): latin1.txt and lines.jsonl:1 are kept.
+    EXPECT_EQ(st.invalid_utf8_bytes, 2);
+    EXPECT_EQ(st.invalid_utf8_documents, 2);
+    EXPECT_NE(st.first_invalid_utf8.find("latin1.txt:3: invalid UTF-8 (byte 0xe9)"),
+              std::string::npos)
         << st.first_invalid_utf8;
     EXPECT_EQ(st.binary, 2);  // nul.txt and lines.jsonl:2
     EXPECT_NE(st.first_binary.find("lines.jsonl:2"), std::string::npos) << st.first_binary;
-    EXPECT_EQ(st.documents_train, 1);
+    EXPECT_EQ(st.documents_train + st.documents_val, 3);
+    std::vector<std::string> docs = byte_documents(split_tokens(tmp / "out", "train"));
+    EXPECT_EQ(docs, (std::vector<std::string>{"the one good document",
+                                              "ok line\nsecond line\ncaf\xEF\xBF\xBD in Latin-1\n",
+                                              "bad \xEF\xBF\xBD byte"}));
+    const nlohmann::json meta = read_meta(tmp / "out");
+    EXPECT_EQ(meta["invalid_utf8"]["bytes_replaced"], 2);
+    EXPECT_EQ(meta["invalid_utf8"]["documents"], 2);
 
-    zt::PrepareOptions o = byte_options(tmp / "in/latin1.txt", tmp / "out2");
-    expect_error([&] { zt::prepare_data(o); },
-                 {"no documents", "1 not valid UTF-8", "latin1.txt:3: invalid UTF-8 (byte 0xe9)"});
+    // Random bytes: whatever is kept is valid UTF-8.
+    std::mt19937 rng(5);
+    std::string garbage(4096, '\0');
+    for (char& c : garbage) c = char(1 + rng() % 255);  // no NUL: not binary
+    write_file(tmp / "garbage.txt", garbage);
+    zt::PrepareOptions g = byte_options(tmp / "garbage.txt", tmp / "gout");
+    g.doc_separator = "none";
+    const zt::PrepareStats gs = zt::prepare_data(g);
+    EXPECT_GT(gs.invalid_utf8_bytes, 1000);
+    EXPECT_EQ(gs.invalid_utf8_documents, 1);
+    std::vector<uint32_t> all = split_tokens(tmp / "gout", "train");
+    const std::vector<uint32_t> val = split_tokens(tmp / "gout", "val");
+    all.insert(all.end(), val.begin(), val.end());
+    const std::vector<std::string> gdocs = byte_documents(all);
+    ASSERT_EQ(gdocs.size(), 1u);
+    EXPECT_EQ(zt::utf8_error_offset(gdocs[0]), std::string_view::npos);
+
+    write_file(tmp / "nul_only.txt", std::string("\0\0", 2));
+    zt::PrepareOptions o = byte_options(tmp / "nul_only.txt", tmp / "out2");
+    expect_error([&] { zt::prepare_data(o); }, {"no documents", "1 binary", "nul_only.txt:1"});
     EXPECT_FALSE(fs::exists(tmp / "out2"));  // a failure leaves nothing behind
+}
+
+// Each document below is one case; what Python's
+// bytes.decode("utf-8", errors="replace") gives, re-encoded (one U+FFFD per
+// maximal invalid subsequence, Unicode's recommended practice).
+TEST(Prepare, InvalidUtf8IsReplacedAsPythonDoes) {
+    zt_test::TempDir tmp;
+    const std::string R = "\xEF\xBF\xBD";  // U+FFFD
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"a\xE2\x82"
+         "b",
+         "a" + R + "b"},                      // truncated 3-byte character
+        {"\xF0\x9F\x99!", R + "!"},           // truncated 4-byte character
+        {"\xED\xA0\x80", R + R + R},          // a surrogate
+        {"\xC0\xAF", R + R},                  // overlong
+        {"\xF5\xFF", R + R},                  // never valid
+        {"\xF4\x90\x80\x80", R + R + R + R},  // past U+10FFFF
+        {"\xE0\x80\xAF", R + R + R},          // overlong 3-byte
+        {"ok \xC3\xA9 \xF0\x9F\x99\x82", "ok \xC3\xA9 \xF0\x9F\x99\x82"},  // valid
+        {"\xE1\x80\xE2\xF0\x91\x92\xF1\xBF"
+         "A",
+         R + R + R + R + "A"},
+        {"end\xE2", "end" + R},
+    };
+    std::string text;
+    for (const auto& c : cases) text += c.first + "\n%\n";
+    write_file(tmp / "cases.txt", text);
+    zt::PrepareOptions o = byte_options(tmp / "cases.txt", tmp / "out");
+    o.doc_separator = "%";
+    o.val_fraction = 0;
+    const zt::PrepareStats st = zt::prepare_data(o);
+    EXPECT_EQ(st.invalid_utf8_bytes, 28);  // 2 + 3 + 3 + 2 + 2 + 4 + 3 + 0 + 8 + 1
+    EXPECT_EQ(st.invalid_utf8_documents, 9);
+    EXPECT_NE(st.first_invalid_utf8.find("cases.txt:1: invalid UTF-8 (byte 0xe2)"),
+              std::string::npos)
+        << st.first_invalid_utf8;
+    const std::vector<std::string> docs = byte_documents(split_tokens(tmp / "out", "train"));
+    ASSERT_EQ(docs.size(), cases.size());
+    for (size_t i = 0; i < cases.size(); i++) EXPECT_EQ(docs[i], cases[i].second + "\n") << i;
 }
 
 TEST(Prepare, RefusesUnusableInputAndOutput) {
@@ -415,6 +596,95 @@ TEST(PrepareCli, RunsAndRefuses) {
     EXPECT_FALSE(fs::exists(tmp / "o3"));
 }
 
+TEST(PrepareCli, PrintsSplitProgressAndReplacements) {
+    zt_test::TempDir tmp;
+    write_file(tmp / "a.txt", "caf\xE9\n\nsecond paragraph\n");
+    const std::string bin = zt_test::zerotrain_binary();
+    zt_test::CommandResult r = zt_test::run_command(bin + " prepare --input " + (tmp / "a.txt") +
+                                                    " --out " + (tmp / "out") + " --threads 1");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("2 documents (2 train, 0 val)"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("validation split by tokens"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("1 invalid UTF-8 byte(s) replaced by U+FFFD in 1 document(s)"),
+              std::string::npos)
+        << r.output;
+    EXPECT_NE(r.output.find("prepare: reading 0.0 MB in 1 file(s)"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("prepare: read 0.0 MB in"), std::string::npos) << r.output;
+    r = zt_test::run_command(bin + " prepare --help");
+    EXPECT_NE(r.output.find("'none'"), std::string::npos) << r.output;
+}
+
+// The process id in OUT.tmp-PID, the run's temporary directory, or 0.
+pid_t temporary_dir_pid(const std::string& out) {
+    const fs::path p(out);
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(p.parent_path(), ec)) {
+        const std::string name = e.path().filename().string();
+        const std::string prefix = p.filename().string() + ".tmp-";
+        if (name.rfind(prefix, 0) == 0) return pid_t(std::atol(name.c_str() + prefix.size()));
+    }
+    return 0;
+}
+
+// A named pipe as input keeps prepare reading for as long as the test holds
+// the pipe open, so the signal arrives mid-run whatever the machine's speed.
+void expect_interrupt_leaves_nothing(int sig, bool out_exists) {
+    zt_test::TempDir tmp;
+    const std::string fifo = tmp / "in.txt", out = tmp / "out", log = tmp / "log";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    if (out_exists) fs::create_directories(out);
+    const std::string cmd = zt_test::zerotrain_binary() + " prepare --input " + fifo + " --out " +
+                            out + " --tokenizer byte --val-fraction 0 --threads 1";
+    ASSERT_TRUE(zt_test::start_and_wait_for(
+        cmd, log,
+        [&] {
+            return read_file(log).find("prepare: reading") != std::string::npos &&
+                   temporary_dir_pid(out) > 0;
+        },
+        60))
+        << read_file(log);
+    // Some text in the pipe, the write end kept open: prepare waits for more.
+    int fd = -1;
+    for (int i = 0; i < 3000 && fd < 0; i++) {
+        fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+        if (fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_GE(fd, 0) << "prepare never opened its input";
+    const std::string text = "A paragraph.\n\nAnother one.\n\n";
+    EXPECT_EQ(::write(fd, text.data(), text.size()), ssize_t(text.size()));
+    const pid_t pid = temporary_dir_pid(out);
+    ASSERT_GT(pid, 0);
+    ASSERT_EQ(::kill(pid, sig), 0);
+    EXPECT_EQ(zt_test::wait_exit_code(log, 60), 128 + sig) << read_file(log);
+    ::close(fd);
+    EXPECT_NE(read_file(log).find("interrupted by"), std::string::npos) << read_file(log);
+    if (out_exists)
+        EXPECT_TRUE(fs::is_directory(out) && fs::is_empty(out));
+    else
+        EXPECT_FALSE(fs::exists(out));
+    EXPECT_EQ(temporary_dir_pid(out), 0) << "a temporary directory is left";
+}
+
+TEST(PrepareCli, SigintLeavesNoOutput) {
+    expect_interrupt_leaves_nothing(SIGINT, false);
+}
+
+TEST(PrepareCli, SigtermLeavesAnEmptyOutEmpty) {
+    expect_interrupt_leaves_nothing(SIGTERM, true);
+}
+
+TEST(PrepareCli, RefusesAPipeItWouldReadTwice) {
+    zt_test::TempDir tmp;
+    ASSERT_EQ(::mkfifo((tmp / "in.txt").c_str(), 0600), 0);
+    const zt_test::CommandResult r =
+        zt_test::run_command(zt_test::zerotrain_binary() + " prepare --input " + (tmp / "in.txt") +
+                             " --out " + (tmp / "out") + " --tokenizer byte");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.output.find("in.txt is not a regular file"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("--val-fraction 0"), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(tmp / "out"));
+}
+
 // ---------------------------------------------------------- default corpus
 
 TEST(DefaultCorpus, PreparesOnceThenReuses) {
@@ -428,7 +698,8 @@ TEST(DefaultCorpus, PreparesOnceThenReuses) {
     EXPECT_EQ(meta["source_files"], int64_t(zt::fortune_files().size()));
     EXPECT_GT(meta["documents"]["train"].get<int64_t>(), 10000);  // ~16k fortunes
     EXPECT_GT(meta["tokens"]["val"].get<int64_t>(), 5000);
-    EXPECT_EQ(meta["skipped"]["invalid_utf8"], 0);
+    EXPECT_EQ(meta["invalid_utf8"]["documents"], 0);
+    EXPECT_EQ(meta["val_split"]["by"], "documents");
     auto train = zt::ShardSet::open(dir, "train");
     EXPECT_GT(train->total_tokens(), 500000);
     EXPECT_LT(train->max_token(), uint32_t(zt::kDefaultCorpusVocab));

@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "ckpt/checkpoint.h"
@@ -436,6 +438,46 @@ TEST(RunDir, TruncateRemovesALaterBestCheckpoint) {
 }
 
 // ---- every failure exits non-zero ---------------------------------------------------
+
+// The step numbers of the printed step lines ("step     3/7 | loss ..."), and
+// whether every one carries the elapsed time and an ETA.
+std::vector<int> printed_steps(const std::string& output, bool* all_timed) {
+    std::vector<int> steps;
+    *all_timed = true;
+    std::istringstream in(output);
+    for (std::string line; std::getline(in, line);) {
+        int step = 0, total = 0;
+        if (line.find("| loss ") == std::string::npos ||
+            std::sscanf(line.c_str(), "step %d/%d", &step, &total) != 2)
+            continue;
+        steps.push_back(step);
+        if (line.find("| elapsed ") == std::string::npos ||
+            line.find("| eta ") == std::string::npos)
+            *all_timed = false;
+    }
+    return steps;
+}
+
+// --log-every N prints every N-th step line and always the first and the last;
+// metrics.jsonl keeps every step. Each line says how long the run has taken
+// and how long it still needs.
+TEST(RunDir, LogEveryThinsTheStepLinesButNotTheMetrics) {
+    TempDir dir;
+    const std::string run = dir / "run";
+    auto r = zerotrain(train_args(run, 7, "--log-every 3"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    bool timed = false;
+    EXPECT_EQ(printed_steps(r.output, &timed), (std::vector<int>{1, 3, 6, 7})) << r.output;
+    EXPECT_TRUE(timed) << r.output;
+    EXPECT_EQ(read_run(run).steps.size(), 7u);
+
+    const std::string every = dir / "every";
+    r = zerotrain(train_args(every, 3, "--log-every 1"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(printed_steps(r.output, &timed), (std::vector<int>{1, 2, 3})) << r.output;
+    EXPECT_NE(r.output.find("| eta 0.0s"), std::string::npos) << "the last step has none left";
+    expect_refused(zerotrain(train_args(dir / "bad", 3, "--log-every -1")), {"--log-every -1"});
+}
 
 TEST(RunDir, EveryFailingSubcommandExitsNonZero) {
     TempDir dir;

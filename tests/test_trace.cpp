@@ -231,3 +231,51 @@ TEST(ZeroRanks, TraceShowsOverlap) {
 }
 
 }  // namespace
+
+namespace {
+
+double median_of(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Step lines carry overlap = 1 - comm_exposed / comm, and the summary the
+// medians of the steps after the first, recomputed here from the step lines.
+TEST(Metrics, StepOverlapAndSummaryMedians) {
+    if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI";
+    for (int world : {1, 2}) {
+        SCOPED_TRACE("world " + std::to_string(world));
+        TempDir dir;
+        auto res = zt_test::run_command(train_cmd(dir / "run", world, 2, ""));
+        ASSERT_EQ(res.exit_code, 0) << res.output;
+        const zt_test::RunLog log = zt_test::read_run(dir / "run");
+        ASSERT_EQ(log.steps.size(), 4u);
+        std::vector<double> step_s, comm, exposed, overlap;
+        std::map<std::string, std::vector<double>> calls;
+        for (const auto& [step, line] : log.steps) {
+            const double c = line["time_s"]["comm"], e = line["time_s"]["comm_exposed"];
+            EXPECT_EQ(line.contains("overlap"), c > 0) << line.dump();
+            if (c > 0) EXPECT_DOUBLE_EQ(line["overlap"].get<double>(), 1.0 - e / c);
+            if (step == 1) continue;
+            step_s.push_back(line["step_s"]);
+            comm.push_back(c);
+            exposed.push_back(e);
+            if (c > 0) overlap.push_back(1.0 - e / c);
+            for (const auto& [op, n] : line["comm_calls"].items()) calls[op].push_back(n);
+        }
+        ASSERT_TRUE(log.summary.contains("medians")) << log.summary.dump();
+        const auto& m = log.summary["medians"];
+        EXPECT_EQ(m["steps"], 3);
+        EXPECT_DOUBLE_EQ(m["step_s"].get<double>(), median_of(step_s));
+        EXPECT_DOUBLE_EQ(m["comm_s"].get<double>(), median_of(comm));
+        EXPECT_DOUBLE_EQ(m["comm_exposed_s"].get<double>(), median_of(exposed));
+        EXPECT_EQ(m.contains("overlap"), world > 1);
+        if (world > 1) EXPECT_DOUBLE_EQ(m["overlap"].get<double>(), median_of(overlap));
+        for (const auto& [op, v] : calls)
+            EXPECT_EQ(m["comm_calls"][op].get<double>(), median_of(v));
+        if (world > 1) EXPECT_GT(m["comm_calls"]["reduce_scatter"].get<double>(), 0);
+    }
+}
+
+}  // namespace

@@ -580,28 +580,45 @@ void add_bench_comm_command(CLI::App& app) {
         "bench-comm",
         "measure collective bandwidth like nccl-tests: time, algbw and busbw per size, every "
         "result verified");
-    cmd->add_option("--op", flags->op, "all_reduce, reduce_scatter, all_gather or all");
+    // The values are strings, parsed in parse_flags(); type_name says what
+    // each one holds.
+    cmd->add_option("--op", flags->op, "all_reduce, reduce_scatter, all_gather or all")
+        ->type_name("OP")
+        ->required();
     cmd->add_option("--nproc", flags->nproc,
-                    "start N local ranks through mpirun (not needed under mpirun/srun)");
+                    "start N local ranks through mpirun (N >= 1; not needed under mpirun/srun)")
+        ->type_name("INT");
     cmd->add_option("--comm", flags->comm,
-                    "local, mpi, ring or nccl (default: mpi with more than one rank, else local)");
-    cmd->add_option("--dtype", flags->dtype, "f32 or bf16")->capture_default_str();
+                    "local, mpi, ring, or nccl (GPU-only: a build with CUDA and NCCL); default: "
+                    "mpi with more than one rank, else local")
+        ->type_name("BACKEND");
+    cmd->add_option("--dtype", flags->dtype, "f32 or bf16")
+        ->type_name("DTYPE")
+        ->capture_default_str();
     cmd->add_option("--min-bytes", flags->min_bytes,
                     "smallest S in bytes (K, M, G suffixes: powers of 1024)")
+        ->type_name("SIZE")
         ->capture_default_str();
     cmd->add_option("--max-bytes", flags->max_bytes, "largest S in bytes; sizes double from min")
+        ->type_name("SIZE")
         ->capture_default_str();
     cmd->add_option("--warmup", flags->warmup, "untimed iterations per size")
+        ->type_name("INT")
         ->capture_default_str();
-    cmd->add_option("--iters", flags->iters, "timed iterations per size")->capture_default_str();
+    cmd->add_option("--iters", flags->iters, "timed iterations per size")
+        ->type_name("INT")
+        ->capture_default_str();
     cmd->add_option("--sim-bandwidth-gbps", flags->sim_bandwidth_gbps,
                     "simulate a network of this many gigabits per second (0 = off)")
+        ->type_name("FLOAT")
         ->capture_default_str();
     cmd->add_option("--sim-latency-us", flags->sim_latency_us,
                     "simulated latency per ring step in microseconds")
+        ->type_name("FLOAT")
         ->capture_default_str();
     cmd->add_option("--comm-timeout-s", flags->timeout_s,
                     "abort all ranks when one operation waits longer (0 = never)")
+        ->type_name("SECONDS")
         ->capture_default_str();
     cmd->add_flag("--json", flags->json,
                   "one JSON row per line: op, comm, world_size, bytes, time_s, algbw_gbps, "

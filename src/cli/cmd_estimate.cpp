@@ -13,7 +13,10 @@ namespace {
 
 struct EstimateArgs {
     std::string model;
-    int world = 1;
+    int world = 0;
+    int nproc = 0;  // --nproc: train's and bench-comm's name for the world size
+    bool world_given = false;
+    bool nproc_given = false;
     int stage = -1;  // -1: every stage
     std::string precision = "fp32";
     std::string grad_accum_dtype = "auto";
@@ -31,10 +34,25 @@ double gib(int64_t b) {
     return double(b) / double(int64_t(1) << 30);
 }
 
+// --world-size N or --nproc N: one setting under two names, so that a line
+// copied from train or bench-comm works here too.
+int world_size(const EstimateArgs& a) {
+    ZT_CHECK(a.world_given || a.nproc_given,
+             "--world-size N is required (or its synonym --nproc N)");
+    ZT_CHECK(!a.world_given || !a.nproc_given || a.world == a.nproc,
+             "--world-size %d and --nproc %d disagree; they are one setting, so give one of them",
+             a.world, a.nproc);
+    const char* flag = a.world_given ? "--world-size" : "--nproc";
+    const int world = a.world_given ? a.world : a.nproc;
+    ZT_CHECK(world >= 1, "%s %d: expected a number of ranks >= 1", flag, world);
+    return world;
+}
+
 void run_estimate(const EstimateArgs& a) {
     EstimateInput in;
+    const int world = world_size(a);
     in.model = resolve_model(a.model);
-    in.world = a.world;
+    in.world = world;
     in.precision = a.precision;
     ZT_CHECK(a.grad_accum_dtype == "auto" || a.grad_accum_dtype == "fp32" ||
                  a.grad_accum_dtype == "bf16",
@@ -50,7 +68,6 @@ void run_estimate(const EstimateArgs& a) {
              (long long)a.allgather_bucket_size);
     in.reduce_bucket_elements = a.reduce_bucket_size;
     in.gather_bucket_elements = a.allgather_bucket_size;
-    ZT_CHECK(a.world >= 1, "--world-size %d: must be >= 1", a.world);
     ZT_CHECK(a.stage >= -1 && a.stage <= 3, "--zero-stage %d: expected 0 to 3", a.stage);
     ZT_CHECK((a.micro_batch > 0) == (a.seq_len > 0),
              "--micro-batch and --seq-len go together (activations need both)");
@@ -59,7 +76,7 @@ void run_estimate(const EstimateArgs& a) {
     if (!a.json) {
         std::printf("%s\n", describe_model(in.model).c_str());
         std::printf(
-            "world size %d, %s%s%s, bytes per rank (GiB)\n", a.world, a.precision.c_str(),
+            "world size %d, %s%s%s, bytes per rank (GiB)\n", world, a.precision.c_str(),
             a.offload_optimizer == "none"
                 ? ""
                 : strprintf(", optimizer offloaded to %s", a.offload_optimizer.c_str()).c_str(),
@@ -80,7 +97,7 @@ void run_estimate(const EstimateArgs& a) {
             nlohmann::ordered_json j = {
                 {"model", in.model.name},
                 {"n_params", count_params(in.model)},
-                {"world_size", a.world},
+                {"world_size", world},
                 {"zero_stage", s},
                 {"precision", a.precision},
                 {"grad_accum_dtype", in.grad_dtype.empty() ? a.precision : in.grad_dtype},
@@ -101,10 +118,10 @@ void run_estimate(const EstimateArgs& a) {
                 {"nvme_params_bytes", e.nvme_params}};
             std::printf("%s\n", j.dump().c_str());
         } else {
-            std::printf("%-6d %10.3f %10.3f %10.3f %12.3f %10.3f %10.3f %12.3f %12.3f %12.3f\n",
-                        s, gib(e.params), gib(e.grads), gib(e.optimizer), gib(e.activations),
-                        gib(e.buffers), gib(e.peak()), gib(e.host_optimizer),
-                        gib(e.nvme_optimizer), gib(e.nvme_params));
+            std::printf("%-6d %10.3f %10.3f %10.3f %12.3f %10.3f %10.3f %12.3f %12.3f %12.3f\n", s,
+                        gib(e.params), gib(e.grads), gib(e.optimizer), gib(e.activations),
+                        gib(e.buffers), gib(e.peak()), gib(e.host_optimizer), gib(e.nvme_optimizer),
+                        gib(e.nvme_params));
         }
     }
 }
@@ -116,7 +133,10 @@ void add_estimate_command(CLI::App& app) {
     CLI::App* c = app.add_subcommand(
         "estimate", "per-rank memory of model states, activations and buffers by ZeRO stage");
     c->add_option("--model", args->model, "preset or Hugging Face config.json")->required();
-    c->add_option("--world-size", args->world, "number of ranks")->required();
+    CLI::Option* world =
+        c->add_option("--world-size", args->world, "number of ranks (required, or --nproc)");
+    CLI::Option* nproc = c->add_option("--nproc", args->nproc,
+                                       "the same as --world-size (train's and bench-comm's name)");
     c->add_option("--zero-stage", args->stage, "one stage (default: all four)");
     c->add_option("--precision", args->precision, "fp32 or bf16 (fp32 master weights)")
         ->capture_default_str();
@@ -142,7 +162,11 @@ void add_estimate_command(CLI::App& app) {
                   "elements per stage-1/2 parameter-gather bucket (staging buffers)")
         ->capture_default_str();
     c->add_flag("--json", args->json, "one JSON object per stage");
-    c->callback([args] { run_estimate(*args); });
+    c->callback([args, world, nproc] {
+        args->world_given = world->count() > 0;
+        args->nproc_given = nproc->count() > 0;
+        run_estimate(*args);
+    });
 }
 
 }  // namespace zt::cli

@@ -42,23 +42,42 @@ void run_generate(const GenerateArgs& a) {
     validate_sampling(opts);
 
     LoadedWeights w = load_weights(a.checkpoint, a.hf);
-    if (!a.tokenizer.empty()) w.tokenizer = load_tokenizer(a.tokenizer);
+    if (!a.tokenizer.empty()) {
+        std::unique_ptr<Tokenizer> given = load_tokenizer(a.tokenizer);
+        // Another tokenizer of the same size may be a deliberate choice; one of
+        // another size maps ids to other pieces for certain.
+        ZT_CHECK(!w.tokenizer || given->vocab_size() == w.tokenizer->vocab_size(),
+                 "--tokenizer %s has a vocabulary of %d, but %s was trained with a tokenizer of "
+                 "%d: its ids would decode to other text; leave --tokenizer out to use the "
+                 "recorded one",
+                 a.tokenizer.c_str(), given->vocab_size(), w.source.c_str(),
+                 w.tokenizer->vocab_size());
+        w.tokenizer = std::move(given);
+    }
     ZT_CHECK(w.tokenizer != nullptr,
              "%s records no tokenizer (trained on synthetic data or bare shards?); give one with "
              "--tokenizer byte|M.model",
              w.source.c_str());
     ZT_CHECK(w.tokenizer->vocab_size() <= w.config.vocab_size,
-             "tokenizer vocabulary %d exceeds the model's %d", w.tokenizer->vocab_size(),
-             w.config.vocab_size);
+             "the tokenizer's vocabulary of %d exceeds the model's vocabulary of %d (%s): it "
+             "would produce ids the model has no embedding for",
+             w.tokenizer->vocab_size(), w.config.vocab_size, w.source.c_str());
     opts.vocab_limit = w.tokenizer->vocab_size();
     std::vector<uint32_t> ids = w.tokenizer->encode_prompt(a.prompt);
     ZT_CHECK(!ids.empty(),
              "the prompt is empty and the tokenizer has no BOS to start from; give --prompt TEXT");
     std::vector<int32_t> prompt(ids.begin(), ids.end());
+    ZT_CHECK(a.tokens <= w.config.max_seq,
+             "--tokens %d exceeds the model's context of %d positions; ask for at most %d",
+             a.tokens, w.config.max_seq, w.config.max_seq);
+    const size_t prompt_given = prompt.size();
+    const int64_t dropped = fit_prompt_to_context(prompt, a.tokens, w.config.max_seq);
+    if (dropped > 0)
+        std::fprintf(stderr,
+                     "generate: the prompt's %zu tokens and --tokens %d exceed the model's "
+                     "context of %d; dropped its first %lld tokens and kept the last %zu\n",
+                     prompt_given, a.tokens, w.config.max_seq, (long long)dropped, prompt.size());
     int context = std::min<int64_t>(w.config.max_seq, int64_t(prompt.size()) + a.tokens);
-    ZT_CHECK(int64_t(prompt.size()) + a.tokens - 1 <= w.config.max_seq,
-             "the prompt (%zu tokens) plus --tokens %d exceed the model's context of %d",
-             prompt.size(), a.tokens, w.config.max_seq);
     Generator gen(w.config, w.params.data(), context);
 
     std::printf("%s", a.prompt.c_str());

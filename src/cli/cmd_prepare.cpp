@@ -13,12 +13,14 @@ struct PrepareArgs {
     PrepareOptions opts;
     std::string separator;
     std::string tokenizer;
+    double val_fraction = 0;
 };
 
 void run_prepare(PrepareArgs& a, const CLI::App& cmd) {
     PrepareOptions& o = a.opts;
     if (cmd.count("--doc-separator")) o.doc_separator = a.separator;
     if (cmd.count("--tokenizer")) o.tokenizer = a.tokenizer;
+    if (cmd.count("--val-fraction")) o.val_fraction = a.val_fraction;
     ZT_CHECK(!cmd.count("--tokenizer-type") || o.train_vocab > 0,
              "--tokenizer-type %s applies only with --train-tokenizer VOCAB",
              o.tokenizer_type.c_str());
@@ -32,21 +34,36 @@ void run_prepare(PrepareArgs& a, const CLI::App& cmd) {
         "vocab %d (%s)\n",
         (long long)st.tokens_train, st.train_shards.size(), (long long)st.tokens_val,
         st.val_shards.size(), st.vocab_size, st.tokenizer_path.c_str());
-    const int64_t skipped_docs = st.invalid_utf8 + st.binary + st.malformed_json + st.empty;
+    const int64_t skipped_docs = st.binary + st.malformed_json + st.empty;
     if (skipped_docs > 0 || st.skipped_files > 0) {
         std::printf(
-            "prepare: skipped %lld file(s) with other extensions, %lld invalid UTF-8, "
-            "%lld binary, %lld malformed JSON, %lld empty document(s)\n",
-            (long long)st.skipped_files, (long long)st.invalid_utf8, (long long)st.binary,
-            (long long)st.malformed_json, (long long)st.empty);
-        for (const std::string* first :
-             {&st.first_invalid_utf8, &st.first_binary, &st.first_malformed_json})
+            "prepare: skipped %lld file(s) with other extensions, %lld binary, "
+            "%lld malformed JSON, %lld empty document(s)\n",
+            (long long)st.skipped_files, (long long)st.binary, (long long)st.malformed_json,
+            (long long)st.empty);
+        for (const std::string* first : {&st.first_binary, &st.first_malformed_json})
             if (!first->empty()) std::printf("prepare:   first: %s\n", first->c_str());
     }
-    if (st.documents_val == 0)
+    if (st.invalid_utf8_bytes > 0)
+        std::printf(
+            "prepare: %lld invalid UTF-8 byte(s) replaced by U+FFFD in %lld document(s); "
+            "first: %s\n",
+            (long long)st.invalid_utf8_bytes, (long long)st.invalid_utf8_documents,
+            st.first_invalid_utf8.c_str());
+    if (st.val_split == "documents")
+        std::printf(
+            "prepare: validation split by documents (%g of them): %lld train, %lld val "
+            "tokens\n",
+            st.val_fraction, (long long)st.tokens_train, (long long)st.tokens_val);
+    else if (st.val_split == "tokens" && st.tokens_val > 0)
+        std::printf(
+            "prepare: validation split by tokens (too few documents for %g of them): the "
+            "last %g of the stream, %lld train, %lld val tokens\n",
+            o.val_fraction.value_or(0.005), st.val_fraction, (long long)st.tokens_train,
+            (long long)st.tokens_val);
+    else
         std::printf("prepare: no validation split (%s)\n",
-                    o.val_fraction == 0 ? "--val-fraction 0"
-                                        : "one document; split the text with --doc-separator");
+                    st.val_split == "none" ? "--val-fraction 0" : "a single token");
     const double s = st.seconds;
     std::printf("prepare: %.2f s (tokenizer training %.2f s), %.0f tokens/s -> %s/meta.json\n", s,
                 st.tokenizer_seconds, s > 0 ? double(st.tokens_train + st.tokens_val) / s : 0.0,
@@ -78,12 +95,14 @@ void add_prepare_command(CLI::App& app) {
     cmd->add_option("--text-field", o.text_field, "JSONL key holding the text")
         ->capture_default_str();
     cmd->add_option("--shard-tokens", o.shard_tokens, "tokens per shard")->capture_default_str();
-    cmd->add_option("--val-fraction", o.val_fraction,
-                    "fraction of documents for the val split (>= 1 document when there are 2+)")
-        ->capture_default_str();
+    cmd->add_option("--val-fraction", args->val_fraction,
+                    "validation share: of documents (default 0.005, >= 1 document each side) "
+                    "when documents x fraction >= 1, else of tokens, cut from the end of the "
+                    "stream (default 0.1); 0: no validation split");
     cmd->add_option("--doc-separator", args->separator,
-                    "a line equal to this ends a .txt document (fortune files: %); also reads "
-                    "files without extension");
+                    "how a .txt file splits into documents: by default (or '') at blank lines; "
+                    "'none' keeps each file one document; else a line equal to this ends one "
+                    "(fortune files: %), and files without extension are read too");
     cmd->add_option("--threads", o.threads, "threads (0: every core)")->capture_default_str();
     cmd->add_option("--seed", o.seed, "seed of the validation split and tokenizer sampling")
         ->capture_default_str();

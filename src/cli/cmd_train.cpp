@@ -7,6 +7,7 @@
 // takes the checkpoint's value for the rest.
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -65,9 +66,17 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
                   "parameters")
         ->capture_default_str();
     t->add_option("--nproc", c.nproc,
-                  "start N local ranks through mpirun (under mpirun/srun the launcher decides); "
-                  "when a rank dies or hangs, says which, the step reached, the last checkpoint "
-                  "and the command that resumes");
+                  "start N local ranks through mpirun (N >= 1; under mpirun/srun the launcher "
+                  "decides); when a rank dies or hangs, says which, the step reached, the last "
+                  "checkpoint and the command that resumes")
+        ->check(CLI::Validator(
+            [](std::string& v) {
+                int n = 0;
+                auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+                bool ok = ec == std::errc() && end == v.data() + v.size() && n >= 1;
+                return ok ? std::string() : v + " is not a number of ranks; expected 1 or more";
+            },
+            ""));
     t->add_option("--device", c.device, "cpu (cuda: not wired into training yet, refused)")
         ->capture_default_str();
     t->add_option("--precision", c.precision,
@@ -79,7 +88,8 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
                   "as DeepSpeed), fp32 or bf16")
         ->capture_default_str();
     t->add_option("--comm", c.comm,
-                  "communicator: auto (local for one rank, else mpi), local, mpi, ring")
+                  "communicator: auto (local for one rank, else mpi), local, mpi, ring; nccl is "
+                  "GPU-only (--device cuda, not wired into training yet)")
         ->capture_default_str();
     t->add_option("--sim-bandwidth-gbps", c.sim_bandwidth_gbps,
                   "simulate a network of this many gigabits/s (0: real speed)")
@@ -90,6 +100,7 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
                   "abort every rank when a collective waits longer than this; each rank still "
                   "running first writes its last 64 collectives to RUN_DIR/hang/rank-K.json "
                   "and the rank the others waited for is named")
+        ->type_name("SECONDS")
         ->capture_default_str();
     t->add_option("--offload-optimizer", c.offload_optimizer,
                   "where the optimizer state (and fp32 master weights) lives: none, cpu (host "
@@ -181,6 +192,10 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
                   "tokens of text generated at the end when the data has a tokenizer (0: none)")
         ->capture_default_str();
     t->add_option("--threads", c.threads, "CPU threads (0: OpenMP's default)")
+        ->capture_default_str();
+    t->add_option("--log-every", c.log_every,
+                  "print every N-th step line, and always the first, the last and a stopped one "
+                  "(0: about twenty a run); metrics.jsonl gets every step")
         ->capture_default_str();
 }
 

@@ -1,9 +1,16 @@
 // zerotrain: the command-line entry point (DESIGN.md's command-line contract).
 //
-// Every error reaches the user as one line, "zerotrain: error: rank R,
-// file:line: message", and a non-zero exit status; nothing is half-written.
+// Every error reaches the user as one line and a non-zero exit status;
+// nothing is half-written. A bad flag value, file or config reads
+// "zerotrain: error: rank R: message"; a failed internal invariant adds its
+// file:line after the rank (core/check.h). A command line CLI11 cannot parse
+// reads "zerotrain: error: message", with the nearest valid name when a
+// subcommand or option is misspelt.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "comm/launch.h"
@@ -11,11 +18,100 @@
 
 namespace {
 
+// ZT_VERSION is the CMake project's version and ZT_GIT_DESCRIBE what
+// `git describe` said at configure time (empty outside a git checkout).
+std::string version_string() {
+#ifdef ZT_VERSION
+    std::string v = "zerotrain " ZT_VERSION;
+#else
+    std::string v = "zerotrain (the build set no version)";
+#endif
+#ifdef ZT_GIT_DESCRIBE
+    if (ZT_GIT_DESCRIBE[0] != '\0') v += " (git " ZT_GIT_DESCRIBE ")";
+#endif
+    return v;
+}
+
+// Edits between a and b, a swap of two neighbours counting as one, so that
+// "stpes" is one edit from "steps" (optimal string alignment distance).
+size_t edit_distance(const std::string& a, const std::string& b) {
+    std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+    for (size_t i = 0; i <= a.size(); i++) d[i][0] = i;
+    for (size_t j = 0; j <= b.size(); j++) d[0][j] = j;
+    for (size_t i = 1; i <= a.size(); i++) {
+        for (size_t j = 1; j <= b.size(); j++) {
+            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+            d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+        }
+    }
+    return d[a.size()][b.size()];
+}
+
+// The name nearest to word, or "" when none is near enough to be the one
+// meant: at most a third of the word's length in edits (at least 1, at most 3).
+std::string nearest_name(const std::string& word, const std::vector<std::string>& names) {
+    std::string best;
+    size_t best_distance = SIZE_MAX;
+    for (const std::string& n : names) {
+        size_t d = edit_distance(word, n);
+        if (d < best_distance) {
+            best_distance = d;
+            best = n;
+        }
+    }
+    size_t limit = std::clamp<size_t>(word.size() / 3, 1, 3);
+    return best_distance <= limit ? best : "";
+}
+
+std::vector<std::string> subcommand_names(CLI::App& app) {
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+        names.push_back(sub->get_name());
+    return names;
+}
+
+std::vector<std::string> option_names(const CLI::App& app) {
+    std::vector<std::string> names;
+    for (const CLI::Option* opt : app.get_options()) {
+        for (const std::string& n : opt->get_lnames()) names.push_back("--" + n);
+        for (const std::string& n : opt->get_snames()) names.push_back("-" + n);
+    }
+    return names;
+}
+
+int refuse(const std::string& message) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "zerotrain: error: %s\n", message.c_str());
+    return 1;
+}
+
+// What CLI::ExtrasError leaves: the first word no option took, the option
+// nearest to it, and where to look when none is near.
+int refuse_extras(CLI::App& app) {
+    std::vector<CLI::App*> parsed = app.get_subcommands();
+    const CLI::App& scope = parsed.empty() ? app : *parsed.front();
+    const std::string help =
+        parsed.empty() ? "zerotrain --help" : "zerotrain " + scope.get_name() + " --help";
+    std::vector<std::string> extras = app.remaining(true);
+    for (const std::string& extra : extras) {
+        if (extra.size() < 2 || extra[0] != '-') continue;
+        std::string name = extra.substr(0, extra.find('='));
+        std::string near = nearest_name(name, option_names(scope));
+        return refuse("unknown option " + name +
+                      (near.empty() ? "; see " + help : "; did you mean " + near + "?"));
+    }
+    return refuse("unexpected argument '" + (extras.empty() ? std::string() : extras.front()) +
+                  "'; see " + help);
+}
+
 int run(int argc, char** argv) {
     zt::set_error_rank(zt::discover_ranks().rank);  // so even early errors name their rank
     CLI::App app{"zerotrain: train LLaMA- and GPT-2-style models with ZeRO sharding"};
     app.require_subcommand(1);
     app.set_help_all_flag("--help-all", "help for every subcommand");
+    app.set_version_flag("--version", version_string(), "print the version and exit");
 
     zt::cli::add_train_command(app, argc, argv);
     zt::cli::add_bench_comm_command(app);
@@ -25,11 +121,31 @@ int run(int argc, char** argv) {
     zt::cli::add_generate_command(app);
     zt::cli::add_prepare_command(app);
 
+    // A first word that is no subcommand is a misspelt one: CLI11 would only
+    // say that a subcommand is required.
+    if (argc > 1 && argv[1][0] != '-') {
+        const std::vector<std::string> names = subcommand_names(app);
+        if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+            std::string near = nearest_name(argv[1], names);
+            std::string list;
+            for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
+            return refuse(
+                "unknown subcommand '" + std::string(argv[1]) + "'; " +
+                (near.empty() ? "expected one of " + list : "did you mean '" + near + "'?"));
+        }
+    }
+
     try {
         app.parse(argc, argv);
+    } catch (const CLI::ExtrasError&) {
+        return refuse_extras(app);
     } catch (const CLI::ParseError& e) {
-        // Also how a subcommand hands back its exit status (CLI::RuntimeError).
-        return app.exit(e);
+        // --help and --version exit 0 here; a subcommand hands back its exit
+        // status as CLI::RuntimeError.
+        if (e.get_exit_code() == 0 || e.get_name() == "RuntimeError") return app.exit(e);
+        std::vector<CLI::App*> parsed = app.get_subcommands();
+        return refuse(std::string(e.what()) + "; see zerotrain " +
+                      (parsed.empty() ? "" : parsed.front()->get_name() + " ") + "--help");
     }
     return 0;
 }

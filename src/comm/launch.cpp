@@ -5,9 +5,11 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -379,6 +381,42 @@ void report_failed_job(int nproc, const std::string& job_dir, const RankWatch& w
     std::fflush(stderr);
 }
 
+// The cores this process may run on (its affinity mask, as OpenMP counts them).
+int usable_cores() {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? int(n) : 1;
+}
+
+// The threads each rank will run, as the ranks choose them: --threads T, else
+// OMP_NUM_THREADS, else an even share of the cores (train/resolve.cpp).
+int threads_per_rank(int nproc, int cores, int argc, char** argv) {
+    for (int i = 1; i < argc; i++) {
+        const char* v = nullptr;
+        if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) v = argv[i + 1];
+        if (!std::strncmp(argv[i], "--threads=", 10)) v = argv[i] + 10;
+        if (v && std::atoi(v) > 0) return std::atoi(v);
+    }
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    if (env && std::atoi(env) > 0) return std::atoi(env);
+    return std::max(1, cores / nproc);
+}
+
+// More ranks or threads than cores run, but they take turns on the cores, so
+// a step is slower and its timings say little about the machine: say so once.
+void warn_if_oversubscribed(int nproc, int argc, char** argv) {
+    const int cores = usable_cores();
+    const int threads = threads_per_rank(nproc, cores, argc, argv);
+    if (nproc <= cores && int64_t(nproc) * threads <= cores) return;
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "zerotrain: warning: --nproc %d oversubscribes this machine: %d ranks x %d "
+                 "threads per rank = %lld threads on %d cores; the ranks will take turns on the "
+                 "cores (slower, and timings are not representative)\n",
+                 nproc, nproc, threads, (long long)nproc * threads, cores);
+}
+
 }  // namespace
 #endif
 
@@ -403,6 +441,7 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
     ZT_CHECK(n > 0, "--nproc: cannot find this executable (/proc/self/exe): %s",
              std::strerror(errno));
     exe[size_t(n)] = '\0';
+    warn_if_oversubscribed(nproc, argc, argv);
 
     std::string np = std::to_string(nproc);
     std::vector<std::string> args = {

@@ -67,6 +67,7 @@ nlohmann::ordered_json train_config_to_json(const TrainConfig& c) {
     j["init_from"] = c.init_from;
     j["threads"] = c.threads;
     j["sample_tokens"] = c.sample_tokens;
+    j["log_every"] = c.log_every;
     return j;
 }
 
@@ -636,6 +637,8 @@ void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std:
             read_key(v, k, source, &c.save_every);
         else if (k == "sample_tokens")
             read_key(v, k, source, &c.sample_tokens);
+        else if (k == "log_every")
+            read_key(v, k, source, &c.log_every);
         else if (k == "keep_last")
             read_key(v, k, source, &c.keep_last);
         else if (k == "no_save")
@@ -778,6 +781,9 @@ void validate_train_config(const TrainConfig& c) {
     ZT_CHECK(c.threads >= 0, "--threads %d: must be >= 0 (0: all cores)", c.threads);
     ZT_CHECK(c.sample_tokens >= 0, "--sample-tokens %d: must be >= 0 (0: no sample)",
              c.sample_tokens);
+    ZT_CHECK(c.log_every >= 0,
+             "--log-every %d: must be >= 0 (N: every N-th step line; 0: about twenty a run)",
+             c.log_every);
     ZT_CHECK(c.save_every >= 0, "--save-every %d: must be >= 0 (0: save only at the end)",
              c.save_every);
     ZT_CHECK(c.keep_last >= 0, "--keep-last %d: must be >= 0 (0: keep every checkpoint)",

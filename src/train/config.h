@@ -86,6 +86,9 @@ struct TrainConfig {
     std::string init_from;   // Hugging Face folder whose weights start the run
     int threads = 0;         // 0: OpenMP's default
     int sample_tokens = 64;  // a sample generated at the end (data with a tokenizer); 0: none
+    // Print every N-th step line (and always the first, the last and a stopped
+    // one); 0: about twenty a run. metrics.jsonl gets every step regardless.
+    int log_every = 0;
     // DeepSpeed's train_batch_size when given: must equal world * micro_batch * grad_accum.
     int64_t train_batch_size = 0;
 

@@ -71,7 +71,6 @@ void residual_add(float* y, const float* x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-
 }  // namespace
 
 Generator::Generator(const ModelConfig& cfg, const float* params, int max_context)
@@ -426,10 +425,10 @@ GenerationResult generate(Generator& gen, std::span<const int32_t> prompt, int n
         int32_t token;
         {
             ScopedTimer t(&r.sample_s);
-            token = sample_token(logits.data(),
-                                 opts.vocab_limit > 0 ? std::min(opts.vocab_limit, c.vocab_size)
-                                                      : c.vocab_size,
-                                 opts, rng);
+            token = sample_token(
+                logits.data(),
+                opts.vocab_limit > 0 ? std::min(opts.vocab_limit, c.vocab_size) : c.vocab_size,
+                opts, rng);
         }
         r.tokens.push_back(token);
         const bool go_on = !on_token || on_token(token);
@@ -443,6 +442,20 @@ GenerationResult generate(Generator& gen, std::span<const int32_t> prompt, int n
         r.decode_steps++;
     }
     return r;
+}
+
+int64_t fit_prompt_to_context(std::vector<int32_t>& prompt, int n_new, int max_context) {
+    ZT_CHECK(n_new >= 0 && n_new <= max_context,
+             "%d new tokens do not fit in the context of %d positions, whatever the prompt; ask "
+             "for at most %d",
+             n_new, max_context, max_context);
+    // The last new token is never fed; n_new <= max_context leaves at least
+    // one prompt token.
+    const int64_t keep = int64_t(max_context) - std::max(n_new - 1, 0);
+    if (int64_t(prompt.size()) <= keep) return 0;
+    const int64_t dropped = int64_t(prompt.size()) - keep;
+    prompt.erase(prompt.begin(), prompt.begin() + dropped);
+    return dropped;
 }
 
 }  // namespace zt

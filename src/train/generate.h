@@ -175,4 +175,11 @@ GenerationResult generate(Generator& gen, std::span<const int32_t> prompt, int n
                           const SamplingOptions& opts, const TokenCallback& on_token = {},
                           std::optional<int32_t> eos_id = std::nullopt);
 
+// Cuts a prompt too long for the context to its last tokens, so that it and
+// n_new new tokens fit in max_context positions (prompt + n_new - 1, as
+// generate() needs): the newest text is what the continuation depends on.
+// Returns how many tokens were dropped from the front (0 when it fits).
+// Refuses n_new > max_context, which no cut of the prompt can make fit.
+int64_t fit_prompt_to_context(std::vector<int32_t>& prompt, int n_new, int max_context);
+
 }  // namespace zt

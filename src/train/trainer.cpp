@@ -220,6 +220,12 @@ struct Training {
 };
 
 // What the steps so far add up to.
+// One step's timings and collective counts, after warm-up.
+struct StepSample {
+    double step_s = 0, comm_s = 0, comm_exposed_s = 0;
+    std::array<int64_t, 3> calls{};  // all_reduce, reduce_scatter, all_gather
+};
+
 struct Progress {
     TrainSummary summary;
     double train_time = 0;  // seconds inside steps
@@ -231,6 +237,14 @@ struct Progress {
     // --on-nonfinite skip: steps skipped, and skipped since the last update.
     int64_t updated_steps = 0, skipped_steps = 0;
     int skipped_in_a_row = 0;
+    // For the progress line's elapsed time and ETA: when the step loop began,
+    // and the steps after this process's first (which pays for first-touch
+    // allocation and warm caches) with their time.
+    double loop_start = 0;
+    double timed_s = 0;
+    int64_t timed_steps = 0;
+    // The same steps' figures, for the summary's medians (rank 0).
+    std::vector<StepSample> timed;
 };
 
 // ---- the run line ----------------------------------------------------------------
@@ -392,12 +406,59 @@ nlohmann::ordered_json comm_calls_json(const CommStats& before, const CommStats&
             {"all_gather", d(CommOp::all_gather)}};
 }
 
+// The share of communication time hidden behind compute: 1 - exposed / busy.
+double overlap_of(double comm_s, double comm_exposed_s) {
+    return 1.0 - comm_exposed_s / comm_s;
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The summary's medians over the steps after this process's first (the one
+// that pays for first-touch allocation): step time, communication busy and
+// exposed, overlap (each step's, then the median) and collectives per op.
+nlohmann::ordered_json step_medians(const std::vector<StepSample>& timed) {
+    if (timed.empty()) return nullptr;
+    auto of = [&](auto field) {
+        std::vector<double> v;
+        for (const StepSample& x : timed) v.push_back(field(x));
+        return median(v);
+    };
+    nlohmann::ordered_json m;
+    m["steps"] = timed.size();
+    m["step_s"] = of([](const StepSample& x) { return x.step_s; });
+    m["comm_s"] = of([](const StepSample& x) { return x.comm_s; });
+    m["comm_exposed_s"] = of([](const StepSample& x) { return x.comm_exposed_s; });
+    std::vector<double> overlaps;
+    for (const StepSample& x : timed)
+        if (x.comm_s > 0) overlaps.push_back(overlap_of(x.comm_s, x.comm_exposed_s));
+    if (!overlaps.empty()) m["overlap"] = median(overlaps);
+    const char* names[3] = {"all_reduce", "reduce_scatter", "all_gather"};
+    for (size_t k = 0; k < 3; k++)
+        m["comm_calls"][names[k]] = of([k](const StepSample& x) { return double(x.calls[k]); });
+    return m;
+}
+
 // Adds step s to the progress and writes its metrics line (rank 0).
 void record_step(Training& t, Progress& p, int64_t s, const StepWork& w, double loss,
                  const StepRate& rate) {
     const int64_t start_step = t.run.start_step;
     p.train_time += w.step_s;
     p.tokens_total += t.tokens_per_step;
+    const double comm_s = w.comm_after.busy_s() - w.comm_before.busy_s(),
+                 comm_exposed_s = w.comm_after.exposed_s() - w.comm_before.exposed_s();
+    if (s > start_step) {
+        p.timed_s += w.step_s;
+        p.timed_steps++;
+        StepSample sample{w.step_s, comm_s, comm_exposed_s, {}};
+        const CommOp ops[3] = {CommOp::all_reduce, CommOp::reduce_scatter, CommOp::all_gather};
+        for (size_t k = 0; k < 3; k++)
+            sample.calls[k] = w.comm_after[ops[k]].calls - w.comm_before[ops[k]].calls;
+        p.timed.push_back(sample);
+    }
     if (s == start_step) p.summary.first_loss = loss;
     p.summary.last_step = s + 1;
     if (w.result.skipped) {
@@ -421,12 +482,10 @@ void record_step(Training& t, Progress& p, int64_t s, const StepWork& w, double 
     line["tokens"] = t.tokens_per_step;
     line["step_s"] = w.step_s;
     line["tokens_per_s"] = rate.tokens_per_s;
-    line["time_s"] = {{"data", w.data_s},
-                      {"forward", w.pass.forward},
-                      {"backward", w.pass.backward},
-                      {"comm", w.comm_after.busy_s() - w.comm_before.busy_s()},
-                      {"comm_exposed", w.comm_after.exposed_s() - w.comm_before.exposed_s()},
-                      {"optimizer", w.optimizer_s}};
+    line["time_s"] = {
+        {"data", w.data_s}, {"forward", w.pass.forward},      {"backward", w.pass.backward},
+        {"comm", comm_s},   {"comm_exposed", comm_exposed_s}, {"optimizer", w.optimizer_s}};
+    if (comm_s > 0) line["overlap"] = overlap_of(comm_s, comm_exposed_s);
     line["comm_bytes"] = comm_bytes_json(w.comm_before, w.comm_after);
     line["comm_calls"] = comm_calls_json(w.comm_before, w.comm_after);
     line["mem_bytes"] = mem_bytes_json(t.ledger);
@@ -458,20 +517,36 @@ void run_eval(Training& t, Progress& p, int64_t steps_done) {
     if (t.cfg.keep_best && steps_done > 0) save_best_if_lower(t, p, steps_done, ev.loss);
 }
 
-// About twenty progress lines a run, and always the first, the last and a stopped one.
+// Every --log-every steps (by default about twenty lines a run), and always
+// the first, the last and a stopped one.
 bool progress_due(const Training& t, int64_t s, bool stop) {
-    const int every = std::max(1, t.cfg.steps / 20);
+    const int every = t.cfg.log_every > 0 ? t.cfg.log_every : std::max(1, t.cfg.steps / 20);
     return t.run.root() &&
            (s == t.run.start_step || (s + 1) % every == 0 || s + 1 == t.cfg.steps || stop);
 }
 
+// A duration for people: 4.2s, 37s, 12m05s, 3h07m.
+std::string format_duration(double seconds) {
+    if (!(seconds >= 0)) seconds = 0;
+    if (seconds < 10) return strprintf("%.1fs", seconds);
+    if (seconds < 60) return strprintf("%.0fs", seconds);
+    const long long whole = (long long)std::llround(seconds);
+    if (whole < 3600) return strprintf("%lldm%02llds", whole / 60, whole % 60);
+    return strprintf("%lldh%02lldm", whole / 3600, (whole % 3600) / 60);
+}
+
 void print_progress(const Training& t, const Progress& p, int64_t s, const StepWork& w, double loss,
                     const StepRate& rate) {
+    // The first step is the only one timed until a second arrives.
+    const double mean_step_s = p.timed_steps > 0 ? p.timed_s / double(p.timed_steps) : w.step_s;
+    const int64_t steps_left = t.cfg.steps - (s + 1);
     std::printf(
         "step %5lld/%d | loss %.4f (avg %.4f) | lr %.2e | norm %.3f | %.0f tok/s | "
-        "%.3f s | mfu %.1f%%\n",
+        "%.3f s | mfu %.1f%% | elapsed %s | eta %s\n",
         (long long)(s + 1), t.cfg.steps, loss, p.ema_loss, w.lr, w.result.grad_norm,
-        rate.tokens_per_s, w.step_s, 100.0 * rate.mfu);
+        rate.tokens_per_s, w.step_s, 100.0 * rate.mfu,
+        format_duration(now_seconds() - p.loop_start).c_str(),
+        format_duration(mean_step_s * double(steps_left)).c_str());
     std::fflush(stdout);
 }
 
@@ -659,6 +734,7 @@ void finish_run(Training& t, Progress& p) {
     last["tokens"] = p.tokens_total;
     last["train_s"] = p.train_time;
     last["tokens_per_s"] = summary.tokens_per_s;
+    if (!p.timed.empty()) last["medians"] = step_medians(p.timed);
     last["mem_bytes"] = mem_bytes_json(t.ledger);
     nlohmann::ordered_json ranks_json = nlohmann::ordered_json::array();
     for (int r = 0; r < t.run.world; r++)
@@ -694,6 +770,7 @@ void finish_run(Training& t, Progress& p) {
 TrainSummary train_steps(Training& t) {
     Progress p;
     p.summary.run_dir = t.cfg.out;
+    p.loop_start = now_seconds();
     recall_best(t, p);
     // Fine-tuning starts with the imported model's own validation loss.
     if (!t.cfg.init_from.empty() && t.run.data.val) run_eval(t, p, 0);
