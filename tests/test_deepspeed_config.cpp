@@ -347,6 +347,11 @@ TEST(DeepSpeedConfig, RefusesByJsonKey) {
         {R"("bf16": {"enabled": "yes"})", {"bf16.enabled"}},
         {R"("gradient_clipping": "max")", {"gradient_clipping"}},
         {R"("train_batch_size": 0)", {"train_batch_size 0"}},
+        // Integers are range-checked before narrowing: 2^32 + 1 steps is not 1.
+        {R"("steps": 4294967297)", {"'steps' is 4294967297", "2147483647"}},
+        {R"("train_micro_batch_size_per_gpu": 18446744073709551615)",
+         {"18446744073709551615", "outside"}},
+        {R"("seed": -1)", {"'seed' is -1", "outside [0,"}},
     };
     zt_test::expect_json_errors(dir.path(), cases, [&](const std::string& p) { load(p); });
     // zerotrain's own keys, validated by name.

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <optional>
 
 #include "core/check.h"
@@ -83,6 +84,16 @@ void read_key(const nlohmann::json& v, const std::string& key, const std::string
         } else if constexpr (std::is_integral_v<T>) {
             ZT_CHECK(v.is_number_integer(), "%s: '%s' must be an integer", source.c_str(),
                      key.c_str());
+            // Range-checked in 64 bits before narrowing, so that 4294967297
+            // is refused rather than becoming 1.
+            const long long lo = (long long)std::numeric_limits<T>::min();
+            const unsigned long long hi = (unsigned long long)std::numeric_limits<T>::max();
+            const bool fits = v.is_number_unsigned()
+                                  ? v.get<uint64_t>() <= hi
+                                  : v.get<int64_t>() >= lo &&
+                                        (v.get<int64_t>() < 0 || uint64_t(v.get<int64_t>()) <= hi);
+            ZT_CHECK(fits, "%s: '%s' is %s, outside [%lld, %llu]", source.c_str(), key.c_str(),
+                     v.dump().c_str(), lo, hi);
         } else {
             ZT_CHECK(v.is_number(), "%s: '%s' must be a number", source.c_str(), key.c_str());
         }
