@@ -156,6 +156,20 @@ bool ds_bool(const nlohmann::json& v, const std::string& key, const std::string&
     return b;
 }
 
+// A DeepSpeed `optimizer` or `scheduler` block: an object of `type` (a
+// string naming `what`) and `params`, nothing else. Returns the type.
+std::string block_type(const nlohmann::json& v, const char* block, const char* what,
+                       const char* src) {
+    ZT_CHECK(v.is_object(), "%s: '%s' must be an object with 'type' and 'params'", src, block);
+    for (auto it = v.begin(); it != v.end(); ++it)
+        ZT_CHECK(it.key() == "type" || it.key() == "params",
+                 "%s: unknown configuration key '%s.%s' (type and params are read)", src, block,
+                 it.key().c_str());
+    ZT_CHECK(v.contains("type") && v["type"].is_string(), "%s: %s.type must name %s", src, block,
+             what);
+    return v["type"].get<std::string>();
+}
+
 // DeepSpeed's "optimizer" block: Adam or AdamW (DeepSpeed's FusedAdam or
 // DeepSpeedCPUAdam, or torch's with torch_adam), which is zerotrain's AdamW
 // when it decays decoupled (AdamW, or Adam with adam_w_mode, its default). A
@@ -166,14 +180,7 @@ bool ds_bool(const nlohmann::json& v, const std::string& key, const std::string&
 std::optional<double> apply_optimizer_block(TrainConfig& c, const TrainConfig& zt,
                                             const nlohmann::json& v, const std::string& source) {
     const char* src = source.c_str();
-    ZT_CHECK(v.is_object(), "%s: 'optimizer' must be an object with 'type' and 'params'", src);
-    for (auto it = v.begin(); it != v.end(); ++it)
-        ZT_CHECK(it.key() == "type" || it.key() == "params",
-                 "%s: unknown configuration key 'optimizer.%s' (type and params are read)", src,
-                 it.key().c_str());
-    ZT_CHECK(v.contains("type") && v["type"].is_string(),
-             "%s: optimizer.type must name the optimizer (Adam or AdamW)", src);
-    std::string type = v["type"].get<std::string>();
+    std::string type = block_type(v, "optimizer", "the optimizer (Adam or AdamW)", src);
     std::string lower = type;
     std::transform(lower.begin(), lower.end(), lower.begin(),
                    [](unsigned char ch) { return char(std::tolower(ch)); });
@@ -264,16 +271,8 @@ std::optional<double> apply_optimizer_block(TrainConfig& c, const TrainConfig& z
 void apply_scheduler_block(TrainConfig& c, const TrainConfig& zt, const nlohmann::json& v,
                            const std::string& source, std::optional<double> optimizer_lr) {
     const char* src = source.c_str();
-    ZT_CHECK(v.is_object(), "%s: 'scheduler' must be an object with 'type' and 'params'", src);
-    for (auto it = v.begin(); it != v.end(); ++it)
-        ZT_CHECK(it.key() == "type" || it.key() == "params",
-                 "%s: unknown configuration key 'scheduler.%s' (type and params are read)", src,
-                 it.key().c_str());
-    ZT_CHECK(v.contains("type") && v["type"].is_string(),
-             "%s: scheduler.type must name the schedule (WarmupLR, WarmupDecayLR or "
-             "WarmupCosineLR)",
-             src);
-    const std::string type = v["type"].get<std::string>();
+    const std::string type =
+        block_type(v, "scheduler", "the schedule (WarmupLR, WarmupDecayLR or WarmupCosineLR)", src);
     ZT_CHECK(type == "WarmupLR" || type == "WarmupDecayLR" || type == "WarmupCosineLR",
              "%s: scheduler.type '%s' is not supported (WarmupLR, WarmupDecayLR and "
              "WarmupCosineLR are)",
