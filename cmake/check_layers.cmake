@@ -88,12 +88,20 @@ zt_layer(prof USES core
 zt_layer(train USES core ops model comm zero data ckpt prof
   DESIGN "everything above")
 
+# The lab (sweeps, figures, the stage advisor) sits on train: a sweep runs
+# `zerotrain train` as child processes and reads their metrics files, and
+# the advisor asks zero's memory estimate and comm's byte formulas.
+zt_layer(lab USES train core model comm zero data prof
+  DESIGN "sweep matrices, plot templates, example reports"
+  RESTATED "the code behind them: train and what it sits on (a sweep runs train's runs, the \
+advisor asks zero's estimate)")
+
 # cli sits on train, and on what train sits on: each subcommand other than
 # train drives its own layer (estimate: zero; bench-comm: comm; prepare: data;
 # export: ckpt; eval and generate: model, zero, data), and every file reports
 # errors through core's ZT_CHECK. Routing those through train would add
 # pass-through functions, not a boundary.
-zt_layer(cli USES train core ops model comm zero data ckpt prof
+zt_layer(cli USES lab train core ops model comm zero data ckpt prof
   DESIGN "train"
   RESTATED "and everything train may use: its subcommands drive their own layer and check with \
 core's ZT_CHECK")

@@ -209,8 +209,9 @@ TEST(Checkpoint, ResumeDropsATornLastMetricsLine) {
 }
 
 // The disk fills while the run writes its metrics (a 64 KiB tmpfs; needs
-// root): the run stops with an error naming the file, which holds only
-// whole lines.
+// root; --no-save, since a checkpoint would not fit and the run would be
+// refused before it starts): the run stops with an error naming the file,
+// which holds only whole lines.
 TEST(Checkpoint, FullDiskLeavesOnlyWholeMetricsLines) {
     if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
     TempDir dir;
@@ -223,7 +224,7 @@ TEST(Checkpoint, FullDiskLeavesOnlyWholeMetricsLines) {
         ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
     } unmount{small};
     const std::string run = small + "/run";
-    auto res = zt_test::run_command(train_cmd(run, 1, 0, 2, 2000, "--sample-tokens 0"));
+    auto res = zt_test::run_command(train_cmd(run, 1, 0, 2, 2000, "--sample-tokens 0 --no-save"));
     EXPECT_NE(res.exit_code, 0) << res.output;
     EXPECT_NE(res.output.find("metrics file"), std::string::npos) << res.output;
     EXPECT_GT(count_whole_lines(run + "/metrics.jsonl"), 10u);

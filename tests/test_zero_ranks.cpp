@@ -22,21 +22,22 @@ using zt_test::RunLog;
 using zt_test::TempDir;
 
 RunLog train(const std::string& out, int nproc, int stage, int micro_batch, int grad_accum,
-          int steps, const std::string& extra = "") {
-    std::string cmd = zt_test::zerotrain_binary() + " train --data synthetic --model test-tiny --seq-len 32" +
-                      " --micro-batch " + std::to_string(micro_batch) + " --grad-accum " +
-                      std::to_string(grad_accum) + " --steps " + std::to_string(steps) +
-                      " --zero-stage " + std::to_string(stage) +
-                      " --lr 3e-3 --grad-clip 0.5 --eval-every 0 --eval-tokens 1024 --threads 1 --out " +
-                      out + (nproc > 1 ? " --nproc " + std::to_string(nproc) : "") + " " + extra;
+             int steps, const std::string& extra = "") {
+    std::string cmd =
+        zt_test::zerotrain_binary() + " train --data synthetic --model test-tiny --seq-len 32" +
+        " --micro-batch " + std::to_string(micro_batch) + " --grad-accum " +
+        std::to_string(grad_accum) + " --steps " + std::to_string(steps) + " --zero-stage " +
+        std::to_string(stage) +
+        " --lr 3e-3 --grad-clip 0.5 --eval-every 0 --eval-tokens 1024 --threads 1 --out " + out +
+        (nproc > 1 ? " --nproc " + std::to_string(nproc) : "") + " " + extra;
     auto res = zt_test::run_command(cmd);
     EXPECT_EQ(res.exit_code, 0) << cmd << "\n" << res.output;
     return read_run(out);
 }
 
-#define REQUIRE_MPI()                                                   \
-    do {                                                                \
-        if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI";      \
+#define REQUIRE_MPI()                                              \
+    do {                                                           \
+        if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI"; \
     } while (0)
 
 // fp32: the same global batch gives the same losses as one process, up to
@@ -51,8 +52,10 @@ TEST(ZeroRanks, EveryStageAndWorldMatchesOneProcess) {
             RunLog ref = train(dir / "ref", 1, 0, world * B, K, steps);
             ASSERT_EQ(ref.steps.size(), size_t(steps));
             for (int stage = 0; stage <= 3; stage++) {
-                RunLog got = train(dir / std::string("s").append(std::to_string(stage)), world, stage, B, K, steps);
-                ASSERT_EQ(got.steps.size(), size_t(steps)) << "world " << world << " stage " << stage;
+                RunLog got = train(dir / std::string("s").append(std::to_string(stage)), world,
+                                   stage, B, K, steps);
+                ASSERT_EQ(got.steps.size(), size_t(steps))
+                    << "world " << world << " stage " << stage;
                 double worst = 0;
                 for (int s = 1; s <= steps; s++) {
                     double a = got.steps.at(s)["loss"], b = ref.steps.at(s)["loss"];
@@ -78,7 +81,9 @@ TEST(ZeroRanks, MemoryAndWireBytesFollowTheFormulas) {
     zt::ModelLayout ml = zt::model_layout(cfg);
     zt::ZeroLayout zl = zt::make_zero_layout(ml, world);
     const int64_t full = zl.full_padded, shard = zl.shard_total;
-    auto wire = [&](zt::CommOp op, int64_t elems) { return zt::comm_wire_bytes(op, 4 * elems, world); };
+    auto wire = [&](zt::CommOp op, int64_t elems) {
+        return zt::comm_wire_bytes(op, 4 * elems, world);
+    };
     int64_t ar_units = 0, rs_units = 0, ag_units = 0;
     for (const auto& u : zl.units) {
         ar_units += wire(zt::CommOp::all_reduce, u.padded);
@@ -87,39 +92,46 @@ TEST(ZeroRanks, MemoryAndWireBytesFollowTheFormulas) {
     }
     // Stage 3 gathers each unit's bucket on use (the blocks again for
     // backward), in the default allgather_bucket_size.
-    const int64_t ag_stage3 = wire(zt::CommOp::all_gather,
-                                   zt_test::stage3_gathers(cfg, zl, zt::gather_plan(zl, int64_t(1) << 20)).elements);
-    const int64_t norm = zt::comm_wire_bytes(zt::CommOp::all_reduce, 8, world);  // the global grad norm, one f64
+    const int64_t ag_stage3 =
+        wire(zt::CommOp::all_gather,
+             zt_test::stage3_gathers(cfg, zl, zt::gather_plan(zl, int64_t(1) << 20)).elements);
+    // The step's small all-reduces: the global grad norm (one f64), then the
+    // mean loss (one f32) and the stop flag (one i32) every rank agrees on.
+    const int64_t norm = zt::comm_wire_bytes(zt::CommOp::all_reduce, 8, world) +
+                         2 * zt::comm_wire_bytes(zt::CommOp::all_reduce, 4, world);
 
     for (int K : {1, 2})
-    for (int stage = 0; stage <= 3; stage++) {
-        TempDir dir;
-        // Persistence 0: every stage-3 unit is gathered on use and freed after.
-        std::ofstream(dir / "c.json") << R"({"param_persistence_threshold": 0})";
-        RunLog r = train(dir / "run", world, stage, B, K, 3, "--config " + (dir / "c.json"));
-        ASSERT_EQ(r.steps.size(), 3u);
-        const auto& mem = r.summary["ranks"];
-        ASSERT_EQ(mem.size(), size_t(world));
-        for (const auto& rk : mem) {
-            const auto& m = rk["mem_bytes"];
-            EXPECT_EQ(m["params"].get<int64_t>(), 4 * (stage == 3 ? shard : full)) << "stage " << stage;
-            EXPECT_EQ(m["grads"].get<int64_t>(), 4 * (stage >= 2 ? shard : full)) << "stage " << stage;
-            EXPECT_EQ(m["optimizer"].get<int64_t>(), 8 * (stage == 0 ? full : shard)) << "stage " << stage;
+        for (int stage = 0; stage <= 3; stage++) {
+            TempDir dir;
+            // Persistence 0: every stage-3 unit is gathered on use and freed after.
+            std::ofstream(dir / "c.json") << R"({"param_persistence_threshold": 0})";
+            RunLog r = train(dir / "run", world, stage, B, K, 3, "--config " + (dir / "c.json"));
+            ASSERT_EQ(r.steps.size(), 3u);
+            const auto& mem = r.summary["ranks"];
+            ASSERT_EQ(mem.size(), size_t(world));
+            for (const auto& rk : mem) {
+                const auto& m = rk["mem_bytes"];
+                EXPECT_EQ(m["params"].get<int64_t>(), 4 * (stage == 3 ? shard : full))
+                    << "stage " << stage;
+                EXPECT_EQ(m["grads"].get<int64_t>(), 4 * (stage >= 2 ? shard : full))
+                    << "stage " << stage;
+                EXPECT_EQ(m["optimizer"].get<int64_t>(), 8 * (stage == 0 ? full : shard))
+                    << "stage " << stage;
+            }
+            const auto& cb = r.steps.at(2)["comm_bytes"];
+            int64_t ar = stage == 0 ? ar_units + norm : norm;
+            int64_t rs = stage == 1 ? rs_units : stage >= 2 ? K * rs_units : 0;
+            int64_t ag = (stage == 1 || stage == 2) ? ag_units : 0;
+            if (stage == 3) ag = K * ag_stage3;
+            EXPECT_EQ(cb["all_reduce"].get<int64_t>(), ar) << "stage " << stage;
+            EXPECT_EQ(cb["reduce_scatter"].get<int64_t>(), rs) << "stage " << stage;
+            EXPECT_EQ(cb["all_gather"].get<int64_t>(), ag) << "stage " << stage;
+            // ZeRO's volumes in elements: 2Ψ for stages 0-2, 3Ψ for stage 3 (per micro-batch
+            // there), less where a bucket gathered for one unit brings a later one in.
+            double psi_bytes = 4.0 * double(full) * (world - 1) / world;
+            double v = double(ar - norm + rs + ag) / psi_bytes;
+            std::printf("stage %d: %.3f Psi on the wire per step (K=%d)\n", stage, v, K);
         }
-        const auto& cb = r.steps.at(2)["comm_bytes"];
-        int64_t ar = stage == 0 ? ar_units + norm : norm;
-        int64_t rs = stage == 1 ? rs_units : stage >= 2 ? K * rs_units : 0;
-        int64_t ag = (stage == 1 || stage == 2) ? ag_units : 0;
-        if (stage == 3) ag = K * ag_stage3;
-        EXPECT_EQ(cb["all_reduce"].get<int64_t>(), ar) << "stage " << stage;
-        EXPECT_EQ(cb["reduce_scatter"].get<int64_t>(), rs) << "stage " << stage;
-        EXPECT_EQ(cb["all_gather"].get<int64_t>(), ag) << "stage " << stage;
-        // ZeRO's volumes in elements: 2Ψ for stages 0-2, 3Ψ for stage 3 (per micro-batch there),
-        // less where a bucket gathered for one unit brings a later one in.
-        double psi_bytes = 4.0 * double(full) * (world - 1) / world;
-        double v = double(ar - norm + rs + ag) / psi_bytes;
-        std::printf("stage %d: %.3f Psi on the wire per step (K=%d)\n", stage, v, K);
-    }
 }
 
 // `zerotrain estimate` against the ledger of a real run at world size 4.
@@ -136,21 +148,23 @@ TEST(ZeroRanks, EstimatePredictsMeasuredPeak) {
         RunLog r = train(dir / "run", 4, stage, 4, 1, 3);
         auto est = zt_test::run_command(zt_test::zerotrain_binary() +
                                         " estimate --model test-tiny --world-size 4 --micro-batch 4"
-                                        " --seq-len 32 --json --zero-stage " + std::to_string(stage));
+                                        " --seq-len 32 --json --zero-stage " +
+                                        std::to_string(stage));
         ASSERT_EQ(est.exit_code, 0) << est.output;
         auto e = nlohmann::json::parse(est.output)["mem_bytes"];
         for (const auto& rk : r.summary["ranks"]) {
             const auto& m = rk["mem_bytes"];
             for (const char* k : {"params", "grads", "optimizer", "activations"})
-                EXPECT_EQ(m[k].get<int64_t>(), e[k].get<int64_t>()) << "stage " << stage << " " << k;
+                EXPECT_EQ(m[k].get<int64_t>(), e[k].get<int64_t>())
+                    << "stage " << stage << " " << k;
             double measured = m["peak"], predicted = e["peak"];
             double rel = (predicted - measured) / measured;
             if (stage <= 2) {
-                EXPECT_TRUE(std::fabs(rel) <= 0.05) << "stage " << stage << " peak " << measured
-                                                    << " estimated " << predicted;
+                EXPECT_TRUE(std::fabs(rel) <= 0.05)
+                    << "stage " << stage << " peak " << measured << " estimated " << predicted;
             } else {
-                EXPECT_TRUE(rel >= 0 && rel <= 0.10) << "stage 3 peak " << measured
-                                                     << " estimated " << predicted;
+                EXPECT_TRUE(rel >= 0 && rel <= 0.10)
+                    << "stage 3 peak " << measured << " estimated " << predicted;
             }
             if (rk["rank"] == 0)
                 std::printf("stage %d: measured peak %.0f, estimated %.0f (%+.1f%%)\n", stage,
@@ -165,22 +179,26 @@ TEST(ZeroRanks, EstimatePredictsMeasuredPeak) {
 TEST(ZeroRanks, RefusesBadSetupsOnEveryRank) {
     REQUIRE_MPI();
     TempDir dir;
-    std::string base = zt_test::zerotrain_binary() + " train --data synthetic --steps 2 --threads 1 --out " + (dir / "r");
+    std::string base = zt_test::zerotrain_binary() +
+                       " train --data synthetic --steps 2 --threads 1 --out " + (dir / "r");
     auto r = zt_test::run_command(base + " --nproc 2 --zero-stage 4");
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.output.find("--zero-stage 4"), std::string::npos) << r.output;
 
-    std::ofstream(dir / "bs.json") << R"({"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2})";
+    std::ofstream(dir / "bs.json")
+        << R"({"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2})";
     r = zt_test::run_command(base + " --nproc 2 --config " + (dir / "bs.json"));
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.output.find("train_batch_size 64"), std::string::npos) << r.output;
 
-    std::ofstream(dir / "tiny.json") << R"({"model_type": "llama", "hidden_size": 2, "intermediate_size": 4,
+    std::ofstream(dir / "tiny.json")
+        << R"({"model_type": "llama", "hidden_size": 2, "intermediate_size": 4,
         "num_hidden_layers": 1, "num_attention_heads": 1, "vocab_size": 16, "max_position_embeddings": 64,
         "tie_word_embeddings": true})";
     r = zt_test::run_command(base + " --nproc 3 --seq-len 8 --model " + (dir / "tiny.json"));
     EXPECT_NE(r.exit_code, 0);
-    EXPECT_NE(r.output.find("world size 3 is larger than unit head"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("world size 3 is larger than unit head"), std::string::npos)
+        << r.output;
     EXPECT_FALSE(std::filesystem::exists(dir / "r/metrics.jsonl"));
 }
 

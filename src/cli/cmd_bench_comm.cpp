@@ -56,6 +56,9 @@ struct BenchCommFlags {
     std::string iters = "20";
     std::string sim_bandwidth_gbps = "0";
     std::string sim_latency_us = "0";
+    bool netns = false;
+    std::string netns_bandwidth_gbps = "0";
+    std::string netns_latency_us = "0";
     std::string timeout_s = "300";
     bool json = false;
 };
@@ -71,6 +74,8 @@ struct BenchCommSettings {
     int iters = 0;
     double sim_bandwidth_gbps = 0;
     double sim_latency_us = 0;
+    bool netns = false;
+    ShapedLink netns_link;
     double timeout_s = 300;
     bool json = false;
 };
@@ -155,6 +160,22 @@ BenchCommSettings parse_flags(const BenchCommFlags& f) {
                                         "a bandwidth >= 0 in gigabits per second (0 = unlimited)");
     s.sim_latency_us =
         parse_number("--sim-latency-us", f.sim_latency_us, "a latency >= 0 in microseconds");
+    s.netns = f.netns;
+    s.netns_link.bandwidth_gbps =
+        parse_number("--netns-bandwidth-gbps", f.netns_bandwidth_gbps,
+                     "a bandwidth >= 0 in gigabits per second (0 = not shaped)");
+    s.netns_link.latency_us =
+        parse_number("--netns-latency-us", f.netns_latency_us, "a latency >= 0 in microseconds");
+    ZT_CHECK(s.netns || (s.netns_link.bandwidth_gbps == 0 && s.netns_link.latency_us == 0),
+             "--netns-bandwidth-gbps / --netns-latency-us shape the links of --netns; add --netns");
+    ZT_CHECK(!s.netns || (s.sim_bandwidth_gbps == 0 && s.sim_latency_us == 0),
+             "--netns with --sim-bandwidth-gbps/--sim-latency-us: shape real links or simulate "
+             "them, not both");
+    ZT_CHECK(!s.netns || under_launcher() || s.nproc >= 2,
+             "--netns: needs --nproc N with N >= 2 (links join ranks)");
+    ZT_CHECK(!s.netns || !under_launcher() || std::getenv("ZT_JOB_DIR") != nullptr,
+             "--netns under an outside launcher: zerotrain makes the namespaces only for the "
+             "ranks it starts itself; use --nproc N without mpirun/srun");
     s.timeout_s = parse_number("--comm-timeout-s", f.timeout_s, "seconds >= 0 (0 = no watchdog)");
     s.json = f.json;
     ZT_CHECK(!(s.comm == "local" && s.nproc > 1),
@@ -494,7 +515,12 @@ void run_bench_comm(const BenchCommFlags& flags) {
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
         std::fflush(stdout);
-        int status = launch_local_ranks(s.nproc, int(args.size()), argv.data());
+        std::unique_ptr<NetnsNetwork> net =
+            s.netns ? std::make_unique<NetnsNetwork>(s.nproc, s.netns_link) : nullptr;
+        const LaunchNetwork launch_net = net ? net->launch_network() : LaunchNetwork{};
+        int status = launch_local_ranks(s.nproc, int(args.size()), argv.data(), {},
+                                        net ? &launch_net : nullptr);
+        net.reset();  // std::exit runs no destructors of this frame
         std::fflush(stdout);
         std::fflush(stderr);
         std::exit(status);
@@ -614,6 +640,18 @@ void add_bench_comm_command(CLI::App& app) {
         ->capture_default_str();
     cmd->add_option("--sim-latency-us", flags->sim_latency_us,
                     "simulated latency per ring step in microseconds")
+        ->type_name("FLOAT")
+        ->capture_default_str();
+    cmd->add_flag("--netns", flags->netns,
+                  "run the --nproc ranks in private network namespaces, MPI over TCP links "
+                  "between them (needs root and iproute2)");
+    cmd->add_option("--netns-bandwidth-gbps", flags->netns_bandwidth_gbps,
+                    "with --netns: shape each rank's link to this many gigabits per second "
+                    "(token bucket; 0 = not shaped)")
+        ->type_name("FLOAT")
+        ->capture_default_str();
+    cmd->add_option("--netns-latency-us", flags->netns_latency_us,
+                    "with --netns: delay each packet this long (netem, where the kernel has it)")
         ->type_name("FLOAT")
         ->capture_default_str();
     cmd->add_option("--comm-timeout-s", flags->timeout_s,

@@ -18,11 +18,13 @@
 
 #include "ckpt/checkpoint.h"
 #include "cli/commands.h"
+#include "cli/restart.h"
 #include "comm/launch.h"
 #include "core/check.h"
 #include "model/config.h"
 #include "prof/trace.h"
 #include "train/config.h"
+#include "train/resolve.h"
 #include "train/trainer.h"
 
 namespace zt::cli {
@@ -77,6 +79,20 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
                 return ok ? std::string() : v + " is not a number of ranks; expected 1 or more";
             },
             ""));
+    t->add_option("--max-restarts", c.max_restarts,
+                  "with --nproc: when a rank dies or a collective times out, run the job again "
+                  "with --resume auto (same --out), at most N times (0: never); not after a "
+                  "divergence, an error of the run's own, or SIGINT/SIGTERM; each restart is a "
+                  "\"restart\" line in metrics.jsonl")
+        ->check(CLI::Validator(
+            [](std::string& v) {
+                int n = 0;
+                auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+                bool ok = ec == std::errc() && end == v.data() + v.size() && n >= 0;
+                return ok ? std::string() : v + " is not a number of restarts; expected 0 or more";
+            },
+            ""))
+        ->capture_default_str();
     t->add_option("--device", c.device, "cpu (cuda: not wired into training yet, refused)")
         ->capture_default_str();
     t->add_option("--precision", c.precision,
@@ -95,6 +111,17 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
                   "simulate a network of this many gigabits/s (0: real speed)")
         ->capture_default_str();
     t->add_option("--sim-latency-us", c.sim_latency_us, "simulated per-message latency")
+        ->capture_default_str();
+    t->add_flag("--netns", c.netns,
+                "run the --nproc ranks in private network namespaces, MPI over TCP links between "
+                "them (needs root and iproute2), so the bytes cross a real, shapeable link");
+    t->add_option("--netns-bandwidth-gbps", c.netns_bandwidth_gbps,
+                  "with --netns: shape each rank's link to this many gigabits/s (token bucket; "
+                  "0: not shaped)")
+        ->capture_default_str();
+    t->add_option("--netns-latency-us", c.netns_latency_us,
+                  "with --netns: delay each packet this long (netem; refused where the kernel "
+                  "has no netem)")
         ->capture_default_str();
     t->add_option("--comm-timeout-s", c.comm_timeout_s,
                   "abort every rank when a collective waits longer than this; each rank still "
@@ -231,6 +258,30 @@ std::string shell_word(const std::string& w) {
     return q + "'";
 }
 
+// --netns is the launcher's: it makes the namespaces before it starts the
+// ranks in them (ZT_LAUNCHER_PID marks those ranks).
+void check_netns_launch(const TrainConfig& cfg) {
+    if (!cfg.netns) return;
+    if (under_launcher()) {
+        ZT_CHECK(std::getenv("ZT_LAUNCHER_PID") != nullptr,
+                 "--netns under an outside launcher (%s): zerotrain makes the namespaces only "
+                 "for the ranks it starts itself; use --nproc N without mpirun/srun",
+                 discover_ranks().source.c_str());
+        return;
+    }
+    ZT_CHECK(cfg.nproc >= 2,
+             "--netns: needs --nproc N with N >= 2 (links join ranks); found --nproc %d",
+             cfg.nproc);
+}
+
+std::unique_ptr<NetnsNetwork> make_network(const TrainConfig& cfg) {
+    if (!cfg.netns) return nullptr;
+    ShapedLink link;
+    link.bandwidth_gbps = cfg.netns_bandwidth_gbps;
+    link.latency_us = cfg.netns_latency_us;
+    return std::make_unique<NetnsNetwork>(cfg.nproc, link);
+}
+
 // What a failed --nproc run's launcher adds after naming the rank at fault:
 // the step reached, the last complete checkpoint, and the command that
 // resumes from it (this command with --resume auto --out RUN_DIR in place of
@@ -312,14 +363,35 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
             trace_request().on = true;
             trace_request().steps = parse_trace_steps(args->trace_steps);
         }
-        // --nproc N outside a launcher: start N ranks of this same command.
-        if (args->cfg.nproc > 1 && !under_launcher()) {
+        check_netns_launch(args->cfg);
+        check_restart_launch(args->cfg);
+        // --nproc N outside a launcher: start N ranks of this same command
+        // (one rank too when it is to be restarted).
+        if ((args->cfg.nproc > 1 || args->cfg.max_restarts > 0) && !under_launcher()) {
+            // What would fail on every rank is refused once, before any starts
+            // (its message names no rank: none exists yet).
+            set_error_rank(-1);
+            check_run_before_launch(args->cfg, args->actions);
+            set_error_rank(0);
             // Rank 0 records it in the run directory's lock: the process to signal.
             ::setenv("ZT_LAUNCHER_PID", std::to_string(::getpid()).c_str(), 1);
-            int status = launch_local_ranks(args->cfg.nproc, argc, argv,
-                                            [argc, argv](const std::string& run_dir) {
-                                                return describe_failed_run(run_dir, argc, argv);
-                                            });
+            std::unique_ptr<NetnsNetwork> net = make_network(args->cfg);
+            const LaunchNetwork launch_net = net ? net->launch_network() : LaunchNetwork{};
+            const LaunchAttempt launch = [&](int a_argc, char** a_argv,
+                                             const std::function<void(const std::string&)>& seen) {
+                return launch_local_ranks(
+                    args->cfg.nproc, a_argc, a_argv,
+                    [a_argc, a_argv, seen](const std::string& run_dir) {
+                        if (seen) seen(run_dir);
+                        return describe_failed_run(run_dir, a_argc, a_argv);
+                    },
+                    net ? &launch_net : nullptr);
+            };
+            const RestartOptions restarts{
+                args->cfg.max_restarts, args->cfg.nproc,
+                args->actions.fork.empty() ? args->cfg.out : args->actions.fork};
+            int status = restarts.max_restarts > 0 ? run_with_restarts(restarts, argc, argv, launch)
+                                                   : launch(argc, argv, {});
             if (status != 0) throw CLI::RuntimeError(status);
             return;
         }

@@ -32,5 +32,11 @@ void add_export_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 // zerotrain generate (src/cli/cmd_generate.cpp)
 void add_generate_command(CLI::App& app);
+// zerotrain sweep (src/cli/cmd_sweep.cpp)
+void add_sweep_command(CLI::App& app);
+// zerotrain advise (src/cli/cmd_advise.cpp)
+void add_advise_command(CLI::App& app);
+// zerotrain plot (src/cli/cmd_plot.cpp)
+void add_plot_command(CLI::App& app);
 
 }  // namespace zt::cli

@@ -420,8 +420,10 @@ void warn_if_oversubscribed(int nproc, int argc, char** argv) {
 }  // namespace
 #endif
 
-int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes) {
+int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes,
+                       const LaunchNetwork* network) {
 #if !ZT_HAVE_MPI
+    (void)network;
     (void)argc;
     (void)argv;
     (void)notes;
@@ -443,17 +445,36 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
     exe[size_t(n)] = '\0';
     warn_if_oversubscribed(nproc, argc, argv);
 
-    std::string np = std::to_string(nproc);
-    std::vector<std::string> args = {
-        ZT_MPIEXEC, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", np,
-        exe.data()};
+    std::vector<std::string> rank_args = {exe.data()};
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], "--nproc")) {
             i++;  // and its value
             continue;
         }
         if (!std::strncmp(argv[i], "--nproc=", 8)) continue;
-        args.emplace_back(argv[i]);
+        rank_args.emplace_back(argv[i]);
+    }
+    std::vector<std::string> args;
+    if (network) args = network->mpirun_prefix;
+    args.insert(args.end(),
+                {ZT_MPIEXEC, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"});
+    if (!network) {
+        args.insert(args.end(), {"-np", std::to_string(nproc)});
+        args.insert(args.end(), rank_args.begin(), rank_args.end());
+    } else {
+        ZT_CHECK(int(network->rank_prefix.size()) == nproc,
+                 "--nproc %d: the network was made for %zu ranks", nproc,
+                 network->rank_prefix.size());
+        args.insert(args.end(), network->mpirun_args.begin(), network->mpirun_args.end());
+        // One program per rank (mpirun's MPMD form), each run by its prefix.
+        for (int k = 0; k < nproc; k++) {
+            if (k > 0) args.emplace_back(":");
+            args.insert(args.end(), {"-np", "1"});
+            args.insert(args.end(), network->rank_prefix[size_t(k)].begin(),
+                        network->rank_prefix[size_t(k)].end());
+            args.insert(args.end(), rank_args.begin(), rank_args.end());
+        }
+        std::printf("zerotrain: %s\n", network->description.c_str());
     }
     std::vector<char*> cargs;
     for (auto& a : args) cargs.push_back(a.data());
@@ -468,6 +489,7 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
         if (std::strncmp(*e, env_prefix.c_str(), env_prefix.size()) != 0)
             env_strings.emplace_back(*e);
     if (!job_dir.empty()) env_strings.push_back(env_prefix + job_dir);
+    if (network) env_strings.insert(env_strings.end(), network->env.begin(), network->env.end());
     std::vector<char*> cenv;
     for (auto& e : env_strings) cenv.push_back(e.data());
     cenv.push_back(nullptr);
@@ -486,8 +508,8 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
     }
     if (pid == 0) {
         dup2(err_pipe[1], 2);  // dup2 clears O_CLOEXEC on the copy
-        execve(ZT_MPIEXEC, cargs.data(), cenv.data());
-        std::fprintf(stderr, "zerotrain: error: --nproc: cannot run %s: %s\n", ZT_MPIEXEC,
+        execve(cargs[0], cargs.data(), cenv.data());
+        std::fprintf(stderr, "zerotrain: error: --nproc: cannot run %s: %s\n", cargs[0],
                      std::strerror(errno));
         std::_Exit(127);
     }

@@ -19,6 +19,8 @@
 #include <functional>
 #include <string>
 
+#include "comm/netns.h"
+
 namespace zt {
 
 struct RankInfo {
@@ -49,8 +51,11 @@ using LaunchNotes = std::function<std::string(const std::string& run_dir)>;
 // reports. When the job fails otherwise, prints to stderr which rank died
 // (pid, signal) or, after a collective timeout, the hang diagnosis
 // (diagnose_hang), then notes(run_dir) when rank 0 had a run directory.
+// With `network` (comm/netns.h), mpirun runs under its prefix with its
+// arguments and environment added, and rank k under rank_prefix[k].
 // Refuses nproc < 1, a build without MPI, and being called under a launcher.
-int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes = {});
+int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes = {},
+                       const LaunchNetwork* network = nullptr);
 
 // Ends the whole job with exit_code: MPI_Abort when MPI is running (so no
 // peer rank is left waiting in a collective), otherwise _Exit. For the CLI's

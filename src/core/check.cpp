@@ -46,7 +46,8 @@ static const char* source_path(const char* file) {
 
 // The layers whose checks are about what the user gave (check.h).
 static bool checks_user_input(const char* path) {
-    for (const char* layer : {"src/cli/", "src/train/", "src/model/", "src/data/", "src/ckpt/"})
+    for (const char* layer :
+         {"src/cli/", "src/lab/", "src/train/", "src/model/", "src/data/", "src/ckpt/"})
         if (std::strncmp(path, layer, std::strlen(layer)) == 0) return true;
     return false;
 }
@@ -55,6 +56,8 @@ static Error make_error(FailKind kind, const char* file, int line, const std::st
     const char* path = source_path(file);
     bool user_input =
         kind == FailKind::user_input || (kind == FailKind::by_layer && checks_user_input(path));
+    if (g_error_rank < 0)
+        return user_input ? Error(msg) : Error(strprintf("%s:%d: %s", path, line, msg.c_str()));
     if (user_input) return Error(strprintf("rank %d: %s", g_error_rank, msg.c_str()));
     return Error(strprintf("rank %d, %s:%d: %s", g_error_rank, path, line, msg.c_str()));
 }

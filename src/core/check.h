@@ -8,7 +8,7 @@
 // values, config files, data, checkpoints) reads "rank R: message": the user
 // acts on the message, and a source location would only suggest a bug. A
 // failed internal invariant reads "rank R, file:line: message", the location a
-// bug report needs. A ZT_CHECK's kind follows from its layer: cli, train,
+// bug report needs. A ZT_CHECK's kind follows from its layer: cli, lab, train,
 // model, data and ckpt check the user's input; core, prof, ops, comm and zero
 // keep internal invariants. ZT_USER_CHECK marks a check of user input in a
 // lower layer, ZT_INTERNAL_CHECK an invariant in an upper one.
@@ -25,6 +25,7 @@ class Error : public std::runtime_error {
 };
 
 // The rank that prefixes every error message; set once by the launcher.
+// -1: no rank exists yet (the launcher's own checks); no prefix.
 void set_error_rank(int rank);
 int error_rank();
 

@@ -1,19 +1,23 @@
 #include "prof/memory.h"
 
-#include <algorithm>
-
 #include "core/check.h"
 
 namespace zt {
 
 const char* mem_category_name(MemCategory c) {
     switch (c) {
-        case MemCategory::params: return "params";
-        case MemCategory::grads: return "grads";
-        case MemCategory::optimizer: return "optimizer";
-        case MemCategory::activations: return "activations";
-        case MemCategory::buffers: return "buffers";
-        case MemCategory::count: break;
+        case MemCategory::params:
+            return "params";
+        case MemCategory::grads:
+            return "grads";
+        case MemCategory::optimizer:
+            return "optimizer";
+        case MemCategory::activations:
+            return "activations";
+        case MemCategory::buffers:
+            return "buffers";
+        case MemCategory::count:
+            break;
     }
     return "?";
 }
@@ -21,7 +25,10 @@ const char* mem_category_name(MemCategory c) {
 void MemoryLedger::add(MemCategory c, int64_t bytes) {
     current_[size_t(c)] += bytes;
     total_ += bytes;
-    peak_ = std::max(peak_, total_);
+    if (total_ > peak_) {
+        peak_ = total_;
+        at_peak_ = current_;
+    }
 }
 
 void MemoryLedger::sub(MemCategory c, int64_t bytes) {

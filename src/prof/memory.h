@@ -5,6 +5,11 @@
 // Categories follow DESIGN.md's ledger rule: persistent ZeRO storage under
 // params / grads / optimizer, activations of the model under activations,
 // transient full-size buffers and staging under buffers.
+//
+// Invariant: at_peak(c) summed over the categories equals peak(): the ledger
+// keeps what each category held at the moment the total was highest, so a
+// transient buffer freed since (a stage-3 gathered unit) still shows in the
+// breakdown of the peak it made.
 #pragma once
 
 #include <array>
@@ -23,16 +28,19 @@ enum class MemCategory : int { params = 0, grads, optimizer, activations, buffer
 const char* mem_category_name(MemCategory c);
 
 class MemoryLedger {
-public:
+  public:
     void add(MemCategory c, int64_t bytes);
     void sub(MemCategory c, int64_t bytes);
     int64_t current(MemCategory c) const { return current_[size_t(c)]; }
     int64_t total() const { return total_; }
     // Highest total ever held at once.
     int64_t peak() const { return peak_; }
+    // What category c held when the total reached peak() (the first time).
+    int64_t at_peak(MemCategory c) const { return at_peak_[size_t(c)]; }
 
-private:
+  private:
     std::array<int64_t, size_t(MemCategory::count)> current_{};
+    std::array<int64_t, size_t(MemCategory::count)> at_peak_{};
     int64_t total_ = 0;
     int64_t peak_ = 0;
 };
@@ -40,9 +48,10 @@ private:
 // An owning, 64-byte aligned, zero-initialised array counted in a ledger.
 template <typename T>
 class LedgerBuffer {
-public:
+  public:
     LedgerBuffer() = default;
-    LedgerBuffer(MemoryLedger* ledger, MemCategory cat, int64_t n) : ledger_(ledger), cat_(cat), n_(n) {
+    LedgerBuffer(MemoryLedger* ledger, MemCategory cat, int64_t n)
+        : ledger_(ledger), cat_(cat), n_(n) {
         if (n_ == 0) return;
         size_t bytes = (size_t(n_) * sizeof(T) + 63) / 64 * 64;
         data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
@@ -71,7 +80,7 @@ public:
     T& operator[](int64_t i) { return data_[i]; }
     const T& operator[](int64_t i) const { return data_[i]; }
 
-private:
+  private:
     void release() {
         if (data_) {
             std::free(data_);
@@ -93,7 +102,7 @@ void ledger_alloc_failure(size_t bytes);
 // n elements of a dtype chosen at run time (the compute copy is f32 or bf16),
 // counted in a ledger like a LedgerBuffer.
 class TypedLedgerBuffer {
-public:
+  public:
     TypedLedgerBuffer() = default;
     TypedLedgerBuffer(MemoryLedger* ledger, MemCategory cat, DType dtype, int64_t n)
         : dtype_(dtype), n_(n), bytes_(ledger, cat, n * int64_t(dtype_size(dtype))) {}
@@ -110,7 +119,7 @@ public:
         return reinterpret_cast<T*>(bytes_.data());
     }
 
-private:
+  private:
     DType dtype_ = DType::f32;
     int64_t n_ = 0;
     LedgerBuffer<uint8_t> bytes_;

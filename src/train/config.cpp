@@ -18,12 +18,16 @@ nlohmann::ordered_json train_config_to_json(const TrainConfig& c) {
     j["data"] = c.data;
     j["zero_stage"] = c.zero_stage;
     j["nproc"] = c.nproc;
+    j["max_restarts"] = c.max_restarts;
     j["device"] = c.device;
     j["precision"] = c.precision;
     j["grad_accum_dtype"] = c.grad_accum_dtype;
     j["comm"] = c.comm;
     j["sim_bandwidth_gbps"] = c.sim_bandwidth_gbps;
     j["sim_latency_us"] = c.sim_latency_us;
+    j["netns"] = c.netns;
+    j["netns_bandwidth_gbps"] = c.netns_bandwidth_gbps;
+    j["netns_latency_us"] = c.netns_latency_us;
     j["comm_timeout_s"] = c.comm_timeout_s;
     j["overlap_comm"] = c.overlap_comm;
     j["reduce_bucket_size"] = c.reduce_bucket_size;
@@ -555,10 +559,18 @@ void apply_train_config_json(TrainConfig& c, const nlohmann::json& j, const std:
             read_key(v, k, source, &c.zero_stage);
         else if (k == "nproc")
             read_key(v, k, source, &c.nproc);
+        else if (k == "max_restarts")
+            read_key(v, k, source, &c.max_restarts);
         else if (k == "sim_bandwidth_gbps")
             read_key(v, k, source, &c.sim_bandwidth_gbps);
         else if (k == "sim_latency_us")
             read_key(v, k, source, &c.sim_latency_us);
+        else if (k == "netns")
+            read_key(v, k, source, &c.netns);
+        else if (k == "netns_bandwidth_gbps")
+            read_key(v, k, source, &c.netns_bandwidth_gbps);
+        else if (k == "netns_latency_us")
+            read_key(v, k, source, &c.netns_latency_us);
         else if (k == "comm_timeout_s")
             read_key(v, k, source, &c.comm_timeout_s);
         else if (k == "overlap_comm")
@@ -683,6 +695,8 @@ void validate_train_config(const TrainConfig& c) {
     ZT_CHECK(c.zero_stage >= 0 && c.zero_stage <= 3,
              "--zero-stage %d: expected a ZeRO stage from 0 to 3", c.zero_stage);
     ZT_CHECK(c.nproc >= 0, "--nproc %d: must be a positive number of ranks", c.nproc);
+    ZT_CHECK(c.max_restarts >= 0, "--max-restarts %d: expected a number of restarts >= 0",
+             c.max_restarts);
     ZT_CHECK(c.device == "cpu" || c.device == "cuda", "--device '%s': expected cpu or cuda",
              c.device.c_str());
     ZT_CHECK(c.device == "cpu",
@@ -703,6 +717,23 @@ void validate_train_config(const TrainConfig& c) {
              "--sim-bandwidth-gbps %g: must be >= 0 (0: unlimited)", c.sim_bandwidth_gbps);
     ZT_CHECK(std::isfinite(c.sim_latency_us) && c.sim_latency_us >= 0,
              "--sim-latency-us %g: must be >= 0", c.sim_latency_us);
+    ZT_CHECK(std::isfinite(c.netns_bandwidth_gbps) && c.netns_bandwidth_gbps >= 0,
+             "--netns-bandwidth-gbps %g: must be >= 0 (0: not shaped)", c.netns_bandwidth_gbps);
+    ZT_CHECK(std::isfinite(c.netns_latency_us) && c.netns_latency_us >= 0,
+             "--netns-latency-us %g: must be >= 0", c.netns_latency_us);
+    ZT_CHECK(c.netns || (c.netns_bandwidth_gbps == 0 && c.netns_latency_us == 0),
+             "--netns-bandwidth-gbps %g / --netns-latency-us %g shape the links of --netns; add "
+             "--netns",
+             c.netns_bandwidth_gbps, c.netns_latency_us);
+    if (c.netns) {
+        ZT_CHECK(c.sim_bandwidth_gbps == 0 && c.sim_latency_us == 0,
+                 "--netns with --sim-bandwidth-gbps/--sim-latency-us: a run shapes real links "
+                 "or simulates them, not both; give one");
+        ZT_CHECK(c.comm != "local" && c.comm != "nccl",
+                 "--netns with --comm %s: the shaped links carry MPI's TCP traffic; use --comm "
+                 "mpi or ring",
+                 c.comm.c_str());
+    }
     ZT_CHECK(std::isfinite(c.comm_timeout_s) && c.comm_timeout_s > 0,
              "--comm-timeout-s %g: must be a positive number of seconds", c.comm_timeout_s);
     ZT_CHECK(c.reduce_bucket_size > 0, "reduce_bucket_size %lld: must be positive",

@@ -22,6 +22,9 @@ struct TrainConfig {
     std::string data = "fortunes";
     int zero_stage = 0;
     int nproc = 0;  // > 0: start this many local ranks through mpirun
+    // With --nproc: relaunch the ranks with --resume auto after a rank died or
+    // hung, at most this many times (cli/restart.h).
+    int max_restarts = 0;
     std::string device = "cpu";
     std::string precision = "fp32";
     // Dtype gradients are accumulated and reduced in (DeepSpeed's
@@ -31,6 +34,12 @@ struct TrainConfig {
     std::string comm = "auto";      // auto: local for one rank, mpi for several
     double sim_bandwidth_gbps = 0;  // gigabits/s; 0 = unlimited (no simulation)
     double sim_latency_us = 0;
+    // --netns: the --nproc ranks in private network namespaces, over TCP links
+    // shaped to netns_bandwidth_gbps (0: not shaped) and delayed by
+    // netns_latency_us (comm/netns.h).
+    bool netns = false;
+    double netns_bandwidth_gbps = 0;
+    double netns_latency_us = 0;
     double comm_timeout_s = 300;
     bool overlap_comm = true;
     // DeepSpeed's bucket keys, in elements: gradient reductions, and stages

@@ -83,6 +83,8 @@ bool line_is_after(const nlohmann::json& j, int64_t step) {
     };
     if (kind == "step" || kind == "eval") return number("step") > step;
     if (kind == "summary") return number("steps") > step;
+    // A restart (cli/restart.h) of an attempt that had gone past `step`.
+    if (kind == "restart") return number("after_step") > step;
     // A run that started at `step` or later did everything it records after it.
     if (kind == "run") return number("start_step") >= step && step > 0;
     return false;

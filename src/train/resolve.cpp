@@ -3,6 +3,7 @@
 #include "train/resolve.h"
 
 #include <omp.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -17,6 +18,9 @@
 #include "data/default_corpus.h"
 #include "data/loader.h"
 #include "data/synthetic.h"
+#include "model/activations.h"
+#include "model/layout.h"
+#include "train/run_dir.h"
 
 namespace zt {
 
@@ -123,19 +127,6 @@ std::string agree_on_default_run_dir(Communicator& comm) {
 }
 
 // ---- the model ---------------------------------------------------------------
-
-// The model --model names; a preset takes the data directory's vocabulary.
-ModelConfig model_from_flags(const TrainConfig& cfg) {
-    ModelConfig m = resolve_model(cfg.model);
-    if (cfg.data != "synthetic" && fs::is_directory(cfg.data) && is_model_preset(cfg.model)) {
-        if (auto v = read_meta_vocab_size(cfg.data)) {
-            // Presets take the data's vocabulary, padded to a multiple of 64 for speed.
-            m.vocab_size = (*v + 63) / 64 * 64;
-        }
-    }
-    validate_model_config(m);
-    return m;
-}
 
 void check_seq_len_fits(const TrainConfig& cfg, const ModelConfig& m) {
     ZT_CHECK(cfg.seq_len <= m.max_seq, "--seq-len %d exceeds the maximum of %d of model %s",
@@ -251,9 +242,73 @@ RunData resolve_data(const TrainConfig& cfg, const ModelConfig& model, int rank,
     return d;
 }
 
+// Every run with a validation split evaluates at its last step at the
+// latest, each rank on its own batches of micro-batch x seq-len tokens: one
+// batch per rank at least, within --eval-tokens (train/evaluate.cpp).
+void check_validation_fits(const TrainConfig& cfg, const TokenSource& val, int world) {
+    const int B = cfg.micro_batch, T = cfg.seq_len;
+    const int64_t held = eval_batches(val, T, B, 0);
+    ZT_CHECK(held >= world,
+             "the validation data (%s) holds %lld batch(es) of --micro-batch %d x --seq-len %d "
+             "tokens, fewer than the %d ranks need (one each) to evaluate; lower --micro-batch "
+             "or --seq-len, use fewer ranks, or add validation data",
+             val.describe().c_str(), (long long)held, B, T, world);
+    const int64_t covered = eval_batches(val, T, B, cfg.eval_tokens);
+    ZT_CHECK(covered >= world,
+             "--eval-tokens %lld covers fewer than %d batches of %d x %d tokens (one per rank); "
+             "use --eval-tokens %lld or more",
+             (long long)cfg.eval_tokens, world, B, T, (long long)(int64_t(world) * B * T));
+}
+
+std::string human_bytes(int64_t b) {
+    const double gib = double(int64_t(1) << 30), mib = double(int64_t(1) << 20);
+    if (double(b) >= gib) return strprintf("%.2f GiB", double(b) / gib);
+    if (double(b) >= mib) return strprintf("%.2f MiB", double(b) / mib);
+    return strprintf("%.1f KiB", double(b) / 1024.0);
+}
+
+// The checkpoints the run will write must fit in the free space of the
+// file system --out is on (its nearest existing ancestor before it exists).
+void check_checkpoint_disk(const TrainConfig& cfg, const ModelConfig& model, int64_t start_step) {
+    const int64_t need = checkpoint_disk_bytes(cfg, model, start_step);
+    if (need == 0) return;
+    fs::path at = fs::absolute(cfg.out.empty() ? fs::path(".") : fs::path(cfg.out));
+    while (!fs::exists(at) && at.has_parent_path() && at != at.parent_path()) at = at.parent_path();
+    struct statvfs st {};
+    ZT_CHECK(::statvfs(at.c_str(), &st) == 0, "--out %s: cannot read the free space of %s: %s",
+             cfg.out.c_str(), at.c_str(), std::strerror(errno));
+    const int64_t free_bytes = int64_t(st.f_bavail) * int64_t(st.f_frsize);
+    // The whole run's checkpoints may outgrow the disk long after step 1 (a
+    // run meant to be stopped, --keep-last 0): said, not refused; the first
+    // checkpoint (and a best one beside it) must fit.
+    const int64_t first = checkpoint_bytes(model) * (cfg.keep_best ? 2 : 1);
+    if (need > free_bytes && first <= free_bytes) {
+        std::fprintf(stderr,
+                     "zerotrain: warning: --out %s: the checkpoints of this run would need %s in "
+                     "all, but %s has %s free; it will run out of space unless --keep-last K "
+                     "bounds them or the run stops earlier\n",
+                     cfg.out.c_str(), human_bytes(need).c_str(), at.c_str(),
+                     human_bytes(free_bytes).c_str());
+        return;
+    }
+    ZT_CHECK(need <= free_bytes,
+             "--out %s: the checkpoints of this run need %s (%s each: fp32 weights and two "
+             "AdamW moments of %lld parameters; %s), but %s has %s free; free space, choose "
+             "another --out, keep fewer with --keep-last K, save less often with --save-every, "
+             "or give --no-save",
+             cfg.out.c_str(), human_bytes(need).c_str(),
+             human_bytes(checkpoint_bytes(model)).c_str(), (long long)count_params(model),
+             cfg.keep_last > 0 ? strprintf("--keep-last %d", cfg.keep_last).c_str()
+                               : "every one kept (--keep-last 0)",
+             at.c_str(), human_bytes(free_bytes).c_str());
+}
+
 }  // namespace
 
-RunRequest read_run_request(const TrainConfig& flags) {
+namespace {
+
+// read_run_request's work; report: say when --resume auto finds nothing.
+RunRequest read_request(const TrainConfig& flags, bool report) {
     validate_train_config(flags);
     RunRequest request{flags, nullptr};
     if (flags.resume.empty()) return request;
@@ -263,11 +318,17 @@ RunRequest read_run_request(const TrainConfig& flags) {
             Checkpoint::open(flags.resume == "auto" ? flags.out : flags.resume));
         request.cfg = resumed_config(*request.resume_from, flags);
         validate_train_config(request.cfg);
-    } else if (discover_ranks().rank == 0) {
+    } else if (report && discover_ranks().rank == 0) {
         std::printf("zerotrain: --resume auto: no checkpoint in %s yet; starting at step 0\n",
                     flags.out.c_str());
     }
     return request;
+}
+
+}  // namespace
+
+RunRequest read_run_request(const TrainConfig& flags) {
+    return read_request(flags, true);
 }
 
 Launch join_ranks(const TrainConfig& cfg) {
@@ -287,24 +348,27 @@ Launch join_ranks(const TrainConfig& cfg) {
     return launch;
 }
 
-ResolvedRun resolve_run(const RunRequest& request, Launch& launch) {
+namespace {
+
+// resolve_run's work for rank `rank` of `world`; comm null: one process
+// before the launch (nothing printed, the default run directory named by
+// this process's clock).
+ResolvedRun resolve_for(const RunRequest& request, int rank, int world, const std::string& backend,
+                        Communicator* comm) {
     ResolvedRun run;
     TrainConfig& cfg = run.cfg;
     cfg = request.cfg;
     const Checkpoint* resume_from = request.resume_from.get();
-    run.rank = launch.comm->rank();
-    run.world = launch.comm->world_size();
-    const int world = run.world;
+    run.rank = rank;
+    run.world = world;
+    const bool report = comm && run.root();
 
     // The world.
-    cfg.comm = launch.options.backend;
-    ZT_CHECK(cfg.nproc <= 0 || cfg.nproc == world,
-             "--nproc %d, but the launcher started %d ranks (%s)", cfg.nproc, world,
-             launch.ranks.source.c_str());
+    cfg.comm = backend;
     cfg.nproc = world;
     const std::string inferred = resolve_train_batch_size(cfg, world);
-    if (run.root() && !inferred.empty()) std::printf("zerotrain: %s\n", inferred.c_str());
-    if (cfg.out.empty()) cfg.out = agree_on_default_run_dir(*launch.comm);
+    if (report && !inferred.empty()) std::printf("zerotrain: %s\n", inferred.c_str());
+    if (cfg.out.empty()) cfg.out = comm ? agree_on_default_run_dir(*comm) : default_run_dir();
     if (resume_from) check_resume_compatible(*resume_from, cfg, world);
 
     // The default corpus.
@@ -324,7 +388,7 @@ ResolvedRun resolve_run(const RunRequest& request, Launch& launch) {
     }
     check_seq_len_fits(cfg, run.model);
     resolve_auto_bucket_sizes(cfg, run.model.d_model);
-    if (run.root()) {
+    if (report) {
         for (const std::string& line : describe_auto_values(cfg, world))
             std::printf("zerotrain: %s\n", line.c_str());
         if (cfg.lr_schedule != "cosine")
@@ -335,6 +399,12 @@ ResolvedRun resolve_run(const RunRequest& request, Launch& launch) {
 
     // The data.
     run.data = resolve_data(cfg, run.model, run.rank, world);
+    if (run.data.val) check_validation_fits(cfg, *run.data.val, world);
+    ZT_CHECK(!cfg.keep_best || run.data.val,
+             "--keep-best keeps the checkpoint of the lowest validation loss, but --data %s has no "
+             "validation split (no shard named 'val'); prepare one (zerotrain prepare "
+             "--val-fraction) or drop --keep-best",
+             cfg.data.c_str());
 
     // Where the run starts and where it writes.
     if (resume_from) {
@@ -347,8 +417,94 @@ ResolvedRun resolve_run(const RunRequest& request, Launch& launch) {
             fs::equivalent(fs::path(resume_from->dir()).parent_path().parent_path(), cfg.out))
             run.run_dir = RunDirMode::in_place;
     }
+    // Every rank sees the same file system: rank 0 alone asks it.
+    if (run.root()) check_checkpoint_disk(cfg, run.model, run.start_step);
     run.data.tokenizer = data_tokenizer(cfg);
     return run;
+}
+
+}  // namespace
+
+ResolvedRun resolve_run(const RunRequest& request, Launch& launch) {
+    const int world = launch.comm->world_size();
+    ZT_CHECK(request.cfg.nproc <= 0 || request.cfg.nproc == world,
+             "--nproc %d, but the launcher started %d ranks (%s)", request.cfg.nproc, world,
+             launch.ranks.source.c_str());
+    return resolve_for(request, launch.comm->rank(), world, launch.options.backend,
+                       launch.comm.get());
+}
+
+void check_run_before_launch(const TrainConfig& flags, const ResumeActions& actions) {
+    const RunRequest request = read_request(apply_fork(flags, actions), false);
+    const TrainConfig& cfg = request.cfg;
+    const int world = std::max(1, cfg.nproc);
+    ZT_CHECK(cfg.comm != "local" || world == 1,
+             "--comm local runs one process, but --nproc is %d; use --comm mpi or --comm ring",
+             world);
+    RankInfo ranks;
+    ranks.world = world;
+    const std::string backend = comm_options(cfg, ranks).backend;
+    const ResolvedRun run = resolve_for(request, 0, world, backend, nullptr);
+    check_run_dir_not_locked(run.cfg.out);
+    const bool in_place = run.run_dir == RunDirMode::in_place;
+    ZT_CHECK(in_place || !fs::exists(fs::path(run.cfg.out) / "metrics.jsonl"),
+             "--out '%s' already holds a run (metrics.jsonl); choose another --out or remove it",
+             run.cfg.out.c_str());
+    check_resume_point(run, actions);
+}
+
+ModelConfig model_from_flags(const TrainConfig& cfg) {
+    ModelConfig m = resolve_model(cfg.model);
+    if (cfg.data != "synthetic" && fs::is_directory(cfg.data) && is_model_preset(cfg.model)) {
+        if (auto v = read_meta_vocab_size(cfg.data)) {
+            // Presets take the data's vocabulary, padded to a multiple of 64 for speed.
+            m.vocab_size = (*v + 63) / 64 * 64;
+        }
+    }
+    validate_model_config(m);
+    return m;
+}
+
+EstimateInput estimate_input_for(const TrainConfig& cfg, const ModelConfig& model, int world) {
+    EstimateInput in;
+    in.model = model;
+    in.world = world;
+    in.stage = cfg.zero_stage;
+    in.precision = cfg.precision;
+    in.grad_dtype = cfg.resolved_grad_dtype();
+    in.micro_batch = cfg.micro_batch;
+    in.seq_len = cfg.seq_len;
+    in.recompute = parse_recompute(cfg.recompute);
+    in.offload_optimizer = cfg.offload_optimizer;
+    in.offload_params = cfg.offload_params;
+    in.prefetch_elements = cfg.prefetch_bucket_size;
+    in.reduce_bucket_elements = cfg.reduce_bucket_size;
+    in.gather_bucket_elements = cfg.allgather_bucket_size;
+    return in;
+}
+
+int64_t checkpoint_bytes(const ModelConfig& model) {
+    return 12 * count_params(model);
+}
+
+int64_t checkpoint_disk_bytes(const TrainConfig& cfg, const ModelConfig& model,
+                              int64_t start_step) {
+    if (cfg.no_save) return 0;
+    // Steps (start_step, steps] that save: every --save-every-th and the last.
+    int64_t saves = 0;
+    if (cfg.steps > start_step) {
+        saves = 1;
+        if (cfg.save_every > 0)
+            saves = cfg.steps / cfg.save_every - start_step / cfg.save_every +
+                    (cfg.steps % cfg.save_every != 0 ? 1 : 0);
+    }
+    // A new step checkpoint is complete before the oldest beyond --keep-last goes.
+    const int64_t steps_held =
+        cfg.keep_last > 0 ? std::min<int64_t>(saves, cfg.keep_last + 1) : saves;
+    const int64_t steps_kept = cfg.keep_last > 0 ? std::min<int64_t>(saves, cfg.keep_last) : saves;
+    // The best one is replaced by writing the new one beside it first.
+    const int64_t held = cfg.keep_best ? std::max(steps_held + 1, steps_kept + 2) : steps_held;
+    return held * checkpoint_bytes(model);
 }
 
 }  // namespace zt

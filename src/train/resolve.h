@@ -11,7 +11,12 @@
 //   read_run_request   flags + the resumed checkpoint's configuration
 //   join_ranks         threads and the communicator (the world)
 //   resolve_run        world checks, run directory name, model shape, data,
-//                      vocabulary, sampler, resume compatibility
+//                      vocabulary, sampler, validation size, resume
+//                      compatibility, disk space for the checkpoints
+//
+// check_run_before_launch makes the same checks on the one process that
+// `--nproc N` runs before mpirun starts any rank, so a run that cannot work
+// is refused once, before any rank exists.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +32,7 @@
 #include "data/shard.h"
 #include "model/config.h"
 #include "train/config.h"
+#include "zero/estimate.h"
 
 namespace zt {
 
@@ -99,5 +105,32 @@ struct ResolvedRun {
 // default run directory). Refuses, naming the flag, whatever the world, the
 // model, the data or the checkpoint being resumed cannot train together.
 ResolvedRun resolve_run(const RunRequest& request, Launch& launch);
+
+struct ResumeActions;  // train/run_dir.h
+
+// One process, before `--nproc N` starts any rank: resolves the run for a
+// world of flags.nproc ranks as resolve_run will, and refuses (zt::Error)
+// what would fail after launch: invalid values, an --out that holds a run,
+// the vocabulary, the sequence length, a validation split too small for
+// one batch per rank, --comm local with several ranks, --keep-best without
+// a validation split, too little free disk at --out for the checkpoints.
+// Prints nothing when the run can go ahead.
+void check_run_before_launch(const TrainConfig& flags, const ResumeActions& actions);
+
+// The model --model names, a preset taking the vocabulary of --data's
+// meta.json rounded up to a multiple of 64 (as training builds it).
+ModelConfig model_from_flags(const TrainConfig& cfg);
+
+// `zerotrain estimate`'s input for a run of these settings on `world` ranks.
+EstimateInput estimate_input_for(const TrainConfig& cfg, const ModelConfig& model, int world);
+
+// Bytes one checkpoint of `model` writes: the fp32 master weights and the two
+// AdamW moments (12 bytes a parameter), whatever the world size and stage.
+int64_t checkpoint_bytes(const ModelConfig& model);
+
+// The most checkpoint bytes the run holds in --out at once: the step
+// checkpoints it keeps (--keep-last, plus the one being written before the
+// oldest is removed) and --keep-best's (twice while it is replaced).
+int64_t checkpoint_disk_bytes(const TrainConfig& cfg, const ModelConfig& model, int64_t start_step);
 
 }  // namespace zt

@@ -70,7 +70,28 @@ bool same_dir(const fs::path& a, const fs::path& b) {
     return fs::exists(a) && fs::exists(b) && fs::equivalent(a, b, ec);
 }
 
+[[noreturn]] void refuse_locked(const std::string& dir, const std::string& holder,
+                                const std::string& lock) {
+    ZT_FAIL(
+        "--out '%s' is in use by another zerotrain run (%s; lock file %s); wait for it to "
+        "finish or stop it, or choose another --out",
+        dir.c_str(), holder.c_str(), lock.c_str());
+}
+
 }  // namespace
+
+void check_run_dir_not_locked(const std::string& run_dir) {
+    const std::string path = (fs::path(run_dir) / kLockName).string();
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;  // no lock file: no run has held it
+    // A shared lock is refused while a run holds the exclusive one.
+    if (::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        const std::string holder = describe_holder(fd);
+        ::close(fd);
+        refuse_locked(run_dir, holder, path);
+    }
+    ::close(fd);
+}
 
 RunDirLock::RunDirLock(const std::string& run_dir)
     : dir_(run_dir), path_((fs::path(run_dir) / kLockName).string()) {
@@ -92,10 +113,7 @@ RunDirLock::RunDirLock(const std::string& run_dir)
                 const std::string holder = describe_holder(fd_);
                 ::close(fd_);
                 fd_ = -1;
-                ZT_FAIL(
-                    "--out '%s' is in use by another zerotrain run (%s; lock file %s); wait "
-                    "for it to finish or stop it, or choose another --out",
-                    dir_.c_str(), holder.c_str(), path_.c_str());
+                refuse_locked(dir_, holder, path_);
             }
             // A file system without flock: say so rather than pretend.
             std::fprintf(stderr,

@@ -55,6 +55,11 @@ struct ResumeActions {
     bool truncate = false;  // --truncate: delete what --out holds after the checkpoint
 };
 
+// Refuses (zt::Error, the message RunDirLock gives) when a run holds
+// run_dir's lock now; takes no lock and creates nothing. For the launcher's
+// check before it starts any rank.
+void check_run_dir_not_locked(const std::string& run_dir);
+
 // Before the run is resolved: with --fork NEW_OUT, the flags with --out set
 // to NEW_OUT, after checking that NEW_OUT is a new directory and --resume
 // names the checkpoint to continue. Without --fork, the flags as they are.

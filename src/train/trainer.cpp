@@ -3,7 +3,7 @@
 //
 //   run_training   resolve -> build -> run line -> train_steps
 //   train_steps    each step: train_step (K micro-batches of forward and
-//                  backward, the engine's AdamW step), agree_on_step (mean
+//                  backward, the engine's AdamW step, then agree_on_step: mean
 //                  loss, stop signal), record_step (metrics line); then, when
 //                  due, run_eval (and with --keep-best save_best_if_lower),
 //                  print_progress, save_step_checkpoint (every --save-every
@@ -15,7 +15,7 @@
 //
 // Invariant: what a step computes depends only on the resolved run (seed,
 // data order, world, threads). What is measured around it (timers, comm
-// snapshots, the loss and stop agreement, which run after the snapshot)
+// snapshots, the loss and stop agreement at the end of the step's window)
 // never changes the losses, so a resumed run continues bit for bit.
 #include "train/trainer.h"
 
@@ -87,22 +87,7 @@ EngineOptions engine_options(const ResolvedRun& run) {
 
 // The ledger's estimate of this rank's bytes, for the check before building.
 MemoryEstimate run_memory_estimate(const ResolvedRun& run) {
-    const TrainConfig& cfg = run.cfg;
-    EstimateInput in;
-    in.model = run.model;
-    in.world = run.world;
-    in.stage = cfg.zero_stage;
-    in.precision = cfg.precision;
-    in.grad_dtype = cfg.resolved_grad_dtype();
-    in.micro_batch = cfg.micro_batch;
-    in.seq_len = cfg.seq_len;
-    in.recompute = parse_recompute(cfg.recompute);
-    in.offload_optimizer = cfg.offload_optimizer;
-    in.offload_params = cfg.offload_params;
-    in.prefetch_elements = cfg.prefetch_bucket_size;
-    in.reduce_bucket_elements = cfg.reduce_bucket_size;
-    in.gather_bucket_elements = cfg.allgather_bucket_size;
-    return estimate_memory(in);
+    return estimate_memory(estimate_input_for(run.cfg, run.model, run.world));
 }
 
 // Bytes this machine can still give (MemAvailable), or -1 when unknown.
@@ -312,7 +297,31 @@ struct MicroBatch {
     std::vector<int32_t> inputs, targets;
 };
 
-// One optimizer step on this rank, and how its time was spent.
+// What every rank agrees on after a step.
+struct StepAgreement {
+    double loss = 0;    // the mean over ranks of their losses
+    int my_signal = 0;  // the stop signal this rank received, if any
+    bool stop = false;  // some rank received one
+};
+
+// The loss for the metrics line and whether any rank was asked to stop. Its
+// two all-reduces are part of the step's window: they queue behind the
+// parameters' all-gather that stages 1 and 2 issue after the update, so the
+// step's time and communication include that gather.
+StepAgreement agree_on_step(Training& t, double local_loss) {
+    StepAgreement a;
+    a.my_signal = StopSignals::received();
+    float mean_loss = float(local_loss);
+    int32_t any_stop = a.my_signal ? 1 : 0;
+    if (t.run.world > 1) {
+        t.comm.all_reduce(&mean_loss, 1, DType::f32, ReduceOp::avg);
+        t.comm.all_reduce(&any_stop, 1, DType::i32, ReduceOp::max);
+    }
+    a.loss = t.run.world > 1 ? double(mean_loss) : local_loss;
+    a.stop = any_stop != 0;
+    return a;
+}
+
 struct StepWork {
     double lr = 0;
     double local_loss = 0;  // this rank's mean over its K micro-batches
@@ -322,8 +331,10 @@ struct StepWork {
     double optimizer_s = 0;
     PassTimes pass;
     CommStats comm_before, comm_after;  // training's own traffic lies between
+    StepAgreement agreement;
 };
 
+// One optimizer step on this rank, and how its time was spent.
 StepWork train_step(Training& t, PrefetchLoader& prefetch, int64_t s, MicroBatch& batch) {
     StepWork w;
     const int K = t.cfg.grad_accum;
@@ -348,32 +359,10 @@ StepWork train_step(Training& t, PrefetchLoader& prefetch, int64_t s, MicroBatch
         TraceScope span("optimizer step");
         w.result = t.engine.step(float(w.lr), s + 1);
     }
+    w.agreement = agree_on_step(t, w.local_loss);
     w.step_s = now_seconds() - t_step;
     w.comm_after = t.comm.stats();
     return w;
-}
-
-// What every rank agrees on after a step.
-struct StepAgreement {
-    double loss = 0;    // the mean over ranks of their losses
-    int my_signal = 0;  // the stop signal this rank received, if any
-    bool stop = false;  // some rank received one
-};
-
-// The loss for the metrics line and whether any rank was asked to stop: not
-// part of training's traffic (taken after the step's comm snapshot).
-StepAgreement agree_on_step(Training& t, double local_loss) {
-    StepAgreement a;
-    a.my_signal = StopSignals::received();
-    float mean_loss = float(local_loss);
-    int32_t any_stop = a.my_signal ? 1 : 0;
-    if (t.run.world > 1) {
-        t.comm.all_reduce(&mean_loss, 1, DType::f32, ReduceOp::avg);
-        t.comm.all_reduce(&any_stop, 1, DType::i32, ReduceOp::max);
-    }
-    a.loss = t.run.world > 1 ? double(mean_loss) : local_loss;
-    a.stop = any_stop != 0;
-    return a;
 }
 
 // Throughput of a step: tokens/s of all ranks, and model FLOPs of the whole
@@ -685,14 +674,16 @@ void print_sample(Training& t) {
     (void)r;
 }
 
-// Every rank's ledger, gathered to all as i64 byte counts.
+// Every rank's ledger at its peak, gathered to all as i64 byte counts: each
+// category as it stood when the total was highest, so the categories add up
+// to the peak (transient buffers freed since included).
 // Entry 6 is the process's peak resident set (getrusage), which counts what
 // the ledger does not: code, libraries, the communicator's buffers.
 std::vector<std::array<int64_t, 7>> gather_mem_bytes(Communicator& comm,
                                                      const MemoryLedger& ledger) {
     std::array<int64_t, 7> mine{};
     for (int c = 0; c < int(MemCategory::count); c++)
-        mine[size_t(c)] = ledger.current(MemCategory(c));
+        mine[size_t(c)] = ledger.at_peak(MemCategory(c));
     mine[5] = ledger.peak();
     struct rusage ru {};
     if (getrusage(RUSAGE_SELF, &ru) == 0) mine[6] = int64_t(ru.ru_maxrss) * 1024;
@@ -735,7 +726,7 @@ void finish_run(Training& t, Progress& p) {
     last["train_s"] = p.train_time;
     last["tokens_per_s"] = summary.tokens_per_s;
     if (!p.timed.empty()) last["medians"] = step_medians(p.timed);
-    last["mem_bytes"] = mem_bytes_json(t.ledger);
+    last["mem_bytes"] = mem_json(all_mem[0]);  // rank 0's, at its peak
     nlohmann::ordered_json ranks_json = nlohmann::ordered_json::array();
     for (int r = 0; r < t.run.world; r++)
         ranks_json.push_back({{"rank", r},
@@ -783,7 +774,7 @@ TrainSummary train_steps(Training& t) {
         t.comm.set_step(s + 1);  // the flight recorder's step of the collectives that follow
         if (Tracer* tr = trace_active()) tr->set_step(s + 1);
         const StepWork w = train_step(t, prefetch, s, batch);
-        const StepAgreement a = agree_on_step(t, w.local_loss);
+        const StepAgreement& a = w.agreement;
         const StepRate rate = step_rate(t, w.step_s);
         record_step(t, p, s, w, a.loss, rate);
         if (w.result.skipped) {
