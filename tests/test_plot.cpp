@@ -343,6 +343,9 @@ TEST(Plot, LossDrawsOneCurvePerRunDirAndEverySweepCase) {
     EXPECT_TRUE(has_label(series, {"beta"}));
     EXPECT_GE(svg_colours(svg, "stroke").size(), 2u);
     EXPECT_NE(svg_texts(svg).find("step"), std::string::npos) << "the x axis is steps";
+    // The title names the model, world sizes, device and precision of the runs.
+    EXPECT_TRUE(has_label(lines_of(svg_texts(svg)), {"training loss", "tiny", "6", "cpu", "fp32"}))
+        << svg_texts(svg);
 
     const std::vector<std::string> cases = write_sweep(dir / "sweep", SweepSpec());
     svg = draw_both(dir, "--run-dir " + (dir / "sweep") + " --kind loss", "sweep-loss");

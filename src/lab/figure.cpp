@@ -56,22 +56,46 @@ std::string setting_of(const nlohmann::json& r) {
     return s;
 }
 
-// "tiny · 4 ranks · cpu · fp32": what every figure's title names.
-std::string describe_rows(const std::vector<SweepRow>& rows) {
-    std::set<std::string> models, devices, precisions, worlds;
-    for (const SweepRow& row : rows) {
-        models.insert(row.r.value("model", ""));
-        devices.insert(row.r.value("device", "cpu"));
-        precisions.insert(row.r.value("precision", "fp32"));
-        worlds.insert(std::to_string(row.r.value("world_size", 0)));
+// What every figure's title names: models, world sizes, devices, precisions.
+struct RunsDescribed {
+    std::set<std::string> models, worlds, devices, precisions;
+    // "tiny, 4 ranks, cpu, fp32"; several values of one joined by commas.
+    std::string text() const {
+        auto join = [](const std::set<std::string>& s) {
+            std::string out;
+            for (const std::string& x : s) out += (out.empty() ? "" : ", ") + x;
+            return out;
+        };
+        return strprintf("%s, %s ranks, %s, %s", join(models).c_str(), join(worlds).c_str(),
+                         join(devices).c_str(), join(precisions).c_str());
     }
-    auto join = [](const std::set<std::string>& s) {
-        std::string out;
-        for (const std::string& x : s) out += (out.empty() ? "" : ", ") + x;
-        return out;
-    };
-    return strprintf("%s, %s ranks, %s, %s", join(models).c_str(), join(worlds).c_str(),
-                     join(devices).c_str(), join(precisions).c_str());
+};
+
+std::string describe_rows(const std::vector<SweepRow>& rows) {
+    RunsDescribed d;
+    for (const SweepRow& row : rows) {
+        d.models.insert(row.r.value("model", ""));
+        d.devices.insert(row.r.value("device", "cpu"));
+        d.precisions.insert(row.r.value("precision", "fp32"));
+        d.worlds.insert(std::to_string(row.r.value("world_size", 0)));
+    }
+    return d.text();
+}
+
+// The same from the runs' first "run" lines (their resolved configuration).
+std::string describe_run_dirs(const std::vector<std::string>& dirs) {
+    RunsDescribed d;
+    for (const std::string& dir : dirs)
+        for (const nlohmann::json& l : read_jsonl(dir + "/metrics.jsonl", true)) {
+            if (l.value("kind", "") != "run" || !l.contains("config")) continue;
+            const nlohmann::json& c = l["config"];
+            d.models.insert(c.value("model", ""));
+            d.devices.insert(c.value("device", "cpu"));
+            d.precisions.insert(c.value("precision", "fp32"));
+            d.worlds.insert(std::to_string(l.value("world_size", c.value("nproc", 1))));
+            break;
+        }
+    return d.models.empty() ? std::string() : d.text();
 }
 
 // ---- gnuplot --------------------------------------------------------------------------
@@ -295,7 +319,6 @@ std::string loss_data(const std::string& run_dir) {
 
 Figure loss_figure(const PlotOptions& o) {
     std::vector<std::pair<std::string, std::string>> runs;  // label, run dir
-    std::string title_data;
     for (const std::string& dir : o.run_dirs) {
         if (fs::exists(dir + "/results.jsonl")) {
             for (const nlohmann::json& r : read_sweep_results(dir))
@@ -316,9 +339,14 @@ Figure loss_figure(const PlotOptions& o) {
         runs.push_back({label, dir});
     }
     ZT_CHECK(!runs.empty(), "--run-dir %s: no finished run to draw", o.run_dirs.front().c_str());
+    std::vector<std::string> dirs;
+    for (const auto& run : runs) dirs.push_back(run.second);
+    const std::string described = describe_run_dirs(dirs);
+    const std::string title =
+        !o.title.empty() ? o.title : "training loss" + (described.empty() ? "" : ": " + described);
     Figure fig;
-    fig.settings = "set xlabel 'step'\nset ylabel 'training loss (nats)'\nset title " +
-                   quoted(o.title.empty() ? "training loss" : o.title) + "\n";
+    fig.settings =
+        "set xlabel 'step'\nset ylabel 'training loss (nats)'\nset title " + quoted(title) + "\n";
     if (runs.size() > 8) fig.settings += "set key font ',7'\n";
     std::string plot;
     int k = 0;
