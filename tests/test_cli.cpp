@@ -258,6 +258,91 @@ TEST(Cli, EstimateTakesNprocForWorldSize) {
     expect_refused(zerotrain(base + "--nproc 0"), {"--nproc 0", ">= 1"});
 }
 
+// estimate describes the run train would make: the vocabulary of --data's
+// meta.json (padded as train pads it) or --vocab-size, a DeepSpeed --config's
+// stage, precision, micro-batch and offload, the flags over both; the table's
+// columns are the JSON's keys, each cell in a unit that shows it.
+TEST(Cli, EstimateDescribesTheRunOfDataConfigAndFlags) {
+    TempDir dir;
+    const std::string text = dir / "in.txt";
+    {
+        std::ofstream f(text);
+        for (int i = 0; i < 200; i++) f << "line " << i << " of some text\n\n";
+    }
+    const std::string data = dir / "data";
+    auto prep = zerotrain("prepare --input " + text + " --out " + data);
+    ASSERT_EQ(prep.exit_code, 0) << prep.output;
+    auto json_of = [](const CommandResult& r) {
+        return nlohmann::ordered_json::parse(r.output.substr(r.output.find('{')));
+    };
+    const std::string base = "estimate --model tiny --nproc 2 --zero-stage 1 --json ";
+    // The byte tokenizer's 258 tokens, padded to a multiple of 64.
+    auto with_data = zerotrain(base + "--data " + data);
+    ASSERT_EQ(with_data.exit_code, 0) << with_data.output;
+    EXPECT_EQ(json_of(with_data)["vocab_size"], 320) << with_data.output;
+    auto with_vocab = zerotrain(base + "--vocab-size 320");
+    ASSERT_EQ(with_vocab.exit_code, 0) << with_vocab.output;
+    EXPECT_EQ(json_of(with_vocab)["mem_bytes"], json_of(with_data)["mem_bytes"]);
+    auto preset = zerotrain(base);
+    ASSERT_EQ(preset.exit_code, 0) << preset.output;
+    EXPECT_EQ(json_of(preset)["vocab_size"], 32000);
+    expect_refused(zerotrain(base + "--data " + data + " --vocab-size 320"),
+                   {"--data and --vocab-size"});
+    expect_refused(zerotrain(base + "--data " + (dir / "none")), {"--data", "none"});
+    expect_refused(zerotrain(base + "--vocab-size 0"), {"--vocab-size 0"});
+
+    // ZeRO-3 with both offloads, bf16, micro-batch 2: from the file alone.
+    const std::string zero3 = zt_test::source_dir() + "/tests/deepspeed/zero3_offload.json";
+    auto ds = zerotrain("estimate --model tiny --nproc 4 --seq-len 64 --json --config " + zero3);
+    ASSERT_EQ(ds.exit_code, 0) << ds.output;
+    auto j = json_of(ds);
+    EXPECT_EQ(j["zero_stage"], 3);
+    EXPECT_EQ(j["precision"], "bf16");
+    EXPECT_EQ(j["micro_batch"], 2);
+    EXPECT_EQ(j["offload_optimizer"], "cpu");
+    EXPECT_EQ(j["offload_params"], "cpu");
+    EXPECT_EQ(j["mem_bytes"]["optimizer"], 0);
+    EXPECT_GT(j["offload_bytes"]["host_optimizer"].get<int64_t>(), 0);
+    // A flag overrides the file.
+    auto flagged = zerotrain("estimate --model tiny --nproc 4 --seq-len 64 --json --config " +
+                             zero3 + " --zero-stage 2 --offload-params none --precision fp32");
+    ASSERT_EQ(flagged.exit_code, 0) << flagged.output;
+    EXPECT_EQ(json_of(flagged)["zero_stage"], 2);
+    EXPECT_EQ(json_of(flagged)["precision"], "fp32");
+    expect_refused(zerotrain("estimate --model tiny --nproc 4 --config " + zero3),
+                   {"micro-batch of --config", "--seq-len"});
+
+    // The table: a header of the JSON's keys, every cell a number and a unit.
+    auto table = zerotrain("estimate --model tiny --nproc 4 --seq-len 64 --config " + zero3);
+    ASSERT_EQ(table.exit_code, 0) << table.output;
+    std::istringstream lines(table.output);
+    std::string line, header, row;
+    while (std::getline(lines, line)) {
+        if (line.rfind("stage ", 0) == 0) header = line;
+        if (line.rfind("3 ", 0) == 0) row = line;
+    }
+    std::vector<std::string> keys;
+    for (const auto& [k, v] : j["mem_bytes"].items()) keys.push_back(k);
+    for (const auto& [k, v] : j["offload_bytes"].items()) keys.push_back(k);
+    std::istringstream hs(header);
+    std::vector<std::string> columns;
+    for (std::string w; hs >> w;) columns.push_back(w);
+    ASSERT_EQ(columns.size(), keys.size() + 1) << table.output;
+    for (size_t i = 0; i < keys.size(); i++) EXPECT_EQ(columns[i + 1], keys[i]);
+    std::istringstream rs(row);
+    std::vector<std::string> words;
+    for (std::string w; rs >> w;) words.push_back(w);
+    ASSERT_EQ(words.size(), 1 + 2 * keys.size()) << row;
+    std::vector<std::string> units;
+    for (size_t i = 0; i < keys.size(); i++) {
+        const std::string& unit = words[2 + 2 * i];
+        EXPECT_TRUE(unit == "B" || unit == "KiB" || unit == "MiB" || unit == "GiB") << row;
+        units.push_back(unit);
+    }
+    EXPECT_EQ(units[2], "B") << "the optimizer is offloaded: " << row;
+    EXPECT_EQ(units[6], "MiB") << "host_optimizer: " << row;
+}
+
 TEST(Cli, ExportDtypeSpelledLikePrecision) {
     TempDir dir;
     auto r = zerotrain(
@@ -320,7 +405,7 @@ TEST(Cli, HelpShowsValueTypesAndRequiredOptions) {
          {"--nproc", "--min-bytes", "--max-bytes", "--warmup", "--iters", "--sim-bandwidth-gbps",
           "--sim-latency-us", "--comm-timeout-s"}},
         {"estimate",
-         {"--world-size", "--nproc", "--zero-stage", "--micro-batch", "--seq-len",
+         {"--world-size", "--nproc", "--vocab-size", "--zero-stage", "--micro-batch", "--seq-len",
           "--reduce-bucket-size", "--allgather-bucket-size"}},
         {"export", {}},
     };
@@ -333,8 +418,8 @@ TEST(Cli, HelpShowsValueTypesAndRequiredOptions) {
     }
     const std::map<std::string, std::vector<std::string>> required = {
         {"bench-comm", {"--op"}},
-        {"estimate", {"--model"}},
         {"export", {"--checkpoint", "--out"}},
+        {"supervise", {"command"}},
     };
     for (const auto& [sub, flags] : required) {
         const std::vector<std::string> lines = help_lines(sub);
@@ -342,6 +427,11 @@ TEST(Cli, HelpShowsValueTypesAndRequiredOptions) {
             EXPECT_NE(help_line(lines, flag).find("REQUIRED"), std::string::npos)
                 << sub << " " << flag << ": '" << help_line(lines, flag) << "'";
     }
+    // A --config may name the model instead.
+    const std::vector<std::string> lines = help_lines("estimate");
+    EXPECT_NE(help_line(lines, "--model").find("required unless --config names one"),
+              std::string::npos)
+        << help_line(lines, "--model");
 }
 
 TEST(Cli, VersionPrintsTheVersion) {

@@ -1,8 +1,8 @@
 // A disk that fills up in the middle of a run, on a small tmpfs (needs root;
-// skipped with the reason otherwise): when `ckpt/latest` cannot be written
-// after the step directory was renamed into place, and when a metrics.jsonl
-// line cannot be written. Either way the run stops with an error, leaves
-// only complete checkpoints and whole metrics lines, and --resume auto, once
+// skipped with the reason otherwise): when the ranks' files of a checkpoint
+// do not fit, when `ckpt/latest` cannot be written after the step directory
+// was renamed into place, and when a metrics.jsonl line cannot be written. Either way the run stops
+// with an error, leaves only complete checkpoints and whole metrics lines, and --resume auto, once
 // there is space again, continues from the newest complete step with the
 // losses of an uninterrupted run.
 #include <fcntl.h>
@@ -225,6 +225,48 @@ TEST(DiskFull, AMetricsLineThatDoesNotFitLeavesWholeLinesAndTheRunResumes) {
     ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
     EXPECT_EQ(last_start_step(run), int64_t(partial.steps.size()) / 3 * 3);
     expect_whole_lines(run + "/metrics.jsonl");
+    expect_same_steps(read_run(run), read_run(ref), steps);
+}
+
+// Two ranks on an 8 MiB tmpfs with a checkpoint of about 3 MiB every 2
+// steps: the third save runs out of space while the ranks write their rank
+// files. Every rank exits soon (the ranks agree the save failed; none waits
+// out the collective timeout), non-zero, naming the file and the error; the
+// half-written step is not in place and `latest` names the save before, and
+// with space again --resume auto continues with the uninterrupted losses.
+TEST(DiskFull, ARankFileThatDoesNotFitStopsEveryRankAndTheRunResumes) {
+    if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI";
+    TempDir dir;
+    SmallDisk disk(dir.path(), "size=8m");
+    REQUIRE_SMALL_DISK(disk);
+    const int steps = 8;
+    const std::string ref = dir / "ref", run = disk.path() + "/run";
+    const std::string two = "--save-every 2 --nproc 2 --comm-timeout-s 60";
+    auto base = zt_test::run_command(train_cmd(ref, steps, two));
+    ASSERT_EQ(base.exit_code, 0) << base.output;
+
+    const auto t0 = std::chrono::steady_clock::now();
+    auto full = zt_test::run_command(train_cmd(run, steps, two));
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_NE(full.exit_code, 0) << full.output;
+    EXPECT_TRUE(contains(full.output, "No space left on device")) << full.output;
+    EXPECT_TRUE(contains(full.output, "rank-0000")) << "the error names the rank file\n"
+                                                    << full.output;
+    EXPECT_FALSE(contains(full.output, "timed out")) << full.output;
+    EXPECT_LT(took, 50.0) << "a rank waited for the collective timeout\n" << full.output;
+    std::printf("the 8 MiB disk filled in a rank file; every rank had exited %.1f s after start\n",
+                took);
+    EXPECT_FALSE(fs::exists(run + "/ckpt/step-00000006")) << full.output;
+    EXPECT_EQ(read_text(run + "/ckpt/latest"), "step-00000004\n") << full.output;
+    expect_whole_lines(run + "/metrics.jsonl");
+
+    ASSERT_EQ(disk.remount("size=64m"), "");
+    auto resumed = zt_test::run_command(train_cmd(run, steps, two + " --resume auto"));
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    EXPECT_EQ(last_start_step(run), 4);
+    EXPECT_EQ(read_text(run + "/ckpt/latest"), "step-00000008\n");
+    EXPECT_FALSE(fs::exists(run + "/ckpt/step-00000006.tmp")) << "the stale save is cleaned up";
     expect_same_steps(read_run(run), read_run(ref), steps);
 }
 

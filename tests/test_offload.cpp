@@ -159,7 +159,7 @@ TEST(Offload, TrainingMatchesTheInMemoryRunAndItsCheckpoints) {
                 auto e = nlohmann::json::parse(est.output);
                 ASSERT_TRUE(off.summary.contains("offload")) << what;
                 EXPECT_EQ(off.summary["offload"]["file_bytes"].get<int64_t>(),
-                          e["nvme_optimizer_bytes"].get<int64_t>())
+                          e["offload_bytes"]["nvme_optimizer"].get<int64_t>())
                     << what;
                 for (const auto& rk : off.summary["ranks"])
                     EXPECT_EQ(rk["mem_bytes"]["optimizer"].get<int64_t>(),
@@ -206,7 +206,8 @@ TEST(Offload, ParameterShardsInAFileTrainAsInMemory) {
                 int64_t largest = 0;
                 for (const auto& u : zl.units) largest = std::max(largest, u.shard);
                 const int64_t esize = std::string(precision) == "bf16" ? 2 : 4;
-                EXPECT_EQ(e["nvme_params_bytes"].get<int64_t>(), esize * zl.shard_total) << what;
+                EXPECT_EQ(e["offload_bytes"]["nvme_params"].get<int64_t>(), esize * zl.shard_total)
+                    << what;
                 EXPECT_EQ(e["mem_bytes"]["params"].get<int64_t>(), esize * largest) << what;
                 for (const auto& rk : off.summary["ranks"])
                     EXPECT_EQ(rk["mem_bytes"]["params"].get<int64_t>(),

@@ -451,4 +451,28 @@ TEST(RankFaults, KilledRankIsNamedRing) {
     check_killed_rank_is_named("ring");
 }
 
+// An error every rank finds alike (here a divergence at step 6, at 4 ranks)
+// prints once, from the rank that reported it first, without a source
+// location, the other ranks named after it; none of mpirun's banners about
+// the abort it caused reach the user.
+TEST(RankFaults, AnErrorEveryRankFindsPrintsOnce) {
+    REQUIRE_MPI();
+    TempDir dir;
+    const zt_test::CommandResult r = zt_test::run_command(
+        zt_test::zerotrain_binary() +
+        " train --nproc 4 --data synthetic --steps 30 --lr 1e4 --grad-clip 0 --eval-every 0 "
+        "--sample-tokens 0 --no-save --threads 1 --out " +
+        (dir / "run"));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    size_t copies = 0;
+    for (size_t at = r.output.find("training diverged"); at != std::string::npos;
+         at = r.output.find("training diverged", at + 1))
+        copies++;
+    EXPECT_EQ(copies, 1u) << r.output;
+    EXPECT_TRUE(contains(r.output, "zerotrain: error: rank ")) << r.output;
+    EXPECT_TRUE(contains(r.output, "reported the same error")) << r.output;
+    for (const char* noise : {"engine.cpp", "MPI_ABORT", "help message", "ORTE", "-----"})
+        EXPECT_FALSE(contains(r.output, noise)) << noise << " in:\n" << r.output;
+}
+
 }  // namespace

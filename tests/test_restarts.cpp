@@ -411,6 +411,43 @@ TEST(Restarts, MaxRestartsNeedsNproc) {
     EXPECT_NE(r.exit_code, 0);
     EXPECT_TRUE(contains(r.output, "--max-restarts 1 under an outside launcher (mpirun)"))
         << r.output;
+    EXPECT_TRUE(contains(r.output, "zerotrain supervise")) << r.output;
+}
+
+// Under an outside mpirun, `zerotrain supervise` restarts: rank 1 killed at
+// step 5 of a 4-rank stage-3 run, the job runs again with --resume auto, and
+// the run ends with the losses of an uninterrupted one.
+TEST(Restarts, SuperviseRestartsAnOutsideLaunchersJob) {
+    REQUIRE_MPI();
+    TempDir dir;
+    const int steps = 12;
+    const std::string ref = dir / "ref", run = dir / "run";
+    auto base = zt_test::run_command(train_cmd(ref, 4, steps, "--save-every 3"));
+    ASSERT_EQ(base.exit_code, 0) << base.output;
+
+    std::string train = train_cmd(run, 4, steps, "--save-every 3");
+    const std::string nproc = " --nproc 4";
+    train.erase(train.find(nproc), nproc.size());
+    KilledRun r = run_and_kill(zt_test::zerotrain_binary() +
+                                   " supervise --max-restarts 1 -- mpirun --allow-run-as-root "
+                                   "--oversubscribe --bind-to none -np 4 " +
+                                   train,
+                               run, /*kill_after=*/5, /*victim=*/1);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_TRUE(contains(r.output, "zerotrain: restart 1 of 1 after step ")) << r.output;
+    const std::vector<json> restarts = lines_of_kind(run, "restart");
+    ASSERT_EQ(restarts.size(), 1u) << read_text(run + "/metrics.jsonl");
+    EXPECT_EQ(restarts[0]["reason"], "rank 1 died: SIGKILL");
+    EXPECT_EQ(lines_of_kind(run, "run").size(), 2u);
+    expect_same_steps(read_run(run), read_run(ref), steps);
+
+    // Refused: no command, a command without --out.
+    auto none = zt_test::run_command(zt_test::zerotrain_binary() + " supervise");
+    EXPECT_NE(none.exit_code, 0);
+    auto no_out = zt_test::run_command(zt_test::zerotrain_binary() +
+                                       " supervise -- mpirun -np 2 zerotrain train");
+    EXPECT_NE(no_out.exit_code, 0);
+    EXPECT_TRUE(contains(no_out.output, "names no --out")) << no_out.output;
 }
 
 }  // namespace

@@ -297,6 +297,35 @@ TEST(RunDir, ARunningMultiRankRunRefusesASecond) {
     EXPECT_EQ(read_run(run).summary["stopped_by"], "SIGTERM");
 }
 
+// A terminal's Ctrl-C reaches the launcher's whole process group (here made
+// with setsid, as a shell makes one for a job). The ranks still stop cleanly:
+// the step finishes, a checkpoint is saved, the run says SIGINT, and none of
+// mpirun's notes about forwarding the signal or the ranks' non-zero exits
+// reach the user.
+TEST(RunDir, CtrlCOnAMultiRankLauncherStopsCleanlyAsSigint) {
+    if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI";
+    TempDir dir;
+    const std::string run = dir / "run";
+    const std::string log = dir / "log";
+    ASSERT_TRUE(zt_test::start_and_wait_for(
+        "setsid " + zt_test::zerotrain_binary() + " " + train_args(run, 1000000, "--nproc 2"), log,
+        [&] { return read_run(run).steps.size() >= 1; }, 120))
+        << read_text(log);
+    const int64_t launcher = nlohmann::json::parse(read_text(run + "/.lock"))["launcher_pid"];
+    ASSERT_EQ(::getpgid(pid_t(launcher)), pid_t(launcher)) << "setsid made no process group";
+    ::kill(-pid_t(launcher), SIGINT);
+    EXPECT_EQ(zt_test::wait_exit_code(log, 120), 128 + SIGINT) << read_text(log);
+    const RunLog stopped = read_run(run);
+    EXPECT_EQ(stopped.summary["stopped_by"], "SIGINT");
+    EXPECT_TRUE(
+        fs::exists(stopped.summary["last_checkpoint"].get<std::string>() + "/manifest.json"))
+        << stopped.summary.dump();
+    const std::string out = read_text(log);
+    EXPECT_NE(out.find("stopped by SIGINT after step"), std::string::npos) << out;
+    for (const char* noise : {"Forwarding signal", "non-zero", "-----"})
+        EXPECT_EQ(out.find(noise), std::string::npos) << noise << " in:\n" << out;
+}
+
 // ---- a resume never rewrites a newer history silently -----------------------------
 
 struct SixSteps {

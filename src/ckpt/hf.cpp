@@ -364,11 +364,16 @@ void export_hf(const ModelConfig& cfg, const ReadUnitFn& read_unit, const std::s
 
     std::vector<float> unit_buf(static_cast<size_t>(max_unit));  // (max unit numel,) reused
     TensorEmitter emit(w, options.dtype);
+    const int64_t esize = bf16 ? 2 : 4;
+    int64_t bytes_done = 0;
     for (int u = 0; u < layout.n_units(); ++u) {
         read_unit(u, unit_buf.data());
         for (const TensorSpec& t : layout.units[size_t(u)].tensors)
             emit.emit(t.name, unit_buf.data() + t.offset, t.numel, is_conv1d_weight(cfg, t.name),
                       t.shape);
+        bytes_done += esize * layout.units[size_t(u)].numel;
+        if (options.progress)
+            options.progress(u + 1, layout.n_units(), bytes_done, esize * layout.total_numel);
     }
     w.finish();
     fsync_dir(tmp.path());

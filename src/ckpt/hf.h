@@ -34,6 +34,9 @@ struct ExportOptions {
     DType dtype = DType::f32;  // f32 or bf16 (round to nearest even); f16 is refused
     int bos_token_id = -1;     // written to config.json when >= 0
     int eos_token_id = -1;     // written to config.json when >= 0
+    // Called after each unit is in the file: units and tensor bytes written
+    // so far, of the totals.
+    std::function<void(int units_done, int units, int64_t bytes_done, int64_t bytes)> progress;
 };
 
 // Fills out (unit numel,) with unit `unit`'s full parameters in layout order

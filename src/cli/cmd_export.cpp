@@ -1,5 +1,6 @@
 // zerotrain export: a checkpoint (any world size, any stage) as a Hugging Face
 // folder, consolidated unit by unit so memory stays at one unit's tensors.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -8,6 +9,7 @@
 #include "ckpt/hf.h"
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/units.h"
 #include "prof/timer.h"
 
 namespace zt::cli {
@@ -42,6 +44,17 @@ void run_export(const ExportArgs& a) {
         opt.bos_token_id = 1;
         opt.eos_token_id = 2;
     }
+    // Progress on stderr at most once a second, so a small export prints none.
+    double last = t0;
+    opt.progress = [&](int units_done, int units, int64_t bytes_done, int64_t bytes) {
+        const double now = now_seconds();
+        if (now - last < 1.0 || units_done == units) return;
+        last = now;
+        const double rate = double(bytes_done) / std::max(now - t0, 1e-9);
+        std::fprintf(stderr, "export: %.0f%% of %s (%d/%d units), %.1f s, ETA %.0f s\n",
+                     100.0 * double(bytes_done) / double(bytes), human_bytes(bytes).c_str(),
+                     units_done, units, now - t0, double(bytes - bytes_done) / std::max(rate, 1.0));
+    };
     export_hf(
         cfg, [&](int unit, float* out) { ckpt.read_unit(unit, Checkpoint::Part::params, out); },
         a.out, opt);

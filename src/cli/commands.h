@@ -38,5 +38,7 @@ void add_sweep_command(CLI::App& app);
 void add_advise_command(CLI::App& app);
 // zerotrain plot (src/cli/cmd_plot.cpp)
 void add_plot_command(CLI::App& app);
+// zerotrain supervise (src/cli/cmd_supervise.cpp)
+void add_supervise_command(CLI::App& app);
 
 }  // namespace zt::cli

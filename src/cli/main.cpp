@@ -123,6 +123,7 @@ int run(int argc, char** argv) {
     zt::cli::add_sweep_command(app);
     zt::cli::add_advise_command(app);
     zt::cli::add_plot_command(app);
+    zt::cli::add_supervise_command(app);
 
     // A first word that is no subcommand is a misspelt one: CLI11 would only
     // say that a subcommand is required.

@@ -209,7 +209,22 @@ std::string death_of(const std::string& line) {
     return "";
 }
 
+// The world size the newest run line of RUN_DIR/metrics.jsonl records (its
+// config's nproc, the resolved world); 1 when there is none.
+int world_of_run(const std::string& run_dir) {
+    int world = 1;
+    std::ifstream f(metrics_path(run_dir), std::ios::binary);
+    for (std::string line; std::getline(f, line);) {
+        if (line.rfind("{\"kind\":\"run\"", 0) != 0) continue;
+        auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (j.is_object() && j.contains("config") && j["config"].value("nproc", 0) >= 1)
+            world = j["config"]["nproc"].get<int>();
+    }
+    return world;
+}
+
 Verdict judge(const Attempt& a, int attempt, int nproc) {
+    if (nproc <= 0) nproc = world_of_run(a.run_dir);
     const int s = a.status;
     if (s == 128 + SIGINT || s == 128 + SIGTERM)
         return {false, strprintf("it was stopped by %s", signal_name(s - 128).c_str())};
@@ -267,9 +282,9 @@ void check_restart_launch(const TrainConfig& cfg) {
     if (under_launcher()) {
         // The ranks our own --nproc started carry the flag too.
         ZT_CHECK(std::getenv("ZT_LAUNCHER_PID") != nullptr,
-                 "--max-restarts %d under an outside launcher (%s): zerotrain restarts only "
-                 "the ranks it starts itself; use --nproc N without mpirun/srun, or the "
-                 "launcher's own restarts",
+                 "--max-restarts %d under an outside launcher (%s): a rank cannot restart "
+                 "its job; use --nproc N without mpirun/srun, or run the launcher under "
+                 "zerotrain supervise --max-restarts K -- mpirun ... zerotrain train ...",
                  cfg.max_restarts, discover_ranks().source.c_str());
         return;
     }

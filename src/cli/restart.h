@@ -1,5 +1,7 @@
 // `zerotrain train --nproc N --max-restarts R`: the launching process runs the
 // job again with --resume auto when a rank died or hung, at most R times.
+// `zerotrain supervise --max-restarts R -- LAUNCHER ...` does the same for an
+// outside launcher's command (cli/cmd_supervise.cpp).
 //
 // A failed attempt is restarted only when its ranks did not fail by
 // themselves: a rank died (mpirun or the launcher names it, with its signal)
@@ -36,7 +38,7 @@ using LaunchAttempt =
 
 struct RestartOptions {
     int max_restarts = 0;
-    int nproc = 0;
+    int nproc = 0;  // 0: the world size RUN_DIR/metrics.jsonl's run line records
     // Where the run writes when the command says (--out, or --fork's NEW_OUT);
     // "" when rank 0 picks the default, learned from the launcher's report.
     std::string run_dir;

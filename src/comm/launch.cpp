@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -115,12 +116,28 @@ bool under_launcher() {
 namespace {
 
 volatile pid_t g_launcher_child = 0;
-volatile std::sig_atomic_t g_launcher_signal = 0;
+volatile std::sig_atomic_t g_launcher_signal = 0;   // the first stop signal
+volatile std::sig_atomic_t g_launcher_signals = 0;  // how many came
 
-extern "C" void forward_stop_signal(int sig, siginfo_t* info, void*) {
-    g_launcher_signal = sig;
-    // Sent by the kernel for a terminal (si_code > 0): mpirun got it too.
-    if (info && info->si_code <= 0 && g_launcher_child > 0) kill(g_launcher_child, SIGTERM);
+// mpirun runs in its own process group, so a terminal's Ctrl-C reaches this
+// process alone, and each stop signal is passed on here. The first asks the
+// ranks to stop cleanly: mpirun passes SIGUSR1 and SIGUSR2 to every rank,
+// which take them for SIGINT and SIGTERM (train/stop_signal.h), where a
+// SIGINT or SIGTERM would make mpirun end the ranks a second later, in the
+// middle of their checkpoint. The second ends the job through mpirun; the
+// third kills its process group.
+extern "C" void forward_stop_signal(int sig, siginfo_t*, void*) {
+    const int n = g_launcher_signals + 1;
+    g_launcher_signals = n;
+    if (g_launcher_signal == 0) g_launcher_signal = sig;
+    const pid_t child = g_launcher_child;
+    if (child <= 0) return;
+    if (n == 1)
+        kill(child, sig == SIGINT ? SIGUSR1 : SIGUSR2);
+    else if (n == 2)
+        kill(child, SIGTERM);
+    else
+        kill(-child, SIGKILL);
 }
 
 double monotonic_now() {
@@ -142,8 +159,13 @@ struct ReportedDeath {
     int signal = 0;
 };
 
-// Copies mpirun's stderr (its own messages and the ranks') to ours as it
-// arrives, and picks out the deaths mpirun reports.
+// Copies mpirun's stderr (its own messages and the ranks') to ours a line at
+// a time, and picks out the deaths mpirun reports. What would repeat is said
+// once: an error that several ranks report alike prints from the first rank
+// to report it, and the rest are named at the end; once a rank has said why
+// the job ended (or the user stopped it), mpirun's own banners about the
+// abort or the non-zero exits it caused are dropped. mpirun's notes of
+// deaths and anything else pass unchanged.
 class StderrRelay {
   public:
     explicit StderrRelay(int fd) : fd_(fd), thread_([this] { run(); }) {}
@@ -156,6 +178,23 @@ class StderrRelay {
         done_ = true;
         thread_.join();
         ::close(fd_);
+        if (!block_.empty()) emit(block_);  // a banner mpirun did not close
+        block_.clear();
+        if (!line_.empty()) emit(line_);
+        line_.clear();
+        for (auto& [message, ranks] : repeated_) {
+            if (ranks.empty()) continue;
+            std::sort(ranks.begin(), ranks.end());
+            std::string who;
+            for (size_t i = 0; i < ranks.size(); i++)
+                who += strprintf("%s%d",
+                                 i == 0                  ? ""
+                                 : i + 1 == ranks.size() ? " and "
+                                                         : ", ",
+                                 ranks[i]);
+            emit(strprintf("zerotrain: (rank%s %s reported the same error)\n",
+                           ranks.size() > 1 ? "s" : "", who.c_str()));
+        }
         return deaths_;
     }
     // After finish(): mpirun said a rank aborted the job or exited non-zero.
@@ -170,48 +209,140 @@ class StderrRelay {
             if (r < 0 && errno == EINTR) continue;
             if (r < 0) return;
             if (r == 0) {
+                flush_partial_line();
                 if (done_) return;
                 continue;
             }
             ssize_t n = ::read(fd_, buf, sizeof buf);
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) return;  // every writer closed it
-            for (ssize_t off = 0; off < n;) {
-                ssize_t w = ::write(2, buf + off, size_t(n - off));
-                if (w < 0 && errno == EINTR) continue;
-                if (w <= 0) break;
-                off += w;
+            for (ssize_t i = 0; i < n; i++) {
+                line_ += buf[i];
+                if (buf[i] == '\n') {
+                    on_line(line_);
+                    line_.clear();
+                    partial_ = false;
+                }
             }
-            scan(buf, size_t(n));
         }
     }
 
-    void scan(const char* p, size_t n) {
-        for (size_t i = 0; i < n; i++) {
-            if (p[i] != '\n') {
-                if (line_.size() < 4096) line_ += p[i];
-                continue;
-            }
-            size_t at = line_.find("process rank ");
-            ReportedDeath d;
-            if (at != std::string::npos &&
-                std::sscanf(line_.c_str() + at,
-                            "process rank %d with PID %ld on node %*s exited on signal %d", &d.rank,
-                            &d.pid, &d.signal) == 3)
-                deaths_.push_back(d);
-            // A rank ended the job itself (and printed why).
-            if (line_.find("MPI_ABORT was invoked") != std::string::npos ||
-                line_.find("non-zero") != std::string::npos)
-                rank_failed_ = true;
-            line_.clear();
+    static void emit(const std::string& text) {
+        for (size_t off = 0; off < text.size();) {
+            ssize_t w = ::write(2, text.data() + off, text.size() - off);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) break;
+            off += size_t(w);
         }
+    }
+
+    static bool starts_with(const std::string& s, const char* prefix) {
+        return s.rfind(prefix, 0) == 0;
+    }
+
+    // A line still without its end after a pause (a rank's progress without
+    // a newline) is passed on as it is, unless it may be one to hold back.
+    void flush_partial_line() {
+        if (line_.empty() || !block_.empty()) return;
+        if (!partial_ && (starts_with(line_, "zerotrain: error") || starts_with(line_, "-") ||
+                          starts_with(line_, "[") || starts_with(line_, "mpirun") ||
+                          starts_with(line_, "Set MCA")))
+            return;
+        emit(line_);
+        line_.clear();
+        partial_ = true;
+    }
+
+    // Open MPI's banners are framed by lines of dashes.
+    static bool is_rule(const std::string& line) {
+        return line.size() >= 21 && line.find_first_not_of('-') == line.size() - 1 &&
+               line.back() == '\n';
+    }
+
+    void on_line(const std::string& line) {
+        scan(line);
+        if (partial_) {  // the rest of a line already passed on
+            emit(line);
+            return;
+        }
+        if (!block_.empty()) {
+            block_ += line;
+            if (is_rule(line)) {
+                if (!said_why() || !is_abort_banner(block_)) emit(block_);
+                block_.clear();
+            }
+            return;
+        }
+        if (is_rule(line)) {
+            block_ = line;
+            return;
+        }
+        // mpirun says it passed on the launcher's stop signal; the ranks say
+        // they stopped.
+        if (line.find(": Forwarding signal ") != std::string::npos &&
+            (starts_with(line, "mpi") || starts_with(line, "orterun")))
+            return;
+        // Its notes on help messages it aggregated, and the errors its
+        // helper logs when several ranks abort at once.
+        if (said_why() && (line.find("sent help message") != std::string::npos ||
+                           line.find("orte_base_help_aggregate") != std::string::npos ||
+                           line.find("ORTE_ERROR_LOG") != std::string::npos))
+            return;
+        if (starts_with(line, "zerotrain: error: rank ")) {
+            // "zerotrain: error: rank R: message" or "... rank R, file:line: message".
+            const char* rest = line.c_str() + std::strlen("zerotrain: error: rank ");
+            char* end = nullptr;
+            const long rank = std::strtol(rest, &end, 10);
+            const size_t colon = line.find(": ", size_t(end - line.c_str()));
+            if (end != rest && colon != std::string::npos) {
+                error_seen_ = true;
+                const std::string message = line.substr(colon + 2);
+                auto it = repeated_.find(message);
+                if (it != repeated_.end()) {
+                    it->second.push_back(int(rank));
+                    return;
+                }
+                repeated_[message] = {};
+            }
+        }
+        emit(line);
+    }
+
+    // A rank printed its error, or the user asked the job to stop.
+    bool said_why() const { return error_seen_ || g_launcher_signal != 0; }
+
+    // The abort a rank's error caused, or the job ending on the ranks'
+    // non-zero exits (a stop ends each rank with 128 + signal).
+    static bool is_abort_banner(const std::string& block) {
+        return block.find("MPI_ABORT was invoked") != std::string::npos ||
+               block.find("returned\na non-zero exit code") != std::string::npos ||
+               block.find("exited with non-zero status") != std::string::npos;
+    }
+
+    void scan(const std::string& line) {
+        size_t at = line.find("process rank ");
+        ReportedDeath d;
+        if (at != std::string::npos &&
+            std::sscanf(line.c_str() + at,
+                        "process rank %d with PID %ld on node %*s exited on signal %d", &d.rank,
+                        &d.pid, &d.signal) == 3)
+            deaths_.push_back(d);
+        // A rank ended the job itself (and printed why).
+        if (line.find("MPI_ABORT was invoked") != std::string::npos ||
+            line.find("non-zero") != std::string::npos)
+            rank_failed_ = true;
     }
 
     int fd_;
     std::atomic<bool> done_{false};
-    std::string line_;
-    std::vector<ReportedDeath> deaths_;  // relay thread until finish()
-    bool rank_failed_ = false;           // relay thread until finish()
+    // Relay thread until finish(), then finish()'s.
+    std::string line_;      // the line being read
+    bool partial_ = false;  // line_'s start was passed on already
+    std::string block_;     // a banner being read, from its first rule
+    bool error_seen_ = false;
+    std::map<std::string, std::vector<int>> repeated_;  // message -> the other ranks reporting it
+    std::vector<ReportedDeath> deaths_;
+    bool rank_failed_ = false;
     std::thread thread_;
 };
 
@@ -457,7 +588,9 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
     std::vector<std::string> args;
     if (network) args = network->mpirun_prefix;
     args.insert(args.end(),
-                {ZT_MPIEXEC, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"});
+                {ZT_MPIEXEC, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+                 // In its own process group mpirun must not read the terminal.
+                 "--stdin", "none"});
     if (!network) {
         args.insert(args.end(), {"-np", std::to_string(nproc)});
         args.insert(args.end(), rank_args.begin(), rank_args.end());
@@ -507,21 +640,26 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
         ZT_FAIL("--nproc: fork failed: %s", std::strerror(fork_errno));
     }
     if (pid == 0) {
-        dup2(err_pipe[1], 2);  // dup2 clears O_CLOEXEC on the copy
+        setpgid(0, 0);
+        // mpirun, and with it the ranks, end when this process dies.
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() == 1) std::_Exit(127);  // it died before the line above
+        dup2(err_pipe[1], 2);                 // dup2 clears O_CLOEXEC on the copy
         execve(cargs[0], cargs.data(), cenv.data());
         std::fprintf(stderr, "zerotrain: error: --nproc: cannot run %s: %s\n", cargs[0],
                      std::strerror(errno));
         std::_Exit(127);
     }
+    setpgid(pid, pid);  // as the child does, whichever runs first
     ::close(err_pipe[1]);
     StderrRelay relay(err_pipe[0]);
     RankWatch watch(job_dir, nproc);
-    // While the ranks run, SIGINT/SIGTERM sent to this process are passed to
-    // mpirun as SIGTERM, which it forwards to every rank: the ranks stop
-    // cleanly (finish the step, save a checkpoint). A terminal's Ctrl-C
-    // reaches mpirun itself (same process group) and is not passed twice.
+    // While the ranks run, SIGINT/SIGTERM sent to this process (a terminal's
+    // Ctrl-C included) reach every rank as a clean stop: it finishes the step
+    // and saves a checkpoint (forward_stop_signal).
     g_launcher_child = pid;
     g_launcher_signal = 0;
+    g_launcher_signals = 0;
     struct sigaction sa {
     }, old_int{}, old_term{};
     sa.sa_sigaction = forward_stop_signal;

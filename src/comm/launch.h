@@ -45,10 +45,13 @@ using LaunchNotes = std::function<std::string(const std::string& run_dir)>;
 // Runs `ZT_MPIEXEC --allow-run-as-root --oversubscribe --bind-to none -np N
 // /path/to/this/exe argv[1..]` with `--nproc N` / `--nproc=N` removed from
 // argv, waits, and returns its exit status (128 + signal when it was killed).
-// SIGINT/SIGTERM sent to this process while it waits reach the ranks as
-// SIGTERM through mpirun (a clean stop), and the status is then 128 + signal.
-// mpirun's stderr passes through this process, which reads the deaths it
-// reports. When the job fails otherwise, prints to stderr which rank died
+// mpirun runs in its own process group, without stdin. SIGINT/SIGTERM sent
+// to this process while it waits (a terminal's Ctrl-C too) reach the ranks
+// as SIGUSR1/SIGUSR2 through mpirun, which they take for SIGINT/SIGTERM (a
+// clean stop); a second one ends the job, a third kills it; the status is
+// then 128 + the first signal. mpirun's stderr passes through this process,
+// which reads the deaths it reports and says once what several ranks report
+// alike. When the job fails otherwise, prints to stderr which rank died
 // (pid, signal) or, after a collective timeout, the hang diagnosis
 // (diagnose_hang), then notes(run_dir) when rank 0 had a run directory.
 // With `network` (comm/netns.h), mpirun runs under its prefix with its

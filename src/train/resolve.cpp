@@ -15,6 +15,7 @@
 
 #include "ckpt/hf.h"
 #include "core/check.h"
+#include "core/units.h"
 #include "data/default_corpus.h"
 #include "data/loader.h"
 #include "data/synthetic.h"
@@ -258,13 +259,6 @@ void check_validation_fits(const TrainConfig& cfg, const TokenSource& val, int w
              "--eval-tokens %lld covers fewer than %d batches of %d x %d tokens (one per rank); "
              "use --eval-tokens %lld or more",
              (long long)cfg.eval_tokens, world, B, T, (long long)(int64_t(world) * B * T));
-}
-
-std::string human_bytes(int64_t b) {
-    const double gib = double(int64_t(1) << 30), mib = double(int64_t(1) << 20);
-    if (double(b) >= gib) return strprintf("%.2f GiB", double(b) / gib);
-    if (double(b) >= mib) return strprintf("%.2f MiB", double(b) / mib);
-    return strprintf("%.1f KiB", double(b) / 1024.0);
 }
 
 // The checkpoints the run will write must fit in the free space of the

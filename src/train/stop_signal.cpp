@@ -3,6 +3,9 @@
 #include "train/stop_signal.h"
 
 #include <csignal>
+#include <cstdlib>
+
+#include "comm/job.h"
 
 namespace zt {
 
@@ -11,7 +14,7 @@ namespace {
 volatile std::sig_atomic_t g_stop_signal = 0;
 
 extern "C" void record_stop_signal(int sig) {
-    g_stop_signal = sig;
+    g_stop_signal = sig == SIGUSR1 ? SIGINT : sig == SIGUSR2 ? SIGTERM : sig;
 }
 
 }  // namespace
@@ -24,11 +27,20 @@ StopSignals::StopSignals() {
     sa.sa_flags = SA_RESETHAND;
     sigaction(SIGINT, &sa, &old_int_);
     sigaction(SIGTERM, &sa, &old_term_);
+    launched_ = std::getenv(kJobDirEnv) != nullptr;
+    if (launched_) {
+        sigaction(SIGUSR1, &sa, &old_usr1_);
+        sigaction(SIGUSR2, &sa, &old_usr2_);
+    }
 }
 
 StopSignals::~StopSignals() {
     sigaction(SIGINT, &old_int_, nullptr);
     sigaction(SIGTERM, &old_term_, nullptr);
+    if (launched_) {
+        sigaction(SIGUSR1, &old_usr1_, nullptr);
+        sigaction(SIGUSR2, &old_usr2_, nullptr);
+    }
 }
 
 int StopSignals::received() {

@@ -1,6 +1,8 @@
 // A clean stop on SIGINT/SIGTERM: the step in progress finishes, every rank
 // agrees on it, a checkpoint is saved, and the run ends. A second signal
-// kills as usual (SA_RESETHAND).
+// kills as usual (SA_RESETHAND). A rank of `--nproc N` also takes SIGUSR1 for
+// SIGINT and SIGUSR2 for SIGTERM: its launcher stops the job with those,
+// which mpirun passes to every rank without ending them (comm/launch.h).
 #pragma once
 
 #include <csignal>
@@ -22,6 +24,9 @@ class StopSignals {
   private:
     struct sigaction old_int_ {};
     struct sigaction old_term_ {};
+    struct sigaction old_usr1_ {};
+    struct sigaction old_usr2_ {};
+    bool launched_ = false;  // a rank of --nproc N: SIGUSR1/2 handled too
 };
 
 // "SIGINT", "SIGTERM" or "a signal".

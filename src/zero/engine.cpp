@@ -160,15 +160,17 @@ StepResult Engine::step(float lr, int64_t step) {
         const std::string weight = first_nonfinite_weight();
         const std::string grad = first_nonfinite_gradient();
         r.nonfinite = !weight.empty() ? "weights of " + weight : "gradient of " + grad;
-        ZT_CHECK(opt_.skip_nonfinite,
-                 "gradient norm is %g at step %lld: training diverged; %s (try a lower --lr or "
-                 "--grad-clip, or --on-nonfinite skip)",
-                 r.grad_norm, (long long)step,
-                 (!weight.empty() ? "the weights of " + weight + " hold a non-finite value"
-                                  : "every weight is finite; the first non-finite gradient in "
-                                    "backward order is " +
-                                        grad)
-                     .c_str());
+        // The run's data and settings diverged, not the engine: no source location.
+        ZT_USER_CHECK(
+            opt_.skip_nonfinite,
+            "gradient norm is %g at step %lld: training diverged; %s (try a lower --lr or "
+            "--grad-clip, or --on-nonfinite skip)",
+            r.grad_norm, (long long)step,
+            (!weight.empty() ? "the weights of " + weight + " hold a non-finite value"
+                             : "every weight is finite; the first non-finite gradient in "
+                               "backward order is " +
+                                   grad)
+                .c_str());
         r.skipped = true;
         return r;
     }

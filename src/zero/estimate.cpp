@@ -14,18 +14,18 @@
 namespace zt {
 
 MemoryEstimate estimate_memory(const EstimateInput& in) {
-    ZT_CHECK(in.stage >= 0 && in.stage <= 3, "--zero-stage %d: expected 0 to 3", in.stage);
-    ZT_CHECK(in.world >= 1, "--world-size %d: must be >= 1", in.world);
-    ZT_CHECK(in.precision == "fp32" || in.precision == "bf16",
-             "--precision '%s': expected fp32 or bf16", in.precision.c_str());
+    ZT_USER_CHECK(in.stage >= 0 && in.stage <= 3, "--zero-stage %d: expected 0 to 3", in.stage);
+    ZT_USER_CHECK(in.world >= 1, "--world-size %d: must be >= 1", in.world);
+    ZT_USER_CHECK(in.precision == "fp32" || in.precision == "bf16",
+                  "--precision '%s': expected fp32 or bf16", in.precision.c_str());
     ModelLayout ml = model_layout(in.model);
     ZeroLayout zl = make_zero_layout(ml, in.world);
     const StagePolicy& policy = stage_policy(in.stage);
     const bool bf16 = in.precision == "bf16";
     const std::string grad_dtype = in.grad_dtype.empty() ? in.precision : in.grad_dtype;
-    ZT_CHECK(grad_dtype == "fp32" || (grad_dtype == "bf16" && bf16),
-             "gradient dtype '%s': expected fp32, or bf16 with --precision bf16",
-             grad_dtype.c_str());
+    ZT_USER_CHECK(grad_dtype == "fp32" || (grad_dtype == "bf16" && bf16),
+                  "gradient dtype '%s': expected fp32, or bf16 with --precision bf16",
+                  grad_dtype.c_str());
     const int64_t full = zl.full_padded, shard = zl.shard_total;
     const int64_t wbytes = bf16 ? 2 : 4;                  // compute copy
     const int64_t gbytes = grad_dtype == "bf16" ? 2 : 4;  // gradients
@@ -34,9 +34,10 @@ MemoryEstimate estimate_memory(const EstimateInput& in) {
     e.params = wbytes * (policy.params_sharded ? shard : full);
     e.grads = gbytes * (policy.grads_sharded ? shard : full);
     e.optimizer = obytes * (policy.optimizer_sharded ? shard : full);
-    ZT_CHECK(in.offload_optimizer == "none" || in.offload_optimizer == "cpu" ||
-                 in.offload_optimizer == "nvme",
-             "--offload-optimizer '%s': expected none, cpu or nvme", in.offload_optimizer.c_str());
+    ZT_USER_CHECK(in.offload_optimizer == "none" || in.offload_optimizer == "cpu" ||
+                      in.offload_optimizer == "nvme",
+                  "--offload-optimizer '%s': expected none, cpu or nvme",
+                  in.offload_optimizer.c_str());
     if (in.offload_optimizer == "cpu") {
         e.host_optimizer = e.optimizer;
         e.optimizer = 0;
@@ -47,12 +48,12 @@ MemoryEstimate estimate_memory(const EstimateInput& in) {
         e.optimizer =
             offload_window_ledger_bytes(arrays, n, in.offload_tile_elements, in.offload_window);
     }
-    ZT_CHECK(in.offload_params == "none" || in.offload_params == "cpu" ||
-                 in.offload_params == "nvme",
-             "--offload-params '%s': expected none, cpu or nvme", in.offload_params.c_str());
-    ZT_CHECK(in.offload_params == "none" || in.stage == 3,
-             "--offload-params %s: parameter offload needs --zero-stage 3 (now %d)",
-             in.offload_params.c_str(), in.stage);
+    ZT_USER_CHECK(
+        in.offload_params == "none" || in.offload_params == "cpu" || in.offload_params == "nvme",
+        "--offload-params '%s': expected none, cpu or nvme", in.offload_params.c_str());
+    ZT_USER_CHECK(in.offload_params == "none" || in.stage == 3,
+                  "--offload-params %s: parameter offload needs --zero-stage 3 (now %d)",
+                  in.offload_params.c_str(), in.stage);
     const bool params_in_file = in.offload_params == "nvme";
     if (params_in_file) {
         int64_t largest_shard = 0;
@@ -73,9 +74,9 @@ MemoryEstimate estimate_memory(const EstimateInput& in) {
     // more than the whole model.
     e.buffers += gbytes * reduce_transient_elements(zl, policy, in.reduce_bucket_elements,
                                                     GradReducerOptions().staging_slots);
-    e.buffers += wbytes * gather_transient_elements(zl, policy, in.gather_bucket_elements,
-                                                    ParamStoreOptions().staging_slots,
-                                                    params_in_file);
+    e.buffers +=
+        wbytes * gather_transient_elements(zl, policy, in.gather_bucket_elements,
+                                           ParamStoreOptions().staging_slots, params_in_file);
     if (policy.params_sharded) {
         int64_t largest = 0;
         for (const auto& u : zl.units) largest = std::max(largest, u.padded);
