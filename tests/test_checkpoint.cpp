@@ -4,7 +4,6 @@
 // through a Hugging Face export.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -20,6 +19,7 @@
 #include "core/sha256.h"
 #include "model/config.h"
 #include "model/layout.h"
+#include "test_jobs.h"
 #include "test_util.h"
 
 namespace {
@@ -30,11 +30,6 @@ using zt_test::RunLog;
 using zt_test::start_and_wait_for;
 using zt_test::TempDir;
 using zt_test::wait_exit_code;
-
-#define REQUIRE_MPI()                                              \
-    do {                                                           \
-        if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI"; \
-    } while (0)
 
 // Small, fast runs: test-tiny, 2 sequences of 32 tokens a rank, synthetic data.
 std::string train_cmd(const std::string& out, int nproc, int stage, int micro_batch, int steps,
@@ -213,16 +208,10 @@ TEST(Checkpoint, ResumeDropsATornLastMetricsLine) {
 // refused before it starts): the run stops with an error naming the file,
 // which holds only whole lines.
 TEST(Checkpoint, FullDiskLeavesOnlyWholeMetricsLines) {
-    if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
     TempDir dir;
-    const std::string small = dir / "small";
-    fs::create_directories(small);
-    if (mount("tmpfs", small.c_str(), "tmpfs", 0, "size=64k") != 0)
-        GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
-    struct Unmount {
-        std::string p;
-        ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
-    } unmount{small};
+    zt_test::SmallDisk disk(dir.path(), "size=64k");
+    REQUIRE_SMALL_DISK(disk);
+    const std::string small = disk.path();
     const std::string run = small + "/run";
     auto res = zt_test::run_command(train_cmd(run, 1, 0, 2, 2000, "--sample-tokens 0 --no-save"));
     EXPECT_NE(res.exit_code, 0) << res.output;

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "test_jobs.h"
 #include "test_util.h"
 
 namespace {
@@ -28,54 +29,10 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using zt_test::read_run;
+using zt_test::read_text;
 using zt_test::RunLog;
+using zt_test::SmallDisk;
 using zt_test::TempDir;
-
-// A tmpfs mounted at a directory of `parent` while the object lives.
-class SmallDisk {
-  public:
-    SmallDisk(const std::string& parent, const std::string& options) : path_(parent + "/small") {
-        if (geteuid() != 0) {
-            why_not_ = "mounting a small tmpfs needs root";
-            return;
-        }
-        fs::create_directories(path_);
-        if (mount("tmpfs", path_.c_str(), "tmpfs", 0, options.c_str()) != 0) {
-            why_not_ = "cannot mount a tmpfs (" + options + ") here: " + std::strerror(errno);
-            return;
-        }
-        mounted_ = true;
-    }
-    ~SmallDisk() {
-        if (mounted_) umount2(path_.c_str(), MNT_DETACH);
-    }
-    SmallDisk(const SmallDisk&) = delete;
-    SmallDisk& operator=(const SmallDisk&) = delete;
-    bool mounted() const { return mounted_; }
-    const std::string& why_not() const { return why_not_; }
-    const std::string& path() const { return path_; }
-    // Mounted again with other options (more space): "" or the error.
-    std::string remount(const std::string& options) {
-        if (mount("tmpfs", path_.c_str(), "tmpfs", MS_REMOUNT, options.c_str()) != 0)
-            return std::strerror(errno);
-        return "";
-    }
-
-  private:
-    std::string path_;
-    std::string why_not_;
-    bool mounted_ = false;
-};
-
-#define REQUIRE_SMALL_DISK(disk)                                 \
-    do {                                                         \
-        if (!(disk).mounted()) GTEST_SKIP() << (disk).why_not(); \
-    } while (0)
-
-std::string read_text(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-}
 
 bool contains(const std::string& text, const std::string& part) {
     return text.find(part) != std::string::npos;

@@ -5,7 +5,6 @@
 // and world size, across resumes), the state really leaves RAM, and a disk too
 // small is refused before training, naming the path.
 #include <gtest/gtest.h>
-#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -15,6 +14,7 @@
 
 #include "model/config.h"
 #include "model/layout.h"
+#include "test_jobs.h"
 #include "test_util.h"
 #include "zero/layout.h"
 #include "zero/offload.h"
@@ -276,16 +276,10 @@ TEST(Offload, OptimizerStateLeavesRam) {
 // refused before the first step, naming the path, and leaves the run's last
 // checkpoint as it was: it resumes afterwards.
 TEST(Offload, DiskTooSmallIsRefusedBeforeTraining) {
-    if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
     TempDir dir;
-    const std::string small = dir / "small";
-    std::filesystem::create_directories(small);
-    if (mount("tmpfs", small.c_str(), "tmpfs", 0, "size=4m") != 0)
-        GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
-    struct Unmount {
-        std::string p;
-        ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
-    } unmount{small};
+    zt_test::SmallDisk disk(dir.path(), "size=4m");
+    REQUIRE_SMALL_DISK(disk);
+    const std::string small = disk.path();
     train(dir / "run", 1, 0, "--save-every 2", 2, "tiny");
     const std::string ck = dir / "run/ckpt/step-00000002";
     const std::string before = read_file(ck + "/rank-00000-of-00001.safetensors");

@@ -2,7 +2,6 @@
 // before mpirun starts any rank: one error line without a rank prefix, no
 // MPI banner, and no run directory left behind.
 #include <gtest/gtest.h>
-#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "test_jobs.h"
 #include "test_util.h"
 
 namespace {
@@ -118,16 +118,10 @@ TEST(Prelaunch, KeepBestWithoutAValidationSplitIsRefused) {
 // refused before launch, with what they need and what is free.
 TEST(Prelaunch, CheckpointsThatCannotFitTheDiskAreRefused) {
     if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI";
-    if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
     TempDir dir;
-    const std::string small = dir / "small";
-    fs::create_directories(small);
-    if (mount("tmpfs", small.c_str(), "tmpfs", 0, "size=64k") != 0)
-        GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
-    struct Unmount {
-        std::string p;
-        ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
-    } unmount{small};
+    zt_test::SmallDisk disk(dir.path(), "size=64k");
+    REQUIRE_SMALL_DISK(disk);
+    const std::string small = disk.path();
     expect_refused_before_launch(
         "--data synthetic --seq-len 32 --micro-batch 2", small + "/run",
         "--out " + small + "/run: the checkpoints of this run need 2.89 MiB");

@@ -24,12 +24,19 @@
 
 #include "comm/flight.h"
 #include "comm/queued.h"
+#include "test_jobs.h"
 #include "test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using zt_test::BackgroundRun;
+using zt_test::descendants;
+using zt_test::now_s;
+using zt_test::rank_pid;
+using zt_test::read_text;
+using zt_test::running;
 using zt_test::TempDir;
 
 // ---- the ring and the diagnosis, from crafted records --------------------------------
@@ -163,24 +170,9 @@ TEST(HangDiagnosis, EveryRankInTheSameCollectiveBlamesNone) {
 
 // ---- real runs: a rank stopped, a rank killed -------------------------------------
 
-#define REQUIRE_MPI()                                              \
-    do {                                                           \
-        if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI"; \
-    } while (0)
-
 constexpr double kTimeoutS = 3;  // --comm-timeout-s of the SIGSTOP runs
 // The SIGKILL runs': long enough that mpirun, not the watchdog, ends the others.
 constexpr double kKillTimeoutS = 30;
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-}
-
-std::string read_text(const std::string& path) {
-    std::ifstream f(path);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-}
 
 int64_t steps_done(const std::string& run) {
     std::ifstream f(run + "/metrics.jsonl");
@@ -189,96 +181,6 @@ int64_t steps_done(const std::string& run) {
         if (contains(line, "\"kind\":\"step\"")) n++;
     return n;
 }
-
-pid_t parent_of(pid_t pid) {
-    std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
-    size_t paren = stat.rfind(')');
-    if (paren == std::string::npos) return 0;
-    char state = 0;
-    int ppid = 0;
-    if (std::sscanf(stat.c_str() + paren + 1, " %c %d", &state, &ppid) != 2) return 0;
-    return ppid;
-}
-
-bool running(pid_t pid) {
-    std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
-    size_t paren = stat.rfind(')');
-    return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z' &&
-           stat[paren + 2] != 'X';
-}
-
-// Every process below `root` (mpirun and the ranks).
-std::vector<pid_t> descendants(pid_t root) {
-    std::vector<pid_t> out;
-    std::set<pid_t> tree = {root};
-    bool grew = true;
-    while (grew) {
-        grew = false;
-        for (const auto& e : fs::directory_iterator("/proc")) {
-            pid_t pid = std::atoi(e.path().filename().c_str());
-            if (pid <= 0 || tree.count(pid) || !tree.count(parent_of(pid))) continue;
-            tree.insert(pid);
-            out.push_back(pid);
-            grew = true;
-        }
-    }
-    return out;
-}
-
-// The process below `root` whose environment says it is rank `rank` (mpirun sets it).
-pid_t rank_pid(pid_t root, int rank) {
-    const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
-    for (pid_t pid : descendants(root)) {
-        std::ifstream env("/proc/" + std::to_string(pid) + "/environ");
-        for (std::string var; std::getline(env, var, '\0');)
-            if (var == want) return pid;
-    }
-    return 0;
-}
-
-// A command (a zerotrain run) in the background, its output in a file.
-class BackgroundRun {
-  public:
-    BackgroundRun(const std::string& command, const std::string& log) : log_(log) {
-        pid_ = fork();
-        if (pid_ == 0) {
-            int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            dup2(fd, 1);
-            dup2(fd, 2);
-            std::string cmd = "exec " + command;
-            execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-            std::_Exit(127);
-        }
-    }
-    ~BackgroundRun() {
-        // A failed test leaves nothing running.
-        if (pid_ > 0 && !reaped_) {
-            for (pid_t p : descendants(pid_)) ::kill(p, SIGKILL);
-            ::kill(pid_, SIGKILL);
-            wait_exit(30);
-        }
-    }
-    pid_t pid() const { return pid_; }
-    std::string output() const { return read_text(log_); }
-    // The launcher's exit status once it exited (-1 after timeout_s).
-    int wait_exit(double timeout_s) {
-        const double t0 = now_s();
-        while (now_s() - t0 < timeout_s) {
-            int status = 0;
-            if (waitpid(pid_, &status, WNOHANG) == pid_) {
-                reaped_ = true;
-                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-        return -1;
-    }
-
-  private:
-    std::string log_;
-    pid_t pid_ = -1;
-    bool reaped_ = false;
-};
 
 // timeout_s: --comm-timeout-s.
 std::string run_args(const std::string& comm, const std::string& run, double timeout_s,

@@ -18,33 +18,23 @@
 #include <thread>
 #include <vector>
 
+#include "test_jobs.h"
 #include "test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using zt_test::BackgroundRun;
+using zt_test::now_s;
+using zt_test::rank_pid;
 using zt_test::read_run;
+using zt_test::read_text;
 using zt_test::RunLog;
 using zt_test::TempDir;
 
-#define REQUIRE_MPI()                                              \
-    do {                                                           \
-        if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI"; \
-    } while (0)
-
 bool contains(const std::string& text, const std::string& part) {
     return text.find(part) != std::string::npos;
-}
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-}
-
-std::string read_text(const std::string& path) {
-    std::ifstream f(path);
-    return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
 // The lines of metrics.jsonl of one kind, in file order.
@@ -61,100 +51,6 @@ std::vector<json> lines_of_kind(const std::string& run, const std::string& kind)
 int64_t step_lines(const std::string& run) {
     return int64_t(lines_of_kind(run, "step").size());
 }
-
-pid_t parent_of(pid_t pid) {
-    std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
-    size_t paren = stat.rfind(')');
-    if (paren == std::string::npos) return 0;
-    char state = 0;
-    int ppid = 0;
-    if (std::sscanf(stat.c_str() + paren + 1, " %c %d", &state, &ppid) != 2) return 0;
-    return ppid;
-}
-
-bool running(pid_t pid) {
-    std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
-    size_t paren = stat.rfind(')');
-    return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z' &&
-           stat[paren + 2] != 'X';
-}
-
-// Every process below `root` (mpirun and the ranks).
-std::vector<pid_t> descendants(pid_t root) {
-    std::vector<pid_t> out;
-    std::set<pid_t> tree = {root};
-    bool grew = true;
-    while (grew) {
-        grew = false;
-        for (const auto& e : fs::directory_iterator("/proc")) {
-            pid_t pid = std::atoi(e.path().filename().c_str());
-            if (pid <= 0 || tree.count(pid) || !tree.count(parent_of(pid))) continue;
-            tree.insert(pid);
-            out.push_back(pid);
-            grew = true;
-        }
-    }
-    return out;
-}
-
-// The running process below `root` whose environment says it is rank `rank`.
-pid_t rank_pid(pid_t root, int rank) {
-    const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
-    for (pid_t pid : descendants(root)) {
-        if (!running(pid)) continue;
-        std::ifstream env("/proc/" + std::to_string(pid) + "/environ");
-        for (std::string var; std::getline(env, var, '\0');)
-            if (var == want) return pid;
-    }
-    return 0;
-}
-
-// A zerotrain command in the background, its output in a file.
-class BackgroundRun {
-  public:
-    BackgroundRun(const std::string& command, const std::string& log) : log_(log) {
-        pid_ = fork();
-        if (pid_ == 0) {
-            int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            dup2(fd, 1);
-            dup2(fd, 2);
-            std::string cmd = "exec " + command;
-            execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-            std::_Exit(127);
-        }
-    }
-    ~BackgroundRun() {
-        if (pid_ > 0 && !reaped_) {
-            for (pid_t p : descendants(pid_)) ::kill(p, SIGKILL);
-            ::kill(pid_, SIGKILL);
-            wait_exit(30);
-        }
-    }
-    pid_t pid() const { return pid_; }
-    std::string output() const { return read_text(log_); }
-    bool exited() {
-        if (reaped_) return true;
-        int status = 0;
-        if (waitpid(pid_, &status, WNOHANG) == pid_) {
-            reaped_ = true;
-            code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        return reaped_;
-    }
-    // The exit status once it exited (-1 after timeout_s).
-    int wait_exit(double timeout_s) {
-        const double t0 = now_s();
-        while (!exited() && now_s() - t0 < timeout_s)
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        return reaped_ ? code_ : -1;
-    }
-
-  private:
-    std::string log_;
-    pid_t pid_ = -1;
-    bool reaped_ = false;
-    int code_ = -1;
-};
 
 // Generous: a loaded 2-core machine runs these few tiny steps in seconds.
 constexpr double kRunBoundS = 300;

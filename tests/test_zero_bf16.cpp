@@ -14,6 +14,7 @@
 #include "model/config.h"
 #include "model/layout.h"
 #include "model/model.h"
+#include "test_jobs.h"
 #include "test_util.h"
 #include "zero/engine.h"
 #include "zero/estimate.h"
@@ -26,11 +27,6 @@ using namespace zt;
 using zt_test::read_run;
 using zt_test::RunLog;
 using zt_test::TempDir;
-
-#define REQUIRE_MPI()                                              \
-    do {                                                           \
-        if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI"; \
-    } while (0)
 
 // Bytes a rank holds by ZeRO's rule, from the padded layout.
 struct Formula {
@@ -138,11 +134,12 @@ RunLog train(const std::string& out, int nproc, int stage, int micro_batch, int 
     const bool own_precision = extra.find("--precision") != std::string::npos;
     std::string cmd = zt_test::zerotrain_binary() +
                       " train --data synthetic --model test-tiny --seq-len 32" +
-                      (own_precision ? "" : " --precision bf16") + " --micro-batch " + std::to_string(micro_batch) + " --steps " +
-                      std::to_string(steps) + " --zero-stage " + std::to_string(stage) +
+                      (own_precision ? "" : " --precision bf16") + " --micro-batch " +
+                      std::to_string(micro_batch) + " --steps " + std::to_string(steps) +
+                      " --zero-stage " + std::to_string(stage) +
                       " --lr 3e-3 --warmup 2 --grad-clip 0.5 --eval-every 0 --eval-tokens 1024"
-                      " --threads 1 --out " + out +
-                      (nproc > 1 ? " --nproc " + std::to_string(nproc) : "") + " " + extra;
+                      " --threads 1 --out " +
+                      out + (nproc > 1 ? " --nproc " + std::to_string(nproc) : "") + " " + extra;
     auto res = zt_test::run_command(cmd);
     EXPECT_EQ(res.exit_code, 0) << cmd << "\n" << res.output;
     return read_run(out);
@@ -182,14 +179,17 @@ TEST(ZeroBf16Ranks, EveryStageAndWorldTracksOneProcess) {
             RunLog ref = train(dir / "ref", 1, 0, world * B, steps, extra);
             ASSERT_EQ(ref.steps.size(), size_t(steps));
             for (int stage = 0; stage <= 3; stage++) {
-                RunLog got = train(dir / ("s" + std::to_string(stage)), world, stage, B, steps, extra);
-                ASSERT_EQ(got.steps.size(), size_t(steps)) << "world " << world << " stage " << stage;
+                RunLog got =
+                    train(dir / ("s" + std::to_string(stage)), world, stage, B, steps, extra);
+                ASSERT_EQ(got.steps.size(), size_t(steps))
+                    << "world " << world << " stage " << stage;
                 const double worst = worst_relative_loss_difference(got, ref);
                 EXPECT_TRUE(worst <= tol) << grads << " grads, world " << world << " stage "
                                           << stage << ": worst relative loss difference " << worst;
-                std::printf("bf16, %s grads, world %d stage %d: worst relative loss difference "
-                            "%.2e (tolerance %.0e)\n",
-                            grads, world, stage, worst, tol);
+                std::printf(
+                    "bf16, %s grads, world %d stage %d: worst relative loss difference "
+                    "%.2e (tolerance %.0e)\n",
+                    grads, world, stage, worst, tol);
             }
         }
     }
@@ -207,12 +207,13 @@ TEST(ZeroBf16Ranks, LedgerAndEstimateMatchOnEveryRank) {
         for (int stage = 0; stage <= 3; stage++) {
             SCOPED_TRACE(std::string(grads) + " grads, stage " + std::to_string(stage));
             TempDir dir;
-            RunLog r = train(dir / "run", world, stage, 4, 3, std::string("--grad-accum-dtype ") + grads);
+            RunLog r =
+                train(dir / "run", world, stage, 4, 3, std::string("--grad-accum-dtype ") + grads);
             auto est = zt_test::run_command(
                 zt_test::zerotrain_binary() +
                 " estimate --model test-tiny --world-size 4 --micro-batch 4 --seq-len 32 --json"
-                " --precision bf16 --grad-accum-dtype " + grads + " --zero-stage " +
-                std::to_string(stage));
+                " --precision bf16 --grad-accum-dtype " +
+                grads + " --zero-stage " + std::to_string(stage));
             ASSERT_EQ(est.exit_code, 0) << est.output;
             auto e = nlohmann::json::parse(est.output)["mem_bytes"];
             const Formula f = bf16_formula(zl, stage, std::string(grads) == "bf16" ? 2 : 4);
@@ -227,12 +228,15 @@ TEST(ZeroBf16Ranks, LedgerAndEstimateMatchOnEveryRank) {
                 double measured = m["peak"], predicted = e["peak"];
                 double rel = (predicted - measured) / measured;
                 if (stage <= 2)
-                    EXPECT_TRUE(std::fabs(rel) <= 0.05) << "peak " << measured << " estimated " << predicted;
+                    EXPECT_TRUE(std::fabs(rel) <= 0.05)
+                        << "peak " << measured << " estimated " << predicted;
                 else
-                    EXPECT_TRUE(rel >= 0 && rel <= 0.10) << "peak " << measured << " estimated " << predicted;
+                    EXPECT_TRUE(rel >= 0 && rel <= 0.10)
+                        << "peak " << measured << " estimated " << predicted;
                 if (rk["rank"] == 0)
-                    std::printf("bf16, %s grads, stage %d: measured peak %.0f, estimated %.0f (%+.1f%%)\n",
-                                grads, stage, measured, predicted, 100 * rel);
+                    std::printf(
+                        "bf16, %s grads, stage %d: measured peak %.0f, estimated %.0f (%+.1f%%)\n",
+                        grads, stage, measured, predicted, 100 * rel);
             }
         }
     }
@@ -255,7 +259,8 @@ TEST(ZeroBf16Ranks, CheckpointResumesBitIdentically) {
                 << step;
         }
         // The rank files declare F32 tensors: the master, not the bf16 copy.
-        std::ifstream f(full + "/ckpt/step-00000010/rank-00000-of-00002.safetensors", std::ios::binary);
+        std::ifstream f(full + "/ckpt/step-00000010/rank-00000-of-00002.safetensors",
+                        std::ios::binary);
         ASSERT_TRUE(f.good());
         uint64_t header_len = 0;
         f.read(reinterpret_cast<char*>(&header_len), 8);
@@ -279,11 +284,12 @@ TEST(ZeroBf16Ranks, CheckpointsCrossPrecisions) {
     const std::string fp32 = dir / "fp32", bf16 = dir / "bf16";
     RunLog a = train(fp32, 2, 1, 2, 20, "--precision fp32 --save-every 10");
     RunLog b = train(bf16, 2, 2, 2, 20, "--save-every 10");
-    RunLog to_bf16 = train(dir / "to_bf16", 2, 3, 2, 20, "--resume " + fp32 + "/ckpt/step-00000010");
+    RunLog to_bf16 =
+        train(dir / "to_bf16", 2, 3, 2, 20, "--resume " + fp32 + "/ckpt/step-00000010");
     RunLog to_fp32 = train(dir / "to_fp32", 2, 0, 2, 20,
                            "--precision fp32 --resume " + bf16 + "/ckpt/step-00000010");
-    for (auto [got, want, what] : {std::tuple{&to_bf16, &a, "fp32 -> bf16"},
-                                   std::tuple{&to_fp32, &b, "bf16 -> fp32"}}) {
+    for (auto [got, want, what] :
+         {std::tuple{&to_bf16, &a, "fp32 -> bf16"}, std::tuple{&to_fp32, &b, "bf16 -> fp32"}}) {
         ASSERT_EQ(got->steps.size(), 10u) << what;
         const double first = got->steps.at(11)["loss"], ref = want->steps.at(11)["loss"];
         const double rel = std::fabs(first - ref) / ref;
@@ -300,17 +306,19 @@ TEST(ZeroBf16, ShakespeareConvergesLikeFp32) {
     if (!fs::exists(text)) GTEST_SKIP() << text << " is not present";
     TempDir dir;
     const std::string z = zt_test::zerotrain_binary(), data = dir / "data";
-    auto prep = zt_test::run_command(z + " prepare --input " + text + " --out " + data +
-                                     " --train-tokenizer 2048 --doc-separator '' --val-fraction 0.02");
+    auto prep =
+        zt_test::run_command(z + " prepare --input " + text + " --out " + data +
+                             " --train-tokenizer 2048 --doc-separator '' --val-fraction 0.02");
     ASSERT_EQ(prep.exit_code, 0) << prep.output;
     double eval[2] = {-1, -1};
     const char* precisions[2] = {"fp32", "bf16"};
     for (int i = 0; i < 2; i++) {
         const std::string run = dir / precisions[i];
-        auto tr = zt_test::run_command(z + " train --data " + data + " --precision " + precisions[i] +
-                                       " --model test-tiny --steps 300 --seq-len 64 --micro-batch 16"
-                                       " --eval-every 0 --eval-tokens 16384 --sample-tokens 0 --out " +
-                                       run);
+        auto tr =
+            zt_test::run_command(z + " train --data " + data + " --precision " + precisions[i] +
+                                 " --model test-tiny --steps 300 --seq-len 64 --micro-batch 16"
+                                 " --eval-every 0 --eval-tokens 16384 --sample-tokens 0 --out " +
+                                 run);
         ASSERT_EQ(tr.exit_code, 0) << tr.output;
         RunLog r = read_run(run);
         ASSERT_TRUE(r.summary.contains("final_eval_loss")) << tr.output;

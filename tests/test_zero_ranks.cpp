@@ -11,6 +11,7 @@
 #include "model/config.h"
 #include "model/layout.h"
 #include "stage3_schedule.h"
+#include "test_jobs.h"
 #include "test_util.h"
 #include "zero/layout.h"
 #include "zero/param_store.h"
@@ -34,11 +35,6 @@ RunLog train(const std::string& out, int nproc, int stage, int micro_batch, int 
     EXPECT_EQ(res.exit_code, 0) << cmd << "\n" << res.output;
     return read_run(out);
 }
-
-#define REQUIRE_MPI()                                              \
-    do {                                                           \
-        if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI"; \
-    } while (0)
 
 // fp32: the same global batch gives the same losses as one process, up to
 // the rounding of sums taken in another order (per-rank partial gradients,

@@ -4,9 +4,6 @@
 // again with --resume auto --out RUN, as `train --nproc N --max-restarts K`
 // does for the ranks it starts itself (cli/restart.h decides which failures
 // are restarted and records each restart in RUN/metrics.jsonl).
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -18,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/restart.h"
 #include "comm/launch.h"
+#include "comm/spawn.h"
 #include "core/check.h"
 
 namespace zt::cli {
@@ -50,38 +48,43 @@ std::string command_run_dir(const std::vector<std::string>& cmd) {
     return out;
 }
 
+// While it lives, SIGINT and SIGTERM reach on_supervisor_stop for `child`.
+class StopForwarding {
+  public:
+    explicit StopForwarding(pid_t child) {
+        g_supervised = child;
+        g_supervisor_stop = 0;
+        struct sigaction sa {};
+        sa.sa_sigaction = on_supervisor_stop;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGINT, &sa, &old_int_);
+        sigaction(SIGTERM, &sa, &old_term_);
+    }
+    ~StopForwarding() {
+        sigaction(SIGINT, &old_int_, nullptr);
+        sigaction(SIGTERM, &old_term_, nullptr);
+        g_supervised = 0;
+    }
+    StopForwarding(const StopForwarding&) = delete;
+    StopForwarding& operator=(const StopForwarding&) = delete;
+
+  private:
+    struct sigaction old_int_ {};
+    struct sigaction old_term_ {};
+};
+
 // One attempt: the command as a child, its exit status (128 + signal when a
 // signal ended it, or when the user stopped the job).
 int run_command_once(char** argv) {
-    std::fflush(stdout);
-    std::fflush(stderr);
-    const pid_t pid = fork();
-    ZT_CHECK(pid >= 0, "supervise: fork failed: %s", std::strerror(errno));
-    if (pid == 0) {
-        execvp(argv[0], argv);
-        std::fprintf(stderr, "zerotrain: error: supervise: cannot run %s: %s\n", argv[0],
-                     std::strerror(errno));
-        std::_Exit(127);
+    std::vector<std::string> args;
+    for (char** a = argv; *a; a++) args.emplace_back(*a);
+    const pid_t pid = spawn_process(args);
+    int rc;
+    {
+        StopForwarding forward(pid);
+        rc = wait_process(pid);
     }
-    g_supervised = pid;
-    g_supervisor_stop = 0;
-    struct sigaction sa {
-    }, old_int{}, old_term{};
-    sa.sa_sigaction = on_supervisor_stop;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_SIGINFO;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-    int status = 0;
-    pid_t r;
-    while ((r = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
-    }
-    const int wait_errno = errno;
-    sigaction(SIGINT, &old_int, nullptr);
-    sigaction(SIGTERM, &old_term, nullptr);
-    g_supervised = 0;
-    ZT_CHECK(r == pid, "supervise: waiting for %s failed: %s", argv[0], std::strerror(wait_errno));
-    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (g_supervisor_stop && rc != 0) rc = 128 + g_supervisor_stop;
     return rc;
 }

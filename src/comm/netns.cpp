@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "comm/spawn.h"
 #include "core/check.h"
 
 namespace fs = std::filesystem;
@@ -52,25 +53,13 @@ struct CommandResult {
 CommandResult run_command(const std::vector<std::string>& args) {
     int pipe_fds[2];
     ZT_CHECK(::pipe2(pipe_fds, O_CLOEXEC) == 0, "netns: pipe failed: %s", std::strerror(errno));
-    std::vector<std::string> copy = args;
-    std::vector<char*> argv;
-    for (std::string& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::fflush(stdout);
-    std::fflush(stderr);
-    const pid_t pid = fork();
-    if (pid < 0) {
-        const int e = errno;
+    pid_t pid;
+    try {
+        pid = spawn_process(args, pipe_fds[1]);
+    } catch (...) {
         ::close(pipe_fds[0]);
         ::close(pipe_fds[1]);
-        ZT_FAIL("netns: fork failed: %s", std::strerror(e));
-    }
-    if (pid == 0) {
-        dup2(pipe_fds[1], 1);
-        dup2(pipe_fds[1], 2);
-        execv(argv[0], argv.data());
-        std::fprintf(stderr, "cannot run %s: %s\n", argv[0], std::strerror(errno));
-        std::_Exit(127);
+        throw;
     }
     ::close(pipe_fds[1]);
     CommandResult r;
@@ -81,10 +70,7 @@ CommandResult run_command(const std::vector<std::string>& args) {
         if (n == 0 || (n < 0 && errno != EINTR)) break;
     }
     ::close(pipe_fds[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.status = wait_process(pid);
     while (!r.output.empty() && (r.output.back() == '\n' || r.output.back() == ' '))
         r.output.pop_back();
     return r;

@@ -18,6 +18,7 @@
 #include <set>
 
 #include "comm/communicator.h"
+#include "comm/spawn.h"
 #include "core/check.h"
 #include "lab/jsonl.h"
 #include "model/config.h"
@@ -411,37 +412,21 @@ int run_logged(const std::string& exe, const std::vector<std::string>& args,
                const std::string& log) {
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ZT_CHECK(fd >= 0, "cannot create %s: %s", log.c_str(), std::strerror(errno));
-    std::vector<std::string> argv_strings = {exe};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& a : argv_strings) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::fflush(stdout);
-    std::fflush(stderr);
-    const pid_t pid = fork();
-    if (pid < 0) {
-        const int e = errno;
+    std::vector<std::string> argv = {exe};
+    argv.insert(argv.end(), args.begin(), args.end());
+    pid_t pid;
+    try {
+        pid = spawn_process(argv, fd);
+    } catch (...) {
         ::close(fd);
-        ZT_FAIL("cannot start a case: fork failed: %s", std::strerror(e));
-    }
-    if (pid == 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(exe.c_str(), argv.data());
-        std::fprintf(stderr, "zerotrain: error: cannot run %s: %s\n", exe.c_str(),
-                     std::strerror(errno));
-        std::_Exit(127);
+        throw;
     }
     ::close(fd);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) ZT_FAIL("waiting for a case failed: %s", std::strerror(errno));
-        // The case saw the terminal's Ctrl-C itself; a signal sent to this
-        // process alone is passed on.
+    // The case saw the terminal's Ctrl-C itself; a signal sent to this
+    // process alone is passed on.
+    return wait_process(pid, [pid] {
         if (g_sweep_stop) ::kill(pid, SIGTERM);
-    }
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+    });
 }
 
 // The error a failed case printed: its last "zerotrain: error:" line, else
