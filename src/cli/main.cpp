@@ -8,11 +8,14 @@
 // subcommand or option is misspelt.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "comm/job.h"
 #include "comm/launch.h"
 #include "core/check.h"
 
@@ -106,8 +109,25 @@ int refuse_extras(CLI::App& app) {
                   "'; see " + help);
 }
 
+// A rank of `--nproc N` is stopped by its launcher with SIGUSR1 for SIGINT
+// and SIGUSR2 for SIGTERM (comm/launch.h). Where no clean stop is set up
+// (train's loop sets one, train/stop_signal.h), the rank ends as that signal
+// would end it.
+extern "C" void end_as_stop_signal(int sig) {
+    const int stop = sig == SIGUSR1 ? SIGINT : SIGTERM;
+    std::signal(stop, SIG_DFL);
+    std::raise(stop);
+}
+
+void take_launcher_stop_signals() {
+    if (!std::getenv(zt::kJobDirEnv)) return;
+    std::signal(SIGUSR1, end_as_stop_signal);
+    std::signal(SIGUSR2, end_as_stop_signal);
+}
+
 int run(int argc, char** argv) {
     zt::set_error_rank(zt::discover_ranks().rank);  // so even early errors name their rank
+    take_launcher_stop_signals();
     CLI::App app{"zerotrain: train LLaMA- and GPT-2-style models with ZeRO sharding"};
     app.require_subcommand(1);
     app.set_help_all_flag("--help-all", "help for every subcommand");

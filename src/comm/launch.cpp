@@ -312,11 +312,15 @@ class StderrRelay {
     bool said_why() const { return error_seen_ || g_launcher_signal != 0; }
 
     // The abort a rank's error caused, or the job ending on the ranks'
-    // non-zero exits (a stop ends each rank with 128 + signal).
+    // non-zero exits (a stop ends each rank with 128 + signal), or, after the
+    // user's stop, a rank that the stop signal ended.
     static bool is_abort_banner(const std::string& block) {
         return block.find("MPI_ABORT was invoked") != std::string::npos ||
                block.find("returned\na non-zero exit code") != std::string::npos ||
-               block.find("exited with non-zero status") != std::string::npos;
+               block.find("exited with non-zero status") != std::string::npos ||
+               (g_launcher_signal != 0 &&
+                (block.find("exited on signal 2 ") != std::string::npos ||
+                 block.find("exited on signal 15 ") != std::string::npos));
     }
 
     void scan(const std::string& line) {
