@@ -165,7 +165,8 @@ StepResult Engine::step(float lr, int64_t step) {
             opt_.skip_nonfinite,
             "gradient norm is %g at step %lld: training diverged; %s (try a lower --lr or "
             "--grad-clip, or --on-nonfinite skip)",
-            r.grad_norm, (long long)step,
+            std::fabs(r.grad_norm),  // "nan", not "-nan": a NaN's sign depends on the build
+            (long long)step,
             (!weight.empty() ? "the weights of " + weight + " hold a non-finite value"
                              : "every weight is finite; the first non-finite gradient in "
                                "backward order is " +

@@ -44,7 +44,9 @@ inline float exp_v<float>(float x) {
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     // 2^n by building the exponent field; n in [-126, 128], 128 split to stay finite.
-    const int32_t ni = int32_t(n);
+    // A NaN x has a NaN n, whose conversion to int is undefined: it converts 0
+    // instead, and the NaN reaches the result through p.
+    const int32_t ni = int32_t(n == n ? n : 0.0f);
     const int32_t n1 = ni >> 1, n2 = ni - n1;
     uint32_t b1 = uint32_t(n1 + 127) << 23, b2 = uint32_t(n2 + 127) << 23;
     float s1, s2;
