@@ -262,8 +262,10 @@ TEST(SimNet, StatsAreTheInnerCountsWithSimulatedTime) {
     EXPECT_GE(s[CommOp::all_reduce].busy_s, model_ar * 0.999);
     EXPECT_LT(s[CommOp::all_reduce].busy_s, model_ar + 2 * 0.01);
     EXPECT_GE(s[CommOp::barrier].busy_s, 6 * kLatencyUs * 1e-6 * 0.999);
-    // Blocking calls wait out all of their time (and their own wake-up on top).
-    EXPECT_GE(s[CommOp::all_reduce].exposed_s, model_ar * 0.999);
+    // Blocking calls wait out all of their time (and their own wake-up on
+    // top), less what passed between the link taking the op and the caller
+    // starting its wait: microseconds, more under a sanitizer.
+    EXPECT_GE(s[CommOp::all_reduce].exposed_s, model_ar * 0.999 - 1e-3);
 
     comm->reset_stats();
     zt::CommStats z = comm->stats();
