@@ -27,6 +27,79 @@ TEST(ModelConfig, PresetCountsMatchClosedFormAndLayout) {
     }
 }
 
+// Widths that are not multiples of 8 (d_model 100, d_ff 70) would leave
+// tensors packed back to back on 8-byte boundaries in bf16. Each tensor starts
+// on 16 bytes instead, except k|v after q and up after gate, which the model
+// reads as one matrix with the tensor before; the padding stays zero through
+// training steps.
+TEST(ModelLayoutAlignment, TensorsStartOn16BytesAndPaddingStaysZero) {
+    for (const char* arch : {"llama", "gpt2"}) {
+        ModelConfig c = model_preset(std::string(arch) == "llama" ? "test-tiny" : "test-tiny-gpt2");
+        c.name = std::string(arch) + "-odd";
+        c.d_model = 100;
+        c.n_head = 5;
+        c.n_kv_head = std::string(arch) == "llama" ? 1 : 5;
+        c.d_ff = 70;
+        c.vocab_size = 250;
+        c.max_seq = 36;
+        ModelLayout l = model_layout(c);
+        bool padded = false;
+        int64_t sum = 0;
+        for (const auto& u : l.units) {
+            EXPECT_EQ(u.numel % 8, 0) << u.name;
+            int64_t end = 0;
+            for (const auto& t : u.tensors) {
+                const bool fused = t.name.find("k_proj") != std::string::npos ||
+                                   t.name.find("v_proj") != std::string::npos ||
+                                   t.name.find("up_proj") != std::string::npos;
+                if (fused) {
+                    EXPECT_EQ(t.offset, end) << t.name << " must continue the matrix before it";
+                } else {
+                    EXPECT_EQ(t.offset % 8, 0) << t.name;
+                }
+                padded |= t.offset > end;
+                end = t.offset + t.numel;
+                sum += t.numel;
+            }
+        }
+        EXPECT_TRUE(padded) << arch << ": these widths need padding, or the test shows nothing";
+        EXPECT_EQ(sum, count_params(c)) << arch;
+
+        EngineOptions opt;
+        opt.decay_all = true;
+        Engine engine(c, opt, nullptr, nullptr);
+        engine.init_params(3);
+        const int B = 2, T = 12;
+        Model model(c, B, T, nullptr);
+        std::vector<int32_t> in(size_t(B) * T), tgt(size_t(B) * T);
+        Rng rng(5);
+        for (size_t i = 0; i < in.size(); i++) {
+            in[i] = int32_t(rng.below(uint64_t(c.vocab_size)));
+            tgt[i] = int32_t(rng.below(uint64_t(c.vocab_size)));
+        }
+        double first = 0, loss = 0;
+        for (int s = 1; s <= 20; s++) {
+            engine.zero_grads();
+            loss = model.forward_backward(engine, in.data(), tgt.data(), 1.0f / float(B * T));
+            if (s == 1) first = loss;
+            engine.step(3e-3f, s);
+        }
+        EXPECT_TRUE(loss < first - 0.5) << arch << ": loss " << first << " -> " << loss;
+        std::vector<bool> covered(size_t(engine.numel()), false);
+        int64_t base = 0;
+        for (const auto& u : l.units) {
+            for (const auto& t : u.tensors)
+                for (int64_t e = 0; e < t.numel; e++) covered[size_t(base + t.offset + e)] = true;
+            base += u.numel;
+        }
+        for (int64_t i = 0; i < engine.numel(); i++) {
+            if (!covered[size_t(i)]) {
+                ASSERT_EQ(engine.all_params()[i], 0.0f) << arch << ": padding element " << i;
+            }
+        }
+    }
+}
+
 // Independently written counts of well-known shapes.
 TEST(ModelConfig, KnownParameterCounts) {
     EXPECT_EQ(count_params(model_preset("gpt2-124m")), 124439808);  // GPT-2 small, vocab 50257

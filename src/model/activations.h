@@ -13,6 +13,7 @@
 #include <string>
 
 #include "core/dtype.h"
+#include "core/tensor.h"
 #include "model/config.h"
 
 namespace zt {
@@ -33,8 +34,9 @@ enum class Recompute {
 Recompute parse_recompute(const std::string& name);
 const char* recompute_name(Recompute r);
 
-// Bytes of saved activations and gradient scratch, in dtype storage (f32 or bf16).
+// Bytes of saved activations and gradient scratch, in dtype storage (f32 or
+// bf16), on `device` (the GPU's classifier holds more rows of logits at once).
 int64_t activation_bytes_for(const ModelConfig& cfg, int B, int T, DType dtype = DType::f32,
-                             Recompute recompute = Recompute::none);
+                             Recompute recompute = Recompute::none, Device device = Device::cpu);
 
 }  // namespace zt

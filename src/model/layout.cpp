@@ -15,14 +15,25 @@ const TensorSpec& UnitSpec::tensor(const std::string& tensor_name) const {
 
 namespace {
 
+// Every tensor starts at a multiple of kTensorAlignElements elements (16 bytes
+// in bf16, 32 in fp32), so weight and bias pointers suit vector loads and the
+// GPU's GEMM alignment whatever the widths; the gap before it is padding, zero
+// like the ZeRO padding. A tensor added with `fused` continues the one before
+// it without a gap: q|k|v and gate|up are read as one matrix.
+constexpr int64_t kTensorAlignElements = 8;
+
 struct UnitBuilder {
     UnitSpec unit;
-    void add(std::string name, std::vector<int64_t> shape, bool decay, ParamInit init) {
+    void add(std::string name, std::vector<int64_t> shape, bool decay, ParamInit init,
+             bool fused = false) {
         TensorSpec t;
         t.name = std::move(name);
         t.shape = std::move(shape);
         t.numel = 1;
         for (int64_t s : t.shape) t.numel *= s;
+        if (!fused)
+            unit.numel = (unit.numel + kTensorAlignElements - 1) / kTensorAlignElements *
+                         kTensorAlignElements;
         t.offset = unit.numel;
         t.decay = decay;
         t.init = init;
@@ -40,12 +51,12 @@ UnitSpec llama_block(const ModelConfig& c, int i) {
     b.unit.name = "block." + std::to_string(i);
     b.add(p + "input_layernorm.weight", {C}, kNoDecay, ParamInit::ones);
     b.add(p + "self_attn.q_proj.weight", {c.n_head * D, C}, kDecay, ParamInit::normal);
-    b.add(p + "self_attn.k_proj.weight", {c.n_kv_head * D, C}, kDecay, ParamInit::normal);
-    b.add(p + "self_attn.v_proj.weight", {c.n_kv_head * D, C}, kDecay, ParamInit::normal);
+    b.add(p + "self_attn.k_proj.weight", {c.n_kv_head * D, C}, kDecay, ParamInit::normal, true);
+    b.add(p + "self_attn.v_proj.weight", {c.n_kv_head * D, C}, kDecay, ParamInit::normal, true);
     b.add(p + "self_attn.o_proj.weight", {C, c.n_head * D}, kDecay, ParamInit::normal_residual);
     b.add(p + "post_attention_layernorm.weight", {C}, kNoDecay, ParamInit::ones);
     b.add(p + "mlp.gate_proj.weight", {H, C}, kDecay, ParamInit::normal);
-    b.add(p + "mlp.up_proj.weight", {H, C}, kDecay, ParamInit::normal);
+    b.add(p + "mlp.up_proj.weight", {H, C}, kDecay, ParamInit::normal, true);
     b.add(p + "mlp.down_proj.weight", {C, H}, kDecay, ParamInit::normal_residual);
     return b.unit;
 }
@@ -102,10 +113,16 @@ ModelLayout model_layout(const ModelConfig& c) {
     if (!c.tie_embeddings) head.add("lm_head.weight", {V, C}, kDecay, ParamInit::normal);
     layout.units.push_back(head.unit);
 
-    for (const auto& u : layout.units) layout.total_numel += u.numel;
-    ZT_CHECK(layout.total_numel == count_params(c),
+    int64_t params = 0;
+    for (auto& u : layout.units) {
+        u.numel =
+            (u.numel + kTensorAlignElements - 1) / kTensorAlignElements * kTensorAlignElements;
+        layout.total_numel += u.numel;
+        for (const auto& t : u.tensors) params += t.numel;
+    }
+    ZT_CHECK(params == count_params(c),
              "internal: layout holds %lld parameters but the closed form gives %lld",
-             (long long)layout.total_numel, (long long)count_params(c));
+             (long long)params, (long long)count_params(c));
     return layout;
 }
 
@@ -128,7 +145,8 @@ void init_unit_params(const ModelConfig& c, const UnitSpec& unit, int unit_index
             case ParamInit::normal_residual: {
                 float s = ts.init == ParamInit::normal ? std_normal : std_residual;
 #pragma omp parallel for schedule(static)
-                for (int64_t e = 0; e < ts.numel; e++) p[e] = s * rng_normal(seed, stream, uint64_t(e));
+                for (int64_t e = 0; e < ts.numel; e++)
+                    p[e] = s * rng_normal(seed, stream, uint64_t(e));
                 break;
             }
         }
@@ -159,10 +177,11 @@ BlockSlots block_slots(const ModelConfig& c, const UnitSpec& b) {
         s.w_fc = slot(b, "mlp.gate_proj.weight");
         s.w_proj = slot(b, "mlp.down_proj.weight");
         // The fused matrices read q|k|v and gate|up as one: they must be adjacent.
-        ZT_CHECK(slot(b, "self_attn.v_proj.weight") + int64_t(c.n_kv_head) * c.head_dim() * c.d_model ==
-                         s.wo &&
-                     slot(b, "mlp.up_proj.weight") == s.w_fc + int64_t(c.d_ff) * c.d_model,
-                 "internal: unit %s does not keep q|k|v and gate|up adjacent", b.name.c_str());
+        ZT_CHECK(
+            slot(b, "self_attn.v_proj.weight") + int64_t(c.n_kv_head) * c.head_dim() * c.d_model ==
+                    s.wo &&
+                slot(b, "mlp.up_proj.weight") == s.w_fc + int64_t(c.d_ff) * c.d_model,
+            "internal: unit %s does not keep q|k|v and gate|up adjacent", b.name.c_str());
     } else {
         s.attn_norm = slot(b, "ln_1.weight");
         s.attn_norm_bias = slot(b, "ln_1.bias");

@@ -21,7 +21,7 @@ enum class ParamInit { normal, normal_residual, ones, zeros };
 struct TensorSpec {
     std::string name;            // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
     std::vector<int64_t> shape;  // (out, in) for matrices
-    int64_t offset = 0;          // elements from the start of the unit
+    int64_t offset = 0;          // elements from the start of the unit, a multiple of 8
     int64_t numel = 0;
     bool decay = true;  // weight decay applies (matrices; not norms, biases, embeddings)
     ParamInit init = ParamInit::normal;
@@ -29,6 +29,8 @@ struct TensorSpec {
 
 struct UnitSpec {
     std::string name;  // "embed", "block.3", "head"
+    // Elements, a multiple of 8: the tensors and the zero padding that starts
+    // each of them on 16 bytes (none when every width is a multiple of 8).
     int64_t numel = 0;
     std::vector<TensorSpec> tensors;
 
@@ -37,7 +39,7 @@ struct UnitSpec {
 
 struct ModelLayout {
     std::vector<UnitSpec> units;
-    int64_t total_numel = 0;
+    int64_t total_numel = 0;  // the units' numel: count_params plus any alignment padding
 
     int n_units() const { return int(units.size()); }
     static int embed_unit() { return 0; }
@@ -56,7 +58,7 @@ struct BlockSlots {
     int64_t wqkv = -1, bqkv = -1;                 // (QKV, C), (QKV)
     int64_t wo = -1, bo = -1;                     // (C, NH HD), (C)
     int64_t mlp_norm = -1, mlp_norm_bias = -1;    // (C)
-    int64_t w_fc = -1, b_fc = -1;    // (2H, C) gate|up (LLaMA) or (H, C) c_fc (GPT-2), (H)
+    int64_t w_fc = -1, b_fc = -1;      // (2H, C) gate|up (LLaMA) or (H, C) c_fc (GPT-2), (H)
     int64_t w_proj = -1, b_proj = -1;  // (C, H) down_proj / mlp.c_proj, (C)
 };
 struct EmbedSlots {
@@ -79,9 +81,9 @@ struct BlockWeights {
 
     static BlockWeights at(T* base, const BlockSlots& s) {
         auto p = [base](int64_t off) { return off < 0 ? nullptr : base + off; };
-        return {p(s.attn_norm), p(s.attn_norm_bias), p(s.wqkv), p(s.bqkv),
-                p(s.wo),        p(s.bo),             p(s.mlp_norm), p(s.mlp_norm_bias),
-                p(s.w_fc),      p(s.b_fc),           p(s.w_proj),   p(s.b_proj)};
+        return {p(s.attn_norm), p(s.attn_norm_bias), p(s.wqkv),          p(s.bqkv), p(s.wo),
+                p(s.bo),        p(s.mlp_norm),       p(s.mlp_norm_bias), p(s.w_fc), p(s.b_fc),
+                p(s.w_proj),    p(s.b_proj)};
     }
 };
 

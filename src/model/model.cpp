@@ -6,18 +6,10 @@
 #include <vector>
 
 #include "core/check.h"
-#include "ops/attention.h"
-#include "ops/classifier.h"
-#include "ops/embedding.h"
-#include "ops/matmul.h"
-#include "ops/mlp.h"
-#include "ops/norm.h"
-#include "ops/rope.h"
+#include "ops/backend.h"
 #include "prof/timer.h"
 
 namespace zt {
-
-using namespace zt::cpu;
 
 // Saved activations (forward) and gradient scratch (backward), all in one
 // arena. S is the storage type (float or bf16); per-row statistics, RoPE
@@ -69,12 +61,15 @@ struct Sizer {
     void add(int64_t n, size_t elem) { bytes += Arena::aligned(size_t(n) * elem); }
 };
 
-// Rows of logits held at once by the fused classifier: ~16 MiB of scratch.
-int classifier_chunk_rows(int64_t N, int V) {
-    int64_t rows = (int64_t(4) << 20) / V;
-    if (rows < 16) rows = 16;
-    if (rows > N) rows = N;
-    return int(rows);
+// Rows of logits the fused classifier holds at once on `device`.
+int classifier_chunk_rows(int64_t N, int V, Device device) {
+#if ZT_HAVE_CUDA
+    if (device == Device::cuda) return cuda_classifier_chunk_rows(N, V);
+#endif
+    ZT_CHECK(device == Device::cpu,
+             "--device cuda: this build has no CUDA backend (configure "
+             "with -DZT_CUDA=ON on a machine with the CUDA toolkit)");
+    return cpu_classifier_chunk_rows(N, V);
 }
 
 // Sets of per-layer activations (Acts::Layer) a recompute mode allocates.
@@ -87,7 +82,7 @@ int layer_sets(const ModelConfig& c, Recompute r) {
 // no bytes (its pointer is null): with attn each set's att is one, and the
 // shared probabilities follow the sets.
 template <typename Alloc>
-void plan_acts(const ModelConfig& c, int B, int T, Recompute r, Alloc&& alloc) {
+void plan_acts(const ModelConfig& c, int B, int T, Recompute r, int chunk_rows, Alloc&& alloc) {
     int64_t N = int64_t(B) * T, C = c.d_model, H = c.d_ff;
     int64_t fc = c.arch == Arch::llama ? 2 * H : H;
     int64_t att = int64_t(B) * c.n_head * T * T;
@@ -115,7 +110,7 @@ void plan_acts(const ModelConfig& c, int B, int T, Recompute r, Alloc&& alloc) {
     alloc(gpt2 ? 0 : int64_t(T) * (c.head_dim() / 2), F);
     alloc(gpt2 ? 0 : int64_t(T) * (c.head_dim() / 2), F);
     alloc(N, F);
-    alloc(int64_t(classifier_chunk_rows(N, c.vocab_size)) * c.vocab_size, F);
+    alloc(int64_t(chunk_rows) * c.vocab_size, F);
     alloc(N * C, S);
     alloc(N * C, S);
     alloc(N * c.qkv_dim(), S);
@@ -136,35 +131,31 @@ constexpr DType dtype_of() {
     return std::is_same_v<S, float> ? DType::f32 : DType::bf16;
 }
 
-template <class T>
-void zero(T* p, int64_t n) {
-    std::memset(static_cast<void*>(p), 0, size_t(n) * sizeof(T));
-}
-
 }  // namespace
 
 // One micro-batch's passes over activations of storage type S. Parameter
 // gradients are written in G, the dtype of the engine's gradient view: float
 // with a float model, float or bf16 with a bf16 model.
-template <class S>
+template <class S, class Ops>
 class Model::Pass {
   public:
-    Pass(Model& m, Acts<S>& a) : m_(m), c_(m.cfg_), a_(a), B_(m.B_), T_(m.T_) {}
+    Pass(Model& m, Acts<S>& a, Ops& o) : m_(m), c_(m.cfg_), a_(a), o_(o), B_(m.B_), T_(m.T_) {}
 
     void forward_blocks(UnitHooks& hooks, const int32_t* inputs);
     // Final norm and classifier; with backward, the head's (and a tied
     // embedding's) gradients are produced and a_.dres holds dLoss/d(last residual).
     double head_loss(UnitHooks& hooks, const int32_t* targets, float loss_scale, bool backward);
-    void backward_blocks(UnitHooks& hooks, const int32_t* inputs);
+    void backward_blocks(UnitHooks& hooks);
     void logits(UnitHooks& hooks, float* out);
 
   private:
     const S* params(UnitHooks& hooks, int unit) {
         Tensor t = hooks.acquire(unit);
-        ZT_CHECK(t.device == Device::cpu,
-                 "unit %d's compute copy is on the GPU, but the model runs the CPU ops: the CUDA "
-                 "ops backend is not wired into the model yet",
-                 unit);
+        ZT_CHECK(t.device == Ops::device,
+                 "unit %d's compute copy is on the %s, but the model runs on the %s: the engine "
+                 "and the model must be built for the same --device",
+                 unit, t.device == Device::cpu ? "CPU" : "GPU",
+                 Ops::device == Device::cpu ? "CPU" : "GPU");
         ZT_CHECK(t.dtype == dtype_of<S>(),
                  "unit %d's compute copy is %s but the model computes in %s", unit,
                  dtype_name(t.dtype), dtype_name(dtype_of<S>()));
@@ -183,8 +174,9 @@ class Model::Pass {
     template <class G>
     void head_grads(UnitHooks& hooks, const S* hp, const S* w_cls, const S* xn,
                     const int32_t* targets, float loss_scale, G* head_grad);
+    // From the inputs forward_blocks brought in.
     template <class G>
-    void embedding_grads(G* grads, const int32_t* inputs);
+    void embedding_grads(G* grads);
     // Calls f(G*) with the unit's gradient view in its dtype.
     template <class F>
     void with_grads(UnitHooks& hooks, int unit, F&& f);
@@ -192,16 +184,25 @@ class Model::Pass {
     Model& m_;
     const ModelConfig& c_;
     Acts<S>& a_;
+    Ops& o_;
     int B_, T_;
+    const int32_t* inputs_ = nullptr;  // the micro-batch's inputs where the ops read them
 };
 
-template <class S>
+template <class S, class Ops>
 template <class F>
-void Model::Pass<S>::with_grads(UnitHooks& hooks, int unit, F&& f) {
+void Model::Pass<S, Ops>::with_grads(UnitHooks& hooks, int unit, F&& f) {
     Tensor g = hooks.unit_grads(unit);
     if (g.dtype == DType::f32) {
-        f(static_cast<float*>(g.data));
-        return;
+        if constexpr (std::is_same_v<S, float> || Ops::mixed_grads) {
+            f(static_cast<float*>(g.data));
+            return;
+        } else {
+            ZT_FAIL(
+                "unit %d: fp32 gradients of a bf16 model are not supported on the GPU yet; "
+                "use --grad-accum-dtype bf16 (the default with --precision bf16)",
+                unit);
+        }
     }
     if constexpr (std::is_same_v<S, bf16>) {
         if (g.dtype == DType::bf16) {
@@ -213,8 +214,8 @@ void Model::Pass<S>::with_grads(UnitHooks& hooks, int unit, F&& f) {
             dtype_name(dtype_of<S>()));
 }
 
-template <class S>
-void Model::Pass<S>::block_forward(int layer, const S* params, bool recompute) {
+template <class S, class Ops>
+void Model::Pass<S, Ops>::block_forward(int layer, const S* params, bool recompute) {
     const BlockWeights<const S> w = BlockWeights<const S>::at(params, m_.blocks_[size_t(layer)]);
     auto& L = a_.layers[size_t(layer)];
     const S* x = a_.residual[size_t(layer)];
@@ -223,48 +224,48 @@ void Model::Pass<S>::block_forward(int layer, const S* params, bool recompute) {
     int C = c_.d_model, H = c_.d_ff, QKV = c_.qkv_dim(), D = c_.head_dim();
 
     if (c_.arch == Arch::llama) {
-        rmsnorm_forward(L.ln1, L.ln1_rs, x, w.attn_norm, N, C, c_.norm_eps);
-        matmul_forward(L.qkv, L.ln1, w.wqkv, nullptr, N, C, QKV);
-        rope_forward(L.qkv, L.qkv, a_.rope_cos, a_.rope_sin, B_, T_, c_.n_head + c_.n_kv_head, D,
-                     QKV);
-        attention_forward(L.atty, L.att, L.qkv, B_, T_, c_.n_head, c_.n_kv_head, D);
-        matmul_forward(L.x_mid, L.atty, w.wo, nullptr, N, C, C);
-        add_inplace(L.x_mid, x, N * C);
-        rmsnorm_forward(L.ln2, L.ln2_rs, L.x_mid, w.mlp_norm, N, C, c_.norm_eps);
-        matmul_forward(L.fc, L.ln2, w.w_fc, nullptr, N, C, 2 * H);
-        swiglu_forward(L.act, L.fc, N, H);
+        o_.rmsnorm_forward(L.ln1, L.ln1_rs, x, w.attn_norm, N, C, c_.norm_eps);
+        o_.matmul_forward(L.qkv, L.ln1, w.wqkv, nullptr, N, C, QKV);
+        o_.rope_forward(L.qkv, L.qkv, a_.rope_cos, a_.rope_sin, B_, T_, c_.n_head + c_.n_kv_head, D,
+                        QKV);
+        o_.attention_forward(L.atty, L.att, L.qkv, B_, T_, c_.n_head, c_.n_kv_head, D);
+        o_.matmul_forward(L.x_mid, L.atty, w.wo, nullptr, N, C, C);
+        o_.add_inplace(L.x_mid, x, N * C);
+        o_.rmsnorm_forward(L.ln2, L.ln2_rs, L.x_mid, w.mlp_norm, N, C, c_.norm_eps);
+        o_.matmul_forward(L.fc, L.ln2, w.w_fc, nullptr, N, C, 2 * H);
+        o_.swiglu_forward(L.act, L.fc, N, H);
         if (recompute) return;
-        matmul_forward(x_out, L.act, w.w_proj, nullptr, N, H, C);
+        o_.matmul_forward(x_out, L.act, w.w_proj, nullptr, N, H, C);
     } else {
-        layernorm_forward(L.ln1, L.ln1_mu, L.ln1_rs, x, w.attn_norm, w.attn_norm_bias, N, C,
-                          c_.norm_eps);
-        matmul_forward(L.qkv, L.ln1, w.wqkv, w.bqkv, N, C, QKV);
-        attention_forward(L.atty, L.att, L.qkv, B_, T_, c_.n_head, c_.n_kv_head, D);
-        matmul_forward(L.x_mid, L.atty, w.wo, w.bo, N, C, C);
-        add_inplace(L.x_mid, x, N * C);
-        layernorm_forward(L.ln2, L.ln2_mu, L.ln2_rs, L.x_mid, w.mlp_norm, w.mlp_norm_bias, N, C,
-                          c_.norm_eps);
-        matmul_forward(L.fc, L.ln2, w.w_fc, w.b_fc, N, C, H);
-        gelu_forward(L.act, L.fc, N * H);
+        o_.layernorm_forward(L.ln1, L.ln1_mu, L.ln1_rs, x, w.attn_norm, w.attn_norm_bias, N, C,
+                             c_.norm_eps);
+        o_.matmul_forward(L.qkv, L.ln1, w.wqkv, w.bqkv, N, C, QKV);
+        o_.attention_forward(L.atty, L.att, L.qkv, B_, T_, c_.n_head, c_.n_kv_head, D);
+        o_.matmul_forward(L.x_mid, L.atty, w.wo, w.bo, N, C, C);
+        o_.add_inplace(L.x_mid, x, N * C);
+        o_.layernorm_forward(L.ln2, L.ln2_mu, L.ln2_rs, L.x_mid, w.mlp_norm, w.mlp_norm_bias, N, C,
+                             c_.norm_eps);
+        o_.matmul_forward(L.fc, L.ln2, w.w_fc, w.b_fc, N, C, H);
+        o_.gelu_forward(L.act, L.fc, N * H);
         if (recompute) return;
-        matmul_forward(x_out, L.act, w.w_proj, w.b_proj, N, H, C);
+        o_.matmul_forward(x_out, L.act, w.w_proj, w.b_proj, N, H, C);
     }
-    add_inplace(x_out, L.x_mid, N * C);
+    o_.add_inplace(x_out, L.x_mid, N * C);
 }
 
 // The same call as the forward's on the same qkv, so the same probabilities.
 // The attention output is written to a_.datty, free until block_backward
 // zeroes it for its own use.
-template <class S>
-void Model::Pass<S>::recompute_attention(int layer) {
+template <class S, class Ops>
+void Model::Pass<S, Ops>::recompute_attention(int layer) {
     auto& L = a_.layers[size_t(layer)];
-    attention_forward(a_.datty, L.att, L.qkv, B_, T_, c_.n_head, c_.n_kv_head, c_.head_dim());
+    o_.attention_forward(a_.datty, L.att, L.qkv, B_, T_, c_.n_head, c_.n_kv_head, c_.head_dim());
 }
 
 // On entry a_.dres holds dLoss/d(block output); on exit dLoss/d(block input).
-template <class S>
+template <class S, class Ops>
 template <class G>
-void Model::Pass<S>::block_backward(int layer, const S* params, G* grads) {
+void Model::Pass<S, Ops>::block_backward(int layer, const S* params, G* grads) {
     const BlockSlots& slots = m_.blocks_[size_t(layer)];
     const BlockWeights<const S> w = BlockWeights<const S>::at(params, slots);
     const BlockWeights<G> g = BlockWeights<G>::at(grads, slots);
@@ -276,89 +277,88 @@ void Model::Pass<S>::block_backward(int layer, const S* params, G* grads) {
     if (m_.recompute_ == Recompute::attn) recompute_attention(layer);
 
     if (c_.arch == Arch::llama) {
-        zero(a.dact, N * H);
-        matmul_backward(a.dact, g.w_proj, static_cast<G*>(nullptr), a.dres, L.act, w.w_proj, N, H,
-                        C);
-        zero(a.dfc, N * 2 * H);
-        swiglu_backward(a.dfc, a.dact, L.fc, N, H);
-        zero(a.dnorm, N * C);
-        matmul_backward(a.dnorm, g.w_fc, static_cast<G*>(nullptr), a.dfc, L.ln2, w.w_fc, N, C,
-                        2 * H);
-        rmsnorm_backward(a.dres, g.mlp_norm, a.dnorm, L.x_mid, w.mlp_norm, L.ln2_rs, N, C);
+        o_.zero(a.dact, N * H);
+        o_.matmul_backward(a.dact, g.w_proj, static_cast<G*>(nullptr), a.dres, L.act, w.w_proj, N,
+                           H, C);
+        o_.zero(a.dfc, N * 2 * H);
+        o_.swiglu_backward(a.dfc, a.dact, L.fc, N, H);
+        o_.zero(a.dnorm, N * C);
+        o_.matmul_backward(a.dnorm, g.w_fc, static_cast<G*>(nullptr), a.dfc, L.ln2, w.w_fc, N, C,
+                           2 * H);
+        o_.rmsnorm_backward(a.dres, g.mlp_norm, a.dnorm, L.x_mid, w.mlp_norm, L.ln2_rs, N, C);
 
-        zero(a.datty, N * C);
-        matmul_backward(a.datty, g.wo, static_cast<G*>(nullptr), a.dres, L.atty, w.wo, N, C, C);
-        zero(a.dqkv, N * QKV);
-        attention_backward(a.dqkv, a.datty, L.qkv, L.att, B_, T_, c_.n_head, c_.n_kv_head, D);
+        o_.zero(a.datty, N * C);
+        o_.matmul_backward(a.datty, g.wo, static_cast<G*>(nullptr), a.dres, L.atty, w.wo, N, C, C);
+        o_.zero(a.dqkv, N * QKV);
+        o_.attention_backward(a.dqkv, a.datty, L.qkv, L.att, B_, T_, c_.n_head, c_.n_kv_head, D);
         // RoPE touched the q and k heads only; v's gradient passes through unchanged.
-        zero(a.dqkv_rot, N * QKV);
-        rope_backward(a.dqkv_rot, a.dqkv, a.rope_cos, a.rope_sin, B_, T_, c_.n_head + c_.n_kv_head,
-                      D, QKV);
+        o_.zero(a.dqkv_rot, N * QKV);
+        o_.rope_backward(a.dqkv_rot, a.dqkv, a.rope_cos, a.rope_sin, B_, T_,
+                         c_.n_head + c_.n_kv_head, D, QKV);
         int64_t v_off = int64_t(c_.n_head + c_.n_kv_head) * D, v_len = int64_t(c_.n_kv_head) * D;
-        for (int64_t r = 0; r < N; r++)
-            std::memcpy(static_cast<void*>(a.dqkv_rot + r * QKV + v_off), a.dqkv + r * QKV + v_off,
-                        size_t(v_len) * sizeof(S));
-        zero(a.dnorm, N * C);
-        matmul_backward(a.dnorm, g.wqkv, static_cast<G*>(nullptr), a.dqkv_rot, L.ln1, w.wqkv, N, C,
-                        QKV);
-        rmsnorm_backward(a.dres, g.attn_norm, a.dnorm, x, w.attn_norm, L.ln1_rs, N, C);
+        o_.copy_columns(a.dqkv_rot, a.dqkv, N, QKV, v_off, v_len);
+        o_.zero(a.dnorm, N * C);
+        o_.matmul_backward(a.dnorm, g.wqkv, static_cast<G*>(nullptr), a.dqkv_rot, L.ln1, w.wqkv, N,
+                           C, QKV);
+        o_.rmsnorm_backward(a.dres, g.attn_norm, a.dnorm, x, w.attn_norm, L.ln1_rs, N, C);
     } else {
-        zero(a.dact, N * H);
-        matmul_backward(a.dact, g.w_proj, g.b_proj, a.dres, L.act, w.w_proj, N, H, C);
-        zero(a.dfc, N * H);
-        gelu_backward(a.dfc, a.dact, L.fc, N * H);
-        zero(a.dnorm, N * C);
-        matmul_backward(a.dnorm, g.w_fc, g.b_fc, a.dfc, L.ln2, w.w_fc, N, C, H);
-        layernorm_backward(a.dres, g.mlp_norm, g.mlp_norm_bias, a.dnorm, L.x_mid, w.mlp_norm,
-                           L.ln2_mu, L.ln2_rs, N, C);
+        o_.zero(a.dact, N * H);
+        o_.matmul_backward(a.dact, g.w_proj, g.b_proj, a.dres, L.act, w.w_proj, N, H, C);
+        o_.zero(a.dfc, N * H);
+        o_.gelu_backward(a.dfc, a.dact, L.fc, N * H);
+        o_.zero(a.dnorm, N * C);
+        o_.matmul_backward(a.dnorm, g.w_fc, g.b_fc, a.dfc, L.ln2, w.w_fc, N, C, H);
+        o_.layernorm_backward(a.dres, g.mlp_norm, g.mlp_norm_bias, a.dnorm, L.x_mid, w.mlp_norm,
+                              L.ln2_mu, L.ln2_rs, N, C);
 
-        zero(a.datty, N * C);
-        matmul_backward(a.datty, g.wo, g.bo, a.dres, L.atty, w.wo, N, C, C);
-        zero(a.dqkv, N * QKV);
-        attention_backward(a.dqkv, a.datty, L.qkv, L.att, B_, T_, c_.n_head, c_.n_kv_head, D);
-        zero(a.dnorm, N * C);
-        matmul_backward(a.dnorm, g.wqkv, g.bqkv, a.dqkv, L.ln1, w.wqkv, N, C, QKV);
-        layernorm_backward(a.dres, g.attn_norm, g.attn_norm_bias, a.dnorm, x, w.attn_norm, L.ln1_mu,
-                           L.ln1_rs, N, C);
+        o_.zero(a.datty, N * C);
+        o_.matmul_backward(a.datty, g.wo, g.bo, a.dres, L.atty, w.wo, N, C, C);
+        o_.zero(a.dqkv, N * QKV);
+        o_.attention_backward(a.dqkv, a.datty, L.qkv, L.att, B_, T_, c_.n_head, c_.n_kv_head, D);
+        o_.zero(a.dnorm, N * C);
+        o_.matmul_backward(a.dnorm, g.wqkv, g.bqkv, a.dqkv, L.ln1, w.wqkv, N, C, QKV);
+        o_.layernorm_backward(a.dres, g.attn_norm, g.attn_norm_bias, a.dnorm, x, w.attn_norm,
+                              L.ln1_mu, L.ln1_rs, N, C);
     }
 }
 
-template <class S>
-const S* Model::Pass<S>::final_norm_forward(const S* hp) {
+template <class S, class Ops>
+const S* Model::Pass<S, Ops>::final_norm_forward(const S* hp) {
     int64_t N = int64_t(B_) * T_;
     const HeadSlots& h = m_.head_;
     const S* x = a_.residual[size_t(c_.n_layer)];
     if (c_.arch == Arch::llama)
-        rmsnorm_forward(a_.lnf, a_.lnf_rs, x, hp + h.norm, N, c_.d_model, c_.norm_eps);
+        o_.rmsnorm_forward(a_.lnf, a_.lnf_rs, x, hp + h.norm, N, c_.d_model, c_.norm_eps);
     else
-        layernorm_forward(a_.lnf, a_.lnf_mu, a_.lnf_rs, x, hp + h.norm, hp + h.norm_bias, N,
-                          c_.d_model, c_.norm_eps);
+        o_.layernorm_forward(a_.lnf, a_.lnf_mu, a_.lnf_rs, x, hp + h.norm, hp + h.norm_bias, N,
+                             c_.d_model, c_.norm_eps);
     return a_.lnf;
 }
 
 // Reads a_.dnorm (the gradient at the final norm's output); leaves a_.dres.
-template <class S>
+template <class S, class Ops>
 template <class G>
-void Model::Pass<S>::final_norm_backward(const S* hp, G* hg) {
+void Model::Pass<S, Ops>::final_norm_backward(const S* hp, G* hg) {
     int64_t N = int64_t(B_) * T_;
     int C = c_.d_model;
     const HeadSlots& h = m_.head_;
     const S* x = a_.residual[size_t(c_.n_layer)];
-    zero(a_.dres, N * C);
+    o_.zero(a_.dres, N * C);
     if (c_.arch == Arch::llama)
-        rmsnorm_backward(a_.dres, hg + h.norm, a_.dnorm, x, hp + h.norm, a_.lnf_rs, N, C);
+        o_.rmsnorm_backward(a_.dres, hg + h.norm, a_.dnorm, x, hp + h.norm, a_.lnf_rs, N, C);
     else
-        layernorm_backward(a_.dres, hg + h.norm, hg + h.norm_bias, a_.dnorm, x, hp + h.norm,
-                           a_.lnf_mu, a_.lnf_rs, N, C);
+        o_.layernorm_backward(a_.dres, hg + h.norm, hg + h.norm_bias, a_.dnorm, x, hp + h.norm,
+                              a_.lnf_mu, a_.lnf_rs, N, C);
 }
 
-template <class S>
-void Model::Pass<S>::forward_blocks(UnitHooks& hooks, const int32_t* inputs) {
+template <class S, class Ops>
+void Model::Pass<S, Ops>::forward_blocks(UnitHooks& hooks, const int32_t* inputs) {
     m_.check_tokens(inputs, "input", 0);
+    inputs_ = o_.tokens(inputs, 0);
     const int E = ModelLayout::embed_unit();
     const S* ep = params(hooks, E);
     const S* wpe = m_.embed_.wpe >= 0 ? ep + m_.embed_.wpe : nullptr;
-    embedding_forward(a_.residual[0], inputs, ep + m_.embed_.wte, wpe, B_, T_, c_.d_model);
+    o_.embedding_forward(a_.residual[0], inputs_, ep + m_.embed_.wte, wpe, B_, T_, c_.d_model);
     hooks.release(E);
     for (int l = 0; l < c_.n_layer; l++) {
         int u = ModelLayout::block_unit(l);
@@ -367,16 +367,17 @@ void Model::Pass<S>::forward_blocks(UnitHooks& hooks, const int32_t* inputs) {
     }
 }
 
-template <class S>
+template <class S, class Ops>
 template <class G>
-void Model::Pass<S>::head_grads(UnitHooks& hooks, const S* hp, const S* w_cls, const S* xn,
-                                const int32_t* targets, float loss_scale, G* hg) {
+void Model::Pass<S, Ops>::head_grads(UnitHooks& hooks, const S* hp, const S* w_cls, const S* xn,
+                                     const int32_t* targets, float loss_scale, G* hg) {
     int64_t N = int64_t(B_) * T_;
     const int E = ModelLayout::embed_unit();
-    zero(a_.dnorm, N * c_.d_model);
+    o_.zero(a_.dnorm, N * c_.d_model);
     auto classify = [&](auto* dw_cls) {
-        classifier_forward_backward(a_.losses, a_.dnorm, dw_cls, xn, w_cls, targets, N, c_.d_model,
-                                    c_.vocab_size, loss_scale, a_.logits_scratch, a_.chunk_rows);
+        o_.classifier_forward_backward(a_.losses, a_.dnorm, dw_cls, xn, w_cls, targets, N,
+                                       c_.d_model, c_.vocab_size, loss_scale, a_.logits_scratch,
+                                       a_.chunk_rows);
     };
     if (c_.tie_embeddings)
         with_grads(hooks, E, [&](auto* eg) { classify(eg + m_.embed_.wte); });
@@ -390,10 +391,11 @@ void Model::Pass<S>::head_grads(UnitHooks& hooks, const S* hp, const S* w_cls, c
 // acquired. With tied embeddings the classifier's weight is the embedding's,
 // so the embedding unit is acquired too and its gradient view receives the
 // head's part.
-template <class S>
-double Model::Pass<S>::head_loss(UnitHooks& hooks, const int32_t* targets, float loss_scale,
-                                 bool backward) {
+template <class S, class Ops>
+double Model::Pass<S, Ops>::head_loss(UnitHooks& hooks, const int32_t* targets, float loss_scale,
+                                      bool backward) {
     m_.check_tokens(targets, "target", -1);
+    const int32_t* op_targets = o_.tokens(targets, 1);
     const int HU = m_.layout_.head_unit(), E = ModelLayout::embed_unit();
     int64_t N = int64_t(B_) * T_;
     const S* hp = params(hooks, HU);
@@ -401,36 +403,37 @@ double Model::Pass<S>::head_loss(UnitHooks& hooks, const int32_t* targets, float
     const S* xn = final_norm_forward(hp);
     if (backward) {
         with_grads(hooks, HU,
-                   [&](auto* hg) { head_grads(hooks, hp, w_cls, xn, targets, loss_scale, hg); });
+                   [&](auto* hg) { head_grads(hooks, hp, w_cls, xn, op_targets, loss_scale, hg); });
         hooks.grads_ready(HU);
     } else {
-        classifier_forward_backward(a_.losses, static_cast<S*>(nullptr),
-                                    static_cast<float*>(nullptr), xn, w_cls, targets, N, c_.d_model,
-                                    c_.vocab_size, 0.0f, a_.logits_scratch, a_.chunk_rows);
+        o_.classifier_forward_backward(
+            a_.losses, static_cast<S*>(nullptr), static_cast<S*>(nullptr), xn, w_cls, op_targets, N,
+            c_.d_model, c_.vocab_size, 0.0f, a_.logits_scratch, a_.chunk_rows);
     }
     if (c_.tie_embeddings) hooks.release(E);
     hooks.release(HU);
 
+    const float* losses = o_.to_host(a_.losses, N);
     double sum = 0;
     int64_t counted = 0;
     for (int64_t i = 0; i < N; i++) {
         if (targets[i] < 0) continue;
-        sum += a_.losses[i];
+        sum += losses[i];
         counted++;
     }
     return counted ? sum / double(counted) : 0.0;
 }
 
 // The embedding's backward is a scatter of dres: it needs no parameters.
-template <class S>
+template <class S, class Ops>
 template <class G>
-void Model::Pass<S>::embedding_grads(G* eg, const int32_t* inputs) {
+void Model::Pass<S, Ops>::embedding_grads(G* eg) {
     G* dwpe = m_.embed_.wpe >= 0 ? eg + m_.embed_.wpe : nullptr;
-    embedding_backward(eg + m_.embed_.wte, dwpe, a_.dres, inputs, B_, T_, c_.d_model);
+    o_.embedding_backward(eg + m_.embed_.wte, dwpe, a_.dres, inputs_, B_, T_, c_.d_model);
 }
 
-template <class S>
-void Model::Pass<S>::backward_blocks(UnitHooks& hooks, const int32_t* inputs) {
+template <class S, class Ops>
+void Model::Pass<S, Ops>::backward_blocks(UnitHooks& hooks) {
     for (int l = c_.n_layer - 1; l >= 0; l--) {
         int u = ModelLayout::block_unit(l);
         const S* p = params(hooks, u);
@@ -440,27 +443,45 @@ void Model::Pass<S>::backward_blocks(UnitHooks& hooks, const int32_t* inputs) {
         hooks.release(u);
     }
     const int E = ModelLayout::embed_unit();
-    with_grads(hooks, E, [&](auto* eg) { embedding_grads(eg, inputs); });
+    with_grads(hooks, E, [&](auto* eg) { embedding_grads(eg); });
     hooks.grads_ready(E);
 }
 
-template <class S>
-void Model::Pass<S>::logits(UnitHooks& hooks, float* out) {
+template <class S, class Ops>
+void Model::Pass<S, Ops>::logits(UnitHooks& hooks, float* out) {
     const int HU = m_.layout_.head_unit(), E = ModelLayout::embed_unit();
     const int64_t N = int64_t(B_) * T_;
     const S* hp = params(hooks, HU);
     const S* w_cls = c_.tie_embeddings ? params(hooks, E) + m_.embed_.wte : hp + m_.head_.lm_head;
     const S* xn = final_norm_forward(hp);
-    matmul_forward(out, xn, w_cls, nullptr, N, c_.d_model, c_.vocab_size);  // fp32 logits
+    float* logits = o_.host_out(out, N * c_.vocab_size);
+    o_.matmul_forward(logits, xn, w_cls, nullptr, N, c_.d_model, c_.vocab_size);  // fp32 logits
+    o_.finish_host_out();
     if (c_.tie_embeddings) hooks.release(E);
     hooks.release(HU);
 }
 
 // ---- Model ---------------------------------------------------------------------
 
+// The backend a model runs its passes on: the CPU's always, the GPU's when
+// built with CUDA and asked for.
+struct Model::Backends {
+    CpuOps cpu;
+#if ZT_HAVE_CUDA
+    std::unique_ptr<CudaOps> cuda;
+#endif
+};
+
 Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType dtype,
-             Recompute recompute)
-    : cfg_(cfg), layout_(model_layout(cfg)), B_(B), T_(T), dtype_(dtype), recompute_(recompute) {
+             Recompute recompute, Device device)
+    : cfg_(cfg),
+      layout_(model_layout(cfg)),
+      B_(B),
+      T_(T),
+      dtype_(dtype),
+      recompute_(recompute),
+      device_(device),
+      backends_(std::make_unique<Backends>()) {
     ZT_CHECK(B > 0, "micro-batch must be positive, got %d", B);
     ZT_CHECK(T > 0, "seq-len must be positive, got %d", T);
     ZT_CHECK(T <= cfg.max_seq, "seq-len %d exceeds the model's maximum of %d (%s)", T, cfg.max_seq,
@@ -470,19 +491,37 @@ Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType d
     embed_ = embed_slots(cfg, layout_.units[size_t(ModelLayout::embed_unit())]);
     head_ = head_slots(cfg, layout_.units[size_t(layout_.head_unit())]);
 
+    const int64_t N = int64_t(B) * T;
+    const int chunk_rows = classifier_chunk_rows(N, cfg.vocab_size, device);
     const size_t ssize = storage_size(dtype);
     Sizer sizer;
-    plan_acts(cfg, B, T, recompute,
+    plan_acts(cfg, B, T, recompute, chunk_rows,
               [&](int64_t n, bool s) { sizer.add(n, s ? ssize : sizeof(float)); });
-    arena_ = Arena(sizer.bytes, "activations");
+    // The arena: host memory on the CPU, one device allocation on the GPU,
+    // carved in the same order and alignment.
+    unsigned char* base = nullptr;
+    if (device == Device::cpu) {
+        arena_ = Arena(sizer.bytes, "activations");
+        base = arena_.alloc<unsigned char>(sizer.bytes);
+    } else {
+#if ZT_HAVE_CUDA
+        backends_->cuda = std::make_unique<CudaOps>(N);
+        base = static_cast<unsigned char*>(backends_->cuda->alloc_arena(sizer.bytes));
+#endif
+    }
+    activation_bytes_ = int64_t(sizer.bytes);
     ledger_ = ledger;
-    if (ledger_) ledger_->add(MemCategory::activations, int64_t(arena_.capacity()));
+    if (ledger_) ledger_->add(MemCategory::activations, activation_bytes_);
 
     std::vector<void*> ptrs;
-    plan_acts(cfg, B, T, recompute, [&](int64_t n, bool s) {
+    size_t used = 0;
+    plan_acts(cfg, B, T, recompute, chunk_rows, [&](int64_t n, bool s) {
         const size_t bytes = size_t(n) * (s ? ssize : sizeof(float));
-        ptrs.push_back(n ? arena_.alloc<unsigned char>(bytes) : nullptr);
+        ptrs.push_back(n ? base + used : nullptr);
+        used += Arena::aligned(bytes);
     });
+    ZT_CHECK(used == sizer.bytes, "internal: activation plan of %zu bytes carved as %zu",
+             sizer.bytes, used);
     auto build = [&](auto& acts) {
         using A = std::remove_reference_t<decltype(*acts)>;
         using St = std::remove_pointer_t<decltype(A::dres)>;
@@ -519,7 +558,7 @@ Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType d
         a.rope_sin = f();
         a.losses = f();
         a.logits_scratch = f();
-        a.chunk_rows = classifier_chunk_rows(int64_t(B) * T, cfg.vocab_size);
+        a.chunk_rows = chunk_rows;
         a.dres = s();
         a.dnorm = s();
         a.dqkv = s();
@@ -528,8 +567,22 @@ Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType d
         a.dfc = s();
         a.dact = s();
         ZT_CHECK(i == ptrs.size(), "internal: activation plan mismatch");
-        if (cfg.arch == Arch::llama)
-            rope_table(a.rope_cos, a.rope_sin, T, cfg.head_dim(), cfg.rope_theta, cfg.rope_scaling);
+        if (cfg.arch != Arch::llama) return;
+        // The RoPE tables are the CPU's (llama3 frequency scaling included),
+        // computed on the host and copied to the device when there.
+        const size_t half = size_t(T) * size_t(cfg.head_dim() / 2);
+        std::vector<float> cos(half), sin(half);
+        cpu::rope_table(cos.data(), sin.data(), T, cfg.head_dim(), cfg.rope_theta,
+                        cfg.rope_scaling);
+        if (device == Device::cpu) {
+            std::memcpy(a.rope_cos, cos.data(), half * sizeof(float));
+            std::memcpy(a.rope_sin, sin.data(), half * sizeof(float));
+        } else {
+#if ZT_HAVE_CUDA
+            backends_->cuda->upload(a.rope_cos, cos.data(), half * sizeof(float));
+            backends_->cuda->upload(a.rope_sin, sin.data(), half * sizeof(float));
+#endif
+        }
     };
     if (dtype == DType::f32) {
         acts_f32_ = std::make_unique<Acts<float>>();
@@ -541,18 +594,25 @@ Model::Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType d
 }
 
 Model::~Model() {
-    if (ledger_) ledger_->sub(MemCategory::activations, int64_t(arena_.capacity()));
+    if (ledger_) ledger_->sub(MemCategory::activations, activation_bytes_);
 }
 
 int64_t Model::activation_bytes() const {
-    return int64_t(arena_.capacity());
+    return activation_bytes_;
 }
 
-int64_t activation_bytes_for(const ModelConfig& cfg, int B, int T, DType dtype,
-                             Recompute recompute) {
+void* Model::stream() const {
+#if ZT_HAVE_CUDA
+    if (backends_->cuda) return backends_->cuda->stream();
+#endif
+    return nullptr;
+}
+
+int64_t activation_bytes_for(const ModelConfig& cfg, int B, int T, DType dtype, Recompute recompute,
+                             Device device) {
     const size_t ssize = storage_size(dtype);
     Sizer sizer;
-    plan_acts(cfg, B, T, recompute,
+    plan_acts(cfg, B, T, recompute, classifier_chunk_rows(int64_t(B) * T, cfg.vocab_size, device),
               [&](int64_t n, bool s) { sizer.add(n, s ? ssize : sizeof(float)); });
     return int64_t(Arena::aligned(sizer.bytes));
 }
@@ -566,43 +626,50 @@ void Model::check_tokens(const int32_t* tokens, const char* what, int32_t min_id
     }
 }
 
+template <class F>
+auto Model::with_pass(F&& f) {
+    auto go = [&](auto& acts) {
+        using St = std::remove_pointer_t<decltype(acts->dres)>;
+#if ZT_HAVE_CUDA
+        if (backends_->cuda) {
+            Pass<St, CudaOps> pass(*this, *acts, *backends_->cuda);
+            return f(pass);
+        }
+#endif
+        Pass<St, CpuOps> pass(*this, *acts, backends_->cpu);
+        return f(pass);
+    };
+    return acts_f32_ ? go(acts_f32_) : go(acts_bf16_);
+}
+
 double Model::forward_backward(UnitHooks& hooks, const int32_t* inputs, const int32_t* targets,
                                float loss_scale, PassTimes* times) {
     PassTimes local;
     PassTimes& t = times ? *times : local;
-    auto run = [&](auto& acts) {
-        Pass<std::remove_pointer_t<decltype(acts->dres)>> pass(*this, *acts);
+    return with_pass([&](auto& pass) {
         {
             ScopedTimer timer(&t.forward);
             pass.forward_blocks(hooks, inputs);
         }
         ScopedTimer timer(&t.backward);
         double loss = pass.head_loss(hooks, targets, loss_scale, true);
-        pass.backward_blocks(hooks, inputs);
+        pass.backward_blocks(hooks);
         return loss;
-    };
-    return acts_f32_ ? run(acts_f32_) : run(acts_bf16_);
+    });
 }
 
 double Model::forward_loss(UnitHooks& hooks, const int32_t* inputs, const int32_t* targets) {
-    auto run = [&](auto& acts) {
-        Pass<std::remove_pointer_t<decltype(acts->dres)>> pass(*this, *acts);
+    return with_pass([&](auto& pass) {
         pass.forward_blocks(hooks, inputs);
         return pass.head_loss(hooks, targets, 0.0f, false);
-    };
-    return acts_f32_ ? run(acts_f32_) : run(acts_bf16_);
+    });
 }
 
 void Model::forward_logits(UnitHooks& hooks, const int32_t* inputs, float* logits) {
-    auto run = [&](auto& acts) {
-        Pass<std::remove_pointer_t<decltype(acts->dres)>> pass(*this, *acts);
+    with_pass([&](auto& pass) {
         pass.forward_blocks(hooks, inputs);
         pass.logits(hooks, logits);
-    };
-    if (acts_f32_)
-        run(acts_f32_);
-    else
-        run(acts_bf16_);
+    });
 }
 
 }  // namespace zt

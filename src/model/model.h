@@ -40,8 +40,11 @@ class Model {
     // Activations for micro-batches of B sequences of T tokens, in dtype
     // (f32 or bf16), are allocated once and counted under `activations`;
     // recompute (activations.h) decides how much of them the forward keeps.
+    // On Device::cuda (a CUDA build) the activations are device memory and
+    // every op runs on the model's own stream (stream()); the tokens come from
+    // the host and the losses and logits go back to it.
     Model(const ModelConfig& cfg, int B, int T, MemoryLedger* ledger, DType dtype = DType::f32,
-          Recompute recompute = Recompute::none);
+          Recompute recompute = Recompute::none, Device device = Device::cpu);
     ~Model();
     Model(const Model&) = delete;
     Model& operator=(const Model&) = delete;
@@ -52,6 +55,9 @@ class Model {
     int seq_len() const { return T_; }
     DType dtype() const { return dtype_; }
     Recompute recompute() const { return recompute_; }
+    Device device() const { return device_; }
+    // The cudaStream_t the GPU ops run on; null on the CPU.
+    void* stream() const;
     // The activation arena's bytes; activation_bytes_for (activations.h) gives
     // the same number without building a model.
     int64_t activation_bytes() const;
@@ -71,8 +77,12 @@ class Model {
   private:
     template <class S>
     struct Acts;
-    template <class S>
-    class Pass;  // forward and backward over activations of storage type S
+    template <class S, class Ops>
+    class Pass;  // forward and backward over activations of storage type S, on backend Ops
+    struct Backends;
+    // Calls f(pass) with the pass of this model's dtype and device.
+    template <class F>
+    auto with_pass(F&& f);
     // Refuses ids outside [min_id, V): inputs need min_id 0, targets allow -1 (ignored).
     void check_tokens(const int32_t* tokens, const char* what, int32_t min_id) const;
 
@@ -84,7 +94,10 @@ class Model {
     int B_, T_;
     DType dtype_;
     Recompute recompute_;
-    Arena arena_;
+    Device device_;
+    std::unique_ptr<Backends> backends_;
+    Arena arena_;  // the activations on the CPU
+    int64_t activation_bytes_ = 0;
     MemoryLedger* ledger_ = nullptr;         // the arena's bytes are counted here
     std::unique_ptr<Acts<float>> acts_f32_;  // exactly one of the two is set
     std::unique_ptr<Acts<bf16>> acts_bf16_;
