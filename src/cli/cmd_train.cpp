@@ -93,7 +93,9 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
             },
             ""))
         ->capture_default_str();
-    t->add_option("--device", c.device, "cpu (cuda: not wired into training yet, refused)")
+    t->add_option("--device", c.device,
+                  "cpu, or cuda (a CUDA build): the model's forward and backward on the GPU, the "
+                  "ZeRO engine's state in host memory")
         ->capture_default_str();
     t->add_option("--precision", c.precision,
                   "fp32, or bf16: bf16 weights, activations and matrix products (oneDNN), fp32 "
@@ -105,7 +107,8 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
         ->capture_default_str();
     t->add_option("--comm", c.comm,
                   "communicator: auto (local for one rank, else mpi), local, mpi, ring; nccl is "
-                  "GPU-only (--device cuda, not wired into training yet)")
+                  "GPU-only and refused for now (with --device cuda the engine's collectives "
+                  "are on host memory: use mpi or ring)")
         ->capture_default_str();
     t->add_option("--sim-bandwidth-gbps", c.sim_bandwidth_gbps,
                   "simulate a network of this many gigabits/s (0: real speed)")

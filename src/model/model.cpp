@@ -151,11 +151,11 @@ class Model::Pass {
   private:
     const S* params(UnitHooks& hooks, int unit) {
         Tensor t = hooks.acquire(unit);
-        ZT_CHECK(t.device == Ops::device,
+        ZT_CHECK(t.device == Ops::kDevice,
                  "unit %d's compute copy is on the %s, but the model runs on the %s: the engine "
                  "and the model must be built for the same --device",
                  unit, t.device == Device::cpu ? "CPU" : "GPU",
-                 Ops::device == Device::cpu ? "CPU" : "GPU");
+                 Ops::kDevice == Device::cpu ? "CPU" : "GPU");
         ZT_CHECK(t.dtype == dtype_of<S>(),
                  "unit %d's compute copy is %s but the model computes in %s", unit,
                  dtype_name(t.dtype), dtype_name(dtype_of<S>()));
@@ -194,7 +194,7 @@ template <class F>
 void Model::Pass<S, Ops>::with_grads(UnitHooks& hooks, int unit, F&& f) {
     Tensor g = hooks.unit_grads(unit);
     if (g.dtype == DType::f32) {
-        if constexpr (std::is_same_v<S, float> || Ops::mixed_grads) {
+        if constexpr (std::is_same_v<S, float> || Ops::kMixedGrads) {
             f(static_cast<float*>(g.data));
             return;
         } else {
@@ -604,6 +604,13 @@ int64_t Model::activation_bytes() const {
 void* Model::stream() const {
 #if ZT_HAVE_CUDA
     if (backends_->cuda) return backends_->cuda->stream();
+#endif
+    return nullptr;
+}
+
+DeviceCopier* Model::copier() {
+#if ZT_HAVE_CUDA
+    if (backends_->cuda) return backends_->cuda.get();
 #endif
     return nullptr;
 }

@@ -29,6 +29,8 @@
 
 namespace zt {
 
+class DeviceCopier;  // ops/backend.h
+
 // Seconds spent, added to by each call.
 struct PassTimes {
     double forward = 0;
@@ -58,6 +60,8 @@ class Model {
     Device device() const { return device_; }
     // The cudaStream_t the GPU ops run on; null on the CPU.
     void* stream() const;
+    // Copies to and from the model's GPU memory, ordered with its ops; null on the CPU.
+    DeviceCopier* copier();
     // The activation arena's bytes; activation_bytes_for (activations.h) gives
     // the same number without building a model.
     int64_t activation_bytes() const;

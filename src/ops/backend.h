@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "core/dtype.h"
@@ -44,21 +45,41 @@
 namespace zt {
 
 // The op calls a pass makes, forwarded by name to the backend's namespace.
-#define ZT_MODEL_OPS(X)                                                                            \
-    X(embedding_forward)                                                                           \
-    X(embedding_backward)                                                                          \
-    X(rmsnorm_forward) X(rmsnorm_backward) X(layernorm_forward) X(layernorm_backward)              \
-        X(matmul_forward) X(matmul_backward) X(rope_forward) X(rope_backward) X(attention_forward) \
-            X(attention_backward) X(swiglu_forward) X(swiglu_backward) X(gelu_forward)             \
+#define ZT_MODEL_OPS(X)                                                                \
+    X(embedding_forward)                                                               \
+    X(embedding_backward)                                                              \
+    X(rmsnorm_forward)                                                                 \
+    X(rmsnorm_backward) X(layernorm_forward) X(layernorm_backward) X(matmul_forward)   \
+        X(matmul_backward) X(rope_forward) X(rope_backward) X(attention_forward)       \
+            X(attention_backward) X(swiglu_forward) X(swiglu_backward) X(gelu_forward) \
                 X(gelu_backward) X(add_inplace) X(classifier_forward_backward)
+
+// Memory on the device the model runs on, as seen from the host: what brings
+// the engine's host-resident units to the model and its gradients back.
+// Copies are ordered with the model's ops (on the GPU: on its stream).
+class DeviceCopier {
+  public:
+    virtual ~DeviceCopier() = default;
+    virtual Device device() const = 0;
+    virtual void* alloc(size_t bytes) = 0;  // zeroed
+    virtual void release(void* p) = 0;
+    virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
+    // Returns once the bytes are on the host.
+    virtual void download(void* host_dst, const void* device_src, size_t bytes) = 0;
+    virtual void zero(void* p, size_t bytes) = 0;
+};
+
+// Host memory standing in for a device (Device::cpu): the same copies, so
+// what runs over a DeviceCopier can be checked without a GPU.
+std::unique_ptr<DeviceCopier> make_host_copier();
 
 // Rows of logits the CPU's fused classifier holds at once: ~16 MiB of scratch.
 int cpu_classifier_chunk_rows(int64_t N, int V);
 
 struct CpuOps {
-    static constexpr Device device = Device::cpu;
+    static constexpr Device kDevice = Device::cpu;
     // fp32 gradients of a bf16 model: the CPU has every mixed overload.
-    static constexpr bool mixed_grads = true;
+    static constexpr bool kMixedGrads = true;
 
 #define ZT_CPU_OP(name)        \
     template <class... A>      \
@@ -117,15 +138,15 @@ int cuda_classifier_chunk_rows(int64_t N, int V);
 
 // The GPU backend: its own non-blocking stream, device buffers for the
 // tokens, host buffers for what comes back. Owned by the model.
-class CudaOps {
+class CudaOps : public DeviceCopier {
   public:
-    static constexpr Device device = Device::cuda;
+    static constexpr Device kDevice = Device::cuda;
     // The CUDA ops write a bf16 model's weight gradients in bf16 only.
-    static constexpr bool mixed_grads = false;
+    static constexpr bool kMixedGrads = false;
 
     // N = B * T tokens per micro-batch.
     explicit CudaOps(int64_t N);
-    ~CudaOps();
+    ~CudaOps() override;
     CudaOps(const CudaOps&) = delete;
     CudaOps& operator=(const CudaOps&) = delete;
 
@@ -156,8 +177,19 @@ class CudaOps {
 
     // Device memory for the activation arena (bytes, zeroed), freed with the backend.
     void* alloc_arena(size_t bytes);
-    // Copies host data into device memory on the stream and waits for it.
-    void upload(void* device_dst, const void* host_src, size_t bytes);
+
+    // DeviceCopier, on the stream. upload waits for the copy, so the host
+    // buffer may change at once.
+    Device device() const override {
+        return Device::cuda;
+    }
+    void* alloc(size_t bytes) override;
+    void release(void* p) override;
+    void upload(void* device_dst, const void* host_src, size_t bytes) override;
+    void download(void* host_dst, const void* device_src, size_t bytes) override;
+    void zero(void* p, size_t bytes) override {
+        zero_bytes(p, bytes);
+    }
 
   private:
     void zero_bytes(void* p, size_t bytes);

@@ -699,9 +699,12 @@ void validate_train_config(const TrainConfig& c) {
              c.max_restarts);
     ZT_CHECK(c.device == "cpu" || c.device == "cuda", "--device '%s': expected cpu or cuda",
              c.device.c_str());
-    ZT_CHECK(c.device == "cpu",
-             "--device cuda: training on the GPU is not wired in yet (the CUDA ops compile, "
-             "but the engine and model run on the CPU); use --device cpu");
+    ZT_CHECK(c.device == "cpu" || ZT_HAVE_CUDA,
+             "--device cuda: this build has no CUDA backend (configure with -DZT_CUDA=ON on a "
+             "machine with the CUDA toolkit, cuDNN and NCCL); use --device cpu");
+    ZT_CHECK(!(c.device == "cuda" && c.precision == "bf16" && c.grad_accum_dtype == "fp32"),
+             "--device cuda --precision bf16: fp32 gradients of a bf16 model are not supported on "
+             "the GPU yet; use --grad-accum-dtype bf16 (the default)");
     ZT_CHECK(c.precision == "fp32" || c.precision == "bf16",
              "--precision '%s': expected fp32 or bf16", c.precision.c_str());
     ZT_CHECK(c.grad_accum_dtype == "auto" || c.grad_accum_dtype == "fp32" ||
@@ -712,7 +715,9 @@ void validate_train_config(const TrainConfig& c) {
     ZT_CHECK(c.comm == "auto" || c.comm == "local" || c.comm == "mpi" || c.comm == "ring" ||
                  c.comm == "nccl",
              "--comm '%s': expected auto, local, mpi, ring or nccl", c.comm.c_str());
-    ZT_CHECK(c.comm != "nccl", "--comm nccl: NCCL needs --device cuda; use mpi or ring on CPU");
+    ZT_CHECK(c.comm != "nccl",
+             "--comm nccl: not wired into training yet (with --device cuda the ZeRO engine's state "
+             "and its collectives are in host memory); use --comm mpi or ring");
     ZT_CHECK(std::isfinite(c.sim_bandwidth_gbps) && c.sim_bandwidth_gbps >= 0,
              "--sim-bandwidth-gbps %g: must be >= 0 (0: unlimited)", c.sim_bandwidth_gbps);
     ZT_CHECK(std::isfinite(c.sim_latency_us) && c.sim_latency_us >= 0,

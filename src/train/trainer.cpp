@@ -36,6 +36,7 @@
 #include "ckpt/hf.h"
 #include "comm/communicator.h"
 #include "core/check.h"
+#include "core/units.h"
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "model/config.h"
@@ -44,6 +45,7 @@
 #include "prof/memory.h"
 #include "prof/timer.h"
 #include "prof/trace.h"
+#include "train/device_hooks.h"
 #include "train/evaluate.h"
 #include "train/generate.h"
 #include "train/metrics.h"
@@ -196,6 +198,10 @@ struct Training {
     MemoryLedger& ledger;
     Engine& engine;
     Model& model;
+    // What the model borrows units through: the engine, or DeviceHooks in
+    // front of it when the model runs on the GPU (device_hooks, else null).
+    UnitHooks& hooks;
+    DeviceHooks* device_hooks;
     const DataLoader& loader;
     MetricsWriter* metrics;   // rank 0's; null on the other ranks
     double peak_flops;        // one rank's measured GEMM peak in the compute dtype
@@ -257,7 +263,8 @@ void report_run_start(const Training& t, const nlohmann::ordered_json& resolved)
          {"n_params", count_params(run.model)},
          {"comm", t.comm.backend_name()},
          {"peak_flops", t.peak_flops},
-         {"peak_flops_source", run.compute_dtype == DType::bf16
+         {"peak_flops_source", cfg.device == "cuda" ? "not measured on the GPU (mfu is 0)"
+                               : run.compute_dtype == DType::bf16
                                    ? "measured bf16 GEMM 512^3 on this machine, per rank"
                                    : "measured sgemm 512^3 on this machine, per rank"},
          {"start_step", run.start_step},
@@ -350,14 +357,15 @@ StepWork train_step(Training& t, PrefetchLoader& prefetch, int64_t s, MicroBatch
             prefetch.next(s, m, batch.inputs.data(), batch.targets.data());
         }
         t.engine.begin_micro(m, K);
-        w.local_loss += t.model.forward_backward(t.engine, batch.inputs.data(),
-                                                 batch.targets.data(), t.loss_scale, &w.pass) /
+        w.local_loss += t.model.forward_backward(t.hooks, batch.inputs.data(), batch.targets.data(),
+                                                 t.loss_scale, &w.pass) /
                         K;
     }
     {
         ScopedTimer timer(&w.optimizer_s);
         TraceScope span("optimizer step");
         w.result = t.engine.step(float(w.lr), s + 1);
+        if (t.device_hooks) t.device_hooks->params_changed();
     }
     w.agreement = agree_on_step(t, w.local_loss);
     w.step_s = now_seconds() - t_step;
@@ -494,7 +502,7 @@ void save_best_if_lower(Training& t, Progress& p, int64_t steps_done, double los
 // Collective: the validation loss after `steps_done` steps.
 void run_eval(Training& t, Progress& p, int64_t steps_done) {
     TraceScope span("eval");
-    EvalResult ev = evaluate_loss(t.model, t.engine, &t.comm, *t.run.data.val, t.cfg.eval_tokens);
+    EvalResult ev = evaluate_loss(t.model, t.hooks, &t.comm, *t.run.data.val, t.cfg.eval_tokens);
     p.summary.final_eval_loss = ev.loss;
     if (t.run.root()) {
         t.metrics->write(
@@ -869,13 +877,27 @@ TrainSummary run_training(const TrainConfig& flags, const ResumeActions& actions
     Engine engine(run.model, engine_options(run), &comm, &ledger);
     load_start_weights(engine, run, request.resume_from.get());
     request.resume_from.reset();  // its files stay mapped no longer than needed
+    const Device device = cfg.device == "cuda" ? Device::cuda : Device::cpu;
     Model model(run.model, cfg.micro_batch, cfg.seq_len, &ledger, run.compute_dtype,
-                parse_recompute(cfg.recompute));
+                parse_recompute(cfg.recompute), device);
+    std::unique_ptr<DeviceHooks> device_hooks;
+    if (device == Device::cuda) {
+        device_hooks = std::make_unique<DeviceHooks>(engine, *model.copier());
+        if (run.root())
+            std::fprintf(stderr,
+                         "zerotrain: note: --device cuda: the model runs on the GPU; the ZeRO "
+                         "engine's state (compute copy, gradients, master, moments) stays in host "
+                         "memory, each unit uploaded once a step and its gradient brought back "
+                         "(%s of GPU memory for the units' copies)\n",
+                         human_bytes(device_hooks->device_bytes()).c_str());
+    }
+    UnitHooks& hooks = device_hooks ? static_cast<UnitHooks&>(*device_hooks) : engine;
     DataLoader loader(*run.data.train, cfg.seq_len, cfg.micro_batch, cfg.grad_accum, run.rank,
                       run.world, cfg.seed);
     const nlohmann::ordered_json resolved = resolved_config_json(run);
     std::unique_ptr<MetricsWriter> metrics = open_run_dir(run, comm, resolved, lock.get(), actions);
-    const double peak_flops = measure_cpu_peak_flops(run.compute_dtype);
+    // On the GPU no peak is measured yet: MFU is reported as 0 there.
+    const double peak_flops = device == Device::cpu ? measure_cpu_peak_flops(run.compute_dtype) : 0;
     const int B = cfg.micro_batch, T = cfg.seq_len, K = cfg.grad_accum;
     Training t{run,
                cfg,
@@ -883,6 +905,8 @@ TrainSummary run_training(const TrainConfig& flags, const ResumeActions& actions
                ledger,
                engine,
                model,
+               hooks,
+               device_hooks.get(),
                loader,
                metrics.get(),
                peak_flops,
