@@ -45,14 +45,13 @@
 namespace zt {
 
 // The op calls a pass makes, forwarded by name to the backend's namespace.
-#define ZT_MODEL_OPS(X)                                                                \
-    X(embedding_forward)                                                               \
-    X(embedding_backward)                                                              \
-    X(rmsnorm_forward)                                                                 \
-    X(rmsnorm_backward) X(layernorm_forward) X(layernorm_backward) X(matmul_forward)   \
-        X(matmul_backward) X(rope_forward) X(rope_backward) X(attention_forward)       \
-            X(attention_backward) X(swiglu_forward) X(swiglu_backward) X(gelu_forward) \
-                X(gelu_backward) X(add_inplace) X(classifier_forward_backward)
+#define ZT_MODEL_OPS(X)                                                                         \
+    X(embedding_forward)                                                                        \
+    X(embedding_backward)                                                                       \
+    X(rmsnorm_forward) X(rmsnorm_backward) X(layernorm_forward) X(layernorm_backward)           \
+        X(matmul_forward) X(matmul_backward) X(rope_forward) X(rope_backward) X(swiglu_forward) \
+            X(swiglu_backward) X(gelu_forward) X(gelu_backward) X(add_inplace)                  \
+                X(classifier_forward_backward)
 
 // Memory on the device the model runs on, as seen from the host: what brings
 // the engine's host-resident units to the model and its gradients back.
@@ -87,6 +86,8 @@ struct CpuOps {
         ::zt::cpu::name(a...); \
     }
     ZT_MODEL_OPS(ZT_CPU_OP)
+    ZT_CPU_OP(attention_forward)
+    ZT_CPU_OP(attention_backward)
 #undef ZT_CPU_OP
 
     template <class T>
@@ -131,9 +132,9 @@ T nv(T x) {
 }
 static_assert(sizeof(bf16) == sizeof(__nv_bfloat16), "bf16 and __nv_bfloat16 must share a layout");
 
-// Rows of logits the GPU's fused classifier holds at once: thousands of rows
-// (~256 MiB of fp32 scratch at most), so the dweight GEMMs run a handful of
-// times a step instead of once per hundred rows.
+// Rows of logits the GPU's fused classifier holds at once
+// (cuda::classifier_chunk_rows: thousands of rows, ~256 MiB of fp32 scratch),
+// so the dweight GEMMs run a handful of times a step, not once per 100 rows.
 int cuda_classifier_chunk_rows(int64_t N, int V);
 
 // The GPU backend: its own non-blocking stream, device buffers for the
@@ -159,6 +160,23 @@ class CudaOps : public DeviceCopier {
     }
     ZT_MODEL_OPS(ZT_CUDA_OP)
 #undef ZT_CUDA_OP
+
+    // Training attention on tensor cores: the cuBLAS path (batched GEMMs
+    // around fused causal-softmax kernels), with scratch the backend keeps.
+    // The scalar kernels (cuda::attention_forward) remain the tests' oracle.
+    template <class T>
+    void attention_forward(T* out, T* att, const T* qkv, int B, int T_, int NH, int NKV, int HD) {
+        void* s = attention_scratch(B, T_, NH, NKV, HD, sizeof(T) == 4 ? DType::f32 : DType::bf16);
+        cuda::attention_forward_cublas(nv(out), nv(att), nv(qkv), B, T_, NH, NKV, HD, s,
+                                       scratch_bytes_, stream_);
+    }
+    template <class T>
+    void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int B, int T_,
+                            int NH, int NKV, int HD) {
+        void* s = attention_scratch(B, T_, NH, NKV, HD, sizeof(T) == 4 ? DType::f32 : DType::bf16);
+        cuda::attention_backward_cublas(nv(dqkv), nv(dout), nv(qkv), nv(att), B, T_, NH, NKV, HD, s,
+                                        scratch_bytes_, stream_);
+    }
 
     template <class T>
     void zero(T* p, int64_t n) {
@@ -192,6 +210,8 @@ class CudaOps : public DeviceCopier {
     }
 
   private:
+    // Device scratch of at least attention_cublas_scratch_bytes for the shape.
+    void* attention_scratch(int B, int T, int NH, int NKV, int HD, DType dtype);
     void zero_bytes(void* p, size_t bytes);
     void copy_columns_bytes(void* dst, const void* src, size_t rows, size_t pitch, size_t width);
 
@@ -199,6 +219,8 @@ class CudaOps : public DeviceCopier {
     int64_t N_ = 0;
     int32_t* tokens_[2] = {nullptr, nullptr};  // (N) inputs, targets on the device
     void* arena_ = nullptr;
+    void* scratch_ = nullptr;  // the attention's
+    size_t scratch_bytes_ = 0;
     std::vector<float> host_;      // what to_host brought back
     float* out_device_ = nullptr;  // host_out's device side
     int64_t out_capacity_ = 0;

@@ -102,41 +102,63 @@ inline float from_bf16(bf16 h) {
     return zt::bf16_to_f32(zt::bf16{raw.x});
 }
 
-// A device array of E holding `values`; for bf16, `values` are rounded to
-// bf16 in place first, so the caller's host copy is what the device holds.
+// A device array of E holding `values`, copied on `stream` (and waited for);
+// for bf16, `values` are rounded to bf16 in place first, so the caller's host
+// copy is what the device holds.
 template <class E>
-DeviceBuffer<E> to_device(std::vector<float>& values) {
+DeviceBuffer<E> to_device(std::vector<float>& values, cudaStream_t stream) {
     DeviceBuffer<E> buf(int64_t(values.size()));
     if constexpr (std::is_same_v<E, float>) {
-        buf.copy_from_host(values.data(), int64_t(values.size()));
+        buf.copy_from_host(values.data(), int64_t(values.size()), stream);
     } else {
         std::vector<bf16> h(values.size());
         for (size_t i = 0; i < values.size(); i++) {
             h[i] = to_bf16(values[i]);
             values[i] = from_bf16(h[i]);
         }
-        buf.copy_from_host(h.data(), int64_t(h.size()));
+        buf.copy_from_host(h.data(), int64_t(h.size()), stream);
     }
     return buf;
 }
 
+// The first n elements of buf (all when n < 0) as floats, copied on `stream`
+// after the work already enqueued there.
 template <class E>
-std::vector<float> to_host(const DeviceBuffer<E>& buf) {
-    std::vector<float> out(size_t(buf.size()));
+std::vector<float> to_host(const DeviceBuffer<E>& buf, cudaStream_t stream, int64_t n = -1) {
+    if (n < 0) n = buf.size();
+    std::vector<float> out(static_cast<size_t>(n));
     if constexpr (std::is_same_v<E, float>) {
-        buf.copy_to_host(out.data(), buf.size());
+        buf.copy_to_host(out.data(), n, stream);
     } else {
-        std::vector<bf16> h(size_t(buf.size()));
-        buf.copy_to_host(h.data(), buf.size());
+        std::vector<bf16> h(static_cast<size_t>(n));
+        buf.copy_to_host(h.data(), n, stream);
         for (size_t i = 0; i < h.size(); i++) out[i] = from_bf16(h[i]);
     }
     return out;
 }
 
+// n elements of E starting at device pointer p, as floats, copied on `stream`.
+template <class E>
+std::vector<float> slice_to_host(const E* p, int64_t n, cudaStream_t stream) {
+    std::vector<E> h(static_cast<size_t>(n));
+    std::vector<float> out(static_cast<size_t>(n));
+    EXPECT_EQ(cudaMemcpyAsync(h.data(), p, size_t(n) * sizeof(E), cudaMemcpyDeviceToHost, stream),
+              cudaSuccess);
+    EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    for (size_t i = 0; i < h.size(); i++) {
+        if constexpr (std::is_same_v<E, float>) {
+            out[i] = h[i];
+        } else {
+            out[i] = from_bf16(h[i]);
+        }
+    }
+    return out;
+}
+
 template <class T>
-DeviceBuffer<T> upload(const std::vector<T>& v) {
+DeviceBuffer<T> upload(const std::vector<T>& v, cudaStream_t stream) {
     DeviceBuffer<T> buf(int64_t(v.size()));
-    buf.copy_from_host(v.data(), int64_t(v.size()));
+    buf.copy_from_host(v.data(), int64_t(v.size()), stream);
     return buf;
 }
 

@@ -36,8 +36,8 @@ void rmsnorm_case(cudaStream_t s, int64_t N, int C) {
     auto x = randn(size_t(N) * C, 101, 2.0f, 0.5f), w = randn(C, 102, 0.2f, 1.0f);
     auto dout = randn(size_t(N) * C, 103);
     auto dx = randn(size_t(N) * C, 104, 0.1f), dw = randn(C, 105, 0.1f);
-    auto d_x = to_device<E>(x), d_w = to_device<E>(w), d_dout = to_device<E>(dout);
-    auto d_dx = to_device<E>(dx), d_dw = to_device<E>(dw);
+    auto d_x = to_device<E>(x, s), d_w = to_device<E>(w, s), d_dout = to_device<E>(dout, s);
+    auto d_dx = to_device<E>(dx, s), d_dw = to_device<E>(dw, s);
     DeviceBuffer<E> d_out(N * C);
     DeviceBuffer<float> d_rstd(N);
     gpu::rmsnorm_forward(d_out.data(), d_rstd.data(), d_x.data(), d_w.data(), N, C, 1e-5f, s);
@@ -47,10 +47,10 @@ void rmsnorm_case(cudaStream_t s, int64_t N, int C) {
     std::vector<float> out(size_t(N) * C), rstd(N);
     cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5f);
     cpu::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, C);
-    expect_close("rmsnorm out", to_host(d_out), out, tol<E>());
-    expect_close("rmsnorm rstd", to_host(d_rstd), rstd, kTolF32);  // fp32 statistics always
-    expect_close("rmsnorm dinp", to_host(d_dx), dx, tol<E>());
-    expect_close("rmsnorm dweight", to_host(d_dw), dw, tol<E>());
+    expect_close("rmsnorm out", to_host(d_out, s), out, tol<E>());
+    expect_close("rmsnorm rstd", to_host(d_rstd, s), rstd, kTolF32);  // fp32 statistics always
+    expect_close("rmsnorm dinp", to_host(d_dx, s), dx, tol<E>());
+    expect_close("rmsnorm dweight", to_host(d_dw, s), dw, tol<E>());
 }
 
 template <class E>
@@ -58,9 +58,9 @@ void layernorm_case(cudaStream_t s, int64_t N, int C) {
     auto x = randn(size_t(N) * C, 111, 2.0f, 3.0f), w = randn(C, 112, 0.2f, 1.0f);
     auto b = randn(C, 113, 0.1f), dout = randn(size_t(N) * C, 114);
     auto dx = randn(size_t(N) * C, 115, 0.1f), dw = randn(C, 116, 0.1f), db = randn(C, 117, 0.1f);
-    auto d_x = to_device<E>(x), d_w = to_device<E>(w), d_b = to_device<E>(b);
-    auto d_dout = to_device<E>(dout), d_dx = to_device<E>(dx), d_dw = to_device<E>(dw),
-         d_db = to_device<E>(db);
+    auto d_x = to_device<E>(x, s), d_w = to_device<E>(w, s), d_b = to_device<E>(b, s);
+    auto d_dout = to_device<E>(dout, s), d_dx = to_device<E>(dx, s), d_dw = to_device<E>(dw, s),
+         d_db = to_device<E>(db, s);
     DeviceBuffer<E> d_out(N * C);
     DeviceBuffer<float> d_mean(N), d_rstd(N);
     gpu::layernorm_forward(d_out.data(), d_mean.data(), d_rstd.data(), d_x.data(), d_w.data(),
@@ -73,12 +73,12 @@ void layernorm_case(cudaStream_t s, int64_t N, int C) {
                            1e-5f);
     cpu::layernorm_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(),
                             mean.data(), rstd.data(), N, C);
-    expect_close("layernorm out", to_host(d_out), out, tol<E>());
-    expect_close("layernorm mean", to_host(d_mean), mean, kTolF32);
-    expect_close("layernorm rstd", to_host(d_rstd), rstd, kTolF32);
-    expect_close("layernorm dinp", to_host(d_dx), dx, tol<E>());
-    expect_close("layernorm dweight", to_host(d_dw), dw, tol<E>());
-    expect_close("layernorm dbias", to_host(d_db), db, tol<E>());
+    expect_close("layernorm out", to_host(d_out, s), out, tol<E>());
+    expect_close("layernorm mean", to_host(d_mean, s), mean, kTolF32);
+    expect_close("layernorm rstd", to_host(d_rstd, s), rstd, kTolF32);
+    expect_close("layernorm dinp", to_host(d_dx, s), dx, tol<E>());
+    expect_close("layernorm dweight", to_host(d_dw, s), dw, tol<E>());
+    expect_close("layernorm dbias", to_host(d_db, s), db, tol<E>());
 }
 
 TEST_F(CudaTest, RmsNormF32) {
@@ -116,7 +116,7 @@ TEST_F(CudaTest, RopeTableMatchesCpu) {
     sync();
     std::vector<float> c(size_t(kT) * half), sn(size_t(kT) * half);
     cpu::rope_table(c.data(), sn.data(), kT, kHD, 10000.0f);
-    const auto gc = to_host(d_cos), gs = to_host(d_sin);
+    const auto gc = to_host(d_cos, stream_), gs = to_host(d_sin, stream_);
     for (size_t i = 0; i < c.size(); i++) {
         const double dc = std::fabs(double(gc[i]) - c[i]), ds = std::fabs(double(gs[i]) - sn[i]);
         ASSERT_TRUE(dc <= 1.2e-7 && ds <= 1.2e-7) << "entry " << i << ": cos " << gc[i] << " vs "
@@ -130,10 +130,10 @@ void rope_case(cudaStream_t s) {
     const int half = kHD / 2, heads = kNH + kNKV;
     std::vector<float> c(size_t(kT) * half), sn(size_t(kT) * half);
     cpu::rope_table(c.data(), sn.data(), kT, kHD, 10000.0f);
-    auto d_cos = upload(c), d_sin = upload(sn);
+    auto d_cos = upload(c, s), d_sin = upload(sn, s);
     const size_t n = size_t(kB) * kT * kQkvRow;
     auto x = randn(n, 121), dout = randn(n, 122), dx = randn(n, 123, 0.1f);
-    auto d_x = to_device<E>(x), d_dout = to_device<E>(dout), d_dx = to_device<E>(dx);
+    auto d_x = to_device<E>(x, s), d_dout = to_device<E>(dout, s), d_dx = to_device<E>(dx, s);
     DeviceBuffer<E> d_out{int64_t(n)};
     ASSERT_EQ(cudaMemcpyAsync(d_out.data(), d_x.data(), n * sizeof(E), cudaMemcpyDeviceToDevice, s),
               cudaSuccess);  // v heads pass through untouched
@@ -147,9 +147,9 @@ void rope_case(cudaStream_t s) {
     std::vector<float> out = x;
     cpu::rope_forward(out.data(), x.data(), c.data(), sn.data(), kB, kT, heads, kHD, kQkvRow);
     cpu::rope_backward(dx.data(), dout.data(), c.data(), sn.data(), kB, kT, heads, kHD, kQkvRow);
-    expect_close("rope out", to_host(d_out), out, tol<E>());
-    expect_close("rope out (in place)", to_host(d_x), out, tol<E>());
-    expect_close("rope dinp", to_host(d_dx), dx, tol<E>());
+    expect_close("rope out", to_host(d_out, s), out, tol<E>());
+    expect_close("rope out (in place)", to_host(d_x, s), out, tol<E>());
+    expect_close("rope dinp", to_host(d_dx, s), dx, tol<E>());
 }
 
 TEST_F(CudaTest, RopeF32) {
@@ -174,7 +174,8 @@ void attention_case(cudaStream_t s, int B, int T, int NH, int NKV, int HD) {
     const size_t n_qkv = size_t(B) * T * R, n_out = size_t(B) * T * NH * HD;
     const size_t n_att = size_t(B) * NH * T * T;
     auto qkv = randn(n_qkv, 131), dout = randn(n_out, 132), dqkv = randn(n_qkv, 133, 0.1f);
-    auto d_qkv = to_device<E>(qkv), d_dout = to_device<E>(dout), d_dqkv = to_device<E>(dqkv);
+    auto d_qkv = to_device<E>(qkv, s), d_dout = to_device<E>(dout, s),
+         d_dqkv = to_device<E>(dqkv, s);
     DeviceBuffer<E> d_out{int64_t(n_out)}, d_att{int64_t(n_att)};
     gpu::attention_forward(d_out.data(), d_att.data(), d_qkv.data(), B, T, NH, NKV, HD, s);
     gpu::attention_backward(d_dqkv.data(), d_dout.data(), d_qkv.data(), d_att.data(), B, T, NH, NKV,
@@ -183,10 +184,10 @@ void attention_case(cudaStream_t s, int B, int T, int NH, int NKV, int HD) {
     std::vector<float> out(n_out), att(n_att);
     cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, NH, NKV, HD);
     cpu::attention_backward(dqkv.data(), dout.data(), qkv.data(), att.data(), B, T, NH, NKV, HD);
-    const auto got_att = to_host(d_att);
-    expect_close("attention out", to_host(d_out), out, tol<E>());
+    const auto got_att = to_host(d_att, s);
+    expect_close("attention out", to_host(d_out, s), out, tol<E>());
     expect_close("attention probabilities", got_att, att, tol<E>());
-    expect_close("attention dqkv", to_host(d_dqkv), dqkv, tol<E>());
+    expect_close("attention dqkv", to_host(d_dqkv, s), dqkv, tol<E>());
     // Causal: exactly zero above the diagonal.
     size_t nonzero = 0;
     for (int bh = 0; bh < B * NH; bh++) {
@@ -219,7 +220,7 @@ void swiglu_case(cudaStream_t s) {
     const int H = 100;
     const size_t n = size_t(kN) * H;
     auto gu = randn(2 * n, 141, 2.0f), dout = randn(n, 142), dgu = randn(2 * n, 143, 0.1f);
-    auto d_gu = to_device<E>(gu), d_dout = to_device<E>(dout), d_dgu = to_device<E>(dgu);
+    auto d_gu = to_device<E>(gu, s), d_dout = to_device<E>(dout, s), d_dgu = to_device<E>(dgu, s);
     DeviceBuffer<E> d_out{int64_t(n)};
     gpu::swiglu_forward(d_out.data(), d_gu.data(), kN, H, s);
     gpu::swiglu_backward(d_dgu.data(), d_dout.data(), d_gu.data(), kN, H, s);
@@ -227,15 +228,15 @@ void swiglu_case(cudaStream_t s) {
     std::vector<float> out(n);
     cpu::swiglu_forward(out.data(), gu.data(), kN, H);
     cpu::swiglu_backward(dgu.data(), dout.data(), gu.data(), kN, H);
-    expect_close("swiglu out", to_host(d_out), out, tol<E>());
-    expect_close("swiglu dgate_up", to_host(d_dgu), dgu, tol<E>());
+    expect_close("swiglu out", to_host(d_out, s), out, tol<E>());
+    expect_close("swiglu dgate_up", to_host(d_dgu, s), dgu, tol<E>());
 }
 
 template <class E>
 void gelu_case(cudaStream_t s) {
     const int64_t n = kN * kC + 1;
     auto x = randn(size_t(n), 151, 3.0f), dout = randn(size_t(n), 152), dx = randn(size_t(n), 153);
-    auto d_x = to_device<E>(x), d_dout = to_device<E>(dout), d_dx = to_device<E>(dx);
+    auto d_x = to_device<E>(x, s), d_dout = to_device<E>(dout, s), d_dx = to_device<E>(dx, s);
     DeviceBuffer<E> d_out(n);
     gpu::gelu_forward(d_out.data(), d_x.data(), n, s);
     gpu::gelu_backward(d_dx.data(), d_dout.data(), d_x.data(), n, s);
@@ -243,8 +244,8 @@ void gelu_case(cudaStream_t s) {
     std::vector<float> out(n);
     cpu::gelu_forward(out.data(), x.data(), n);
     cpu::gelu_backward(dx.data(), dout.data(), x.data(), n);
-    expect_close("gelu out", to_host(d_out), out, tol<E>());
-    expect_close("gelu dinp", to_host(d_dx), dx, tol<E>());
+    expect_close("gelu out", to_host(d_out, s), out, tol<E>());
+    expect_close("gelu dinp", to_host(d_dx, s), dx, tol<E>());
 }
 
 TEST_F(CudaTest, SwigluF32) {

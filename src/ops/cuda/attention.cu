@@ -16,18 +16,12 @@
 // Plain fp32 FMA loops, no tensor cores: this path is the readable reference
 // and the test oracle on the GPU, not the fast one.
 //
-// cuDNN flash SDPA: left out. cuDNN 9's C backend API expresses fused
-// attention either as a hand-built operation graph (matmul, scale, causal
-// mask from generated indices, softmax with stats, matmul, about 12 ops and
-// 15 virtual tensors forward and twice that backward, which must match the
-// engine's fusion pattern exactly) or as the newer SDPA_FWD/BWD operation
-// descriptors, for which this toolkit's headers (cuDNN 9.19) expose no
-// causal-mask attribute (only a block mask, paging and sequence lengths).
-// Either would have been written without a GPU to run it on, so it is not
-// here; the cudnn-frontend header library, which builds that graph for
-// PyTorch and llm.c, is not part of the toolkit. Next step: vendor
-// cudnn-frontend and add attention_flash_forward/backward beside these,
-// tested against this path.
+// The tensor-core path (attention_cublas.cu) computes the same math with
+// batched cuBLASLt GEMMs; this file is its oracle in the GPU tests.
+// Shared memory: a block holds a whole score row, (HD + T) floats, so T is
+// bounded by the device's opt-in shared memory per block (227 KiB on an
+// H100/H200: about 58K positions); prepare_smem refuses longer rows with the
+// numbers.
 #include <cmath>
 
 #include "ops/cuda/attention.h"
@@ -196,12 +190,27 @@ __global__ void attention_backward_dkv_kernel(T* dqkv, const float* dsum, const 
 
 // ---- raw launchers ---------------------------------------------------------
 
-// Raises the kernel's dynamic shared-memory limit when a long row needs it.
+// Makes `kernel` launchable with `dynamic_bytes` of dynamic shared memory, or
+// refuses: static (cudaFuncGetAttributes) plus dynamic must fit the device's
+// opt-in limit per block, and past the default 48 KiB the kernel's dynamic
+// limit is raised explicitly.
 template <class Kernel>
-void set_smem(Kernel kernel, size_t bytes) {
-    if (bytes > 48 * 1024) {
-        ZT_CUDA_CHECK(
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+void prepare_smem(const char* op, const char* kernel_name, Kernel kernel, size_t dynamic_bytes,
+                  int T_, int HD) {
+    cudaFuncAttributes attr{};
+    ZT_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    int optin = 0;
+    ZT_CUDA_CHECK(
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
+    const size_t total = attr.sharedSizeBytes + dynamic_bytes;
+    ZT_CHECK(total <= size_t(optin),
+             "%s: T=%d head_dim=%d needs %zu bytes of shared memory per block in %s (%zu static + "
+             "%zu dynamic), the device allows %d (the plain path keeps a whole score row on chip; "
+             "use attention_forward_cublas/attention_backward_cublas or a shorter --seq-len)",
+             op, T_, HD, total, kernel_name, size_t(attr.sharedSizeBytes), dynamic_bytes, optin);
+    if (total > size_t(48) * 1024) {
+        ZT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           int(dynamic_bytes)));
     }
 }
 
@@ -214,7 +223,8 @@ void launch_attention_forward(T* out, T* att, const T* qkv, int B, int T_, int N
                               cudaStream_t stream) {
     const float scale = 1.0f / sqrtf(float(HD));
     const size_t smem = row_smem(T_, HD);
-    set_smem(attention_forward_kernel<T>, smem);
+    prepare_smem("attention_forward", "attention_forward_kernel", attention_forward_kernel<T>, smem,
+                 T_, HD);
     attention_forward_kernel<T>
         <<<dim3(T_, NH, B), kThreads, smem, stream>>>(out, att, qkv, T_, NH, NKV, HD, scale);
     ZT_CUDA_LAUNCH_CHECK("attention_forward_kernel");
@@ -224,14 +234,17 @@ template <class T>
 void launch_attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int B, int T_,
                                int NH, int NKV, int HD, cudaStream_t stream) {
     const float scale = 1.0f / sqrtf(float(HD));
-    auto* dsum = static_cast<float*>(stream_workspace(stream, size_t(B) * NH * T_ * sizeof(float)));
+    // Both kernels are checked before either runs, so a refusal leaves dqkv untouched.
     const size_t smem = row_smem(T_, HD);
-    set_smem(attention_backward_dq_kernel<T>, smem);
+    prepare_smem("attention_backward", "attention_backward_dq_kernel",
+                 attention_backward_dq_kernel<T>, smem, T_, HD);
+    const size_t smem_kv = size_t(3 * HD + 2 * kKeyTile) * sizeof(float);
+    prepare_smem("attention_backward", "attention_backward_dkv_kernel",
+                 attention_backward_dkv_kernel<T>, smem_kv, T_, HD);
+    auto* dsum = static_cast<float*>(stream_workspace(stream, size_t(B) * NH * T_ * sizeof(float)));
     attention_backward_dq_kernel<T><<<dim3(T_, NH, B), kThreads, smem, stream>>>(
         dqkv, dsum, dout, qkv, att, T_, NH, NKV, HD, scale);
     ZT_CUDA_LAUNCH_CHECK("attention_backward_dq_kernel");
-    const size_t smem_kv = size_t(3 * HD + 2 * kKeyTile) * sizeof(float);
-    set_smem(attention_backward_dkv_kernel<T>, smem_kv);
     attention_backward_dkv_kernel<T><<<dim3(T_, NKV, B), kKeyTile, smem_kv, stream>>>(
         dqkv, dsum, dout, qkv, att, T_, NH, NKV, HD, scale);
     ZT_CUDA_LAUNCH_CHECK("attention_backward_dkv_kernel");
@@ -245,13 +258,6 @@ void check_dims(const char* op, int B, int T_, int NH, int NKV, int HD) {
              "%s: n_head %d must be a positive multiple of n_kv_head %d", op, NH, NKV);
     ZT_CHECK(B <= 65535 && NH <= 65535, "%s: B=%d and NH=%d must each be <= 65535 (grid limit)", op,
              B, NH);
-    int optin = 0;
-    ZT_CUDA_CHECK(
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
-    ZT_CHECK(row_smem(T_, HD) + 32 * sizeof(float) <= size_t(optin),
-             "%s: T=%d needs %zu bytes of shared memory per row, the device allows %d "
-             "(the plain path keeps a whole score row on chip; use a shorter --seq-len)",
-             op, T_, row_smem(T_, HD), optin);
 }
 
 template <class T>

@@ -5,16 +5,23 @@
 #include <algorithm>
 
 #include "core/check.h"
+#include "ops/cuda/attention.h"
+#include "ops/cuda/classifier.h"
 #include "ops/cuda/cuda_check.h"
 
 namespace zt {
 
 int cuda_classifier_chunk_rows(int64_t N, int V) {
-    int64_t rows = (int64_t(64) << 20) / V;
-    return int(std::min<int64_t>(std::max<int64_t>(rows, 1024), N));
+    return cuda::classifier_chunk_rows(N, V);
 }
 
 CudaOps::CudaOps(int64_t N) : N_(N) {
+    int devices = 0;
+    const cudaError_t err = cudaGetDeviceCount(&devices);
+    (void)cudaGetLastError();
+    ZT_USER_CHECK(err == cudaSuccess && devices > 0,
+                  "--device cuda: no usable GPU on this machine (%s); use --device cpu",
+                  err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount found none");
     ZT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     for (auto& t : tokens_)
         ZT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&t), size_t(N) * sizeof(int32_t)));
@@ -26,25 +33,65 @@ CudaOps::~CudaOps() {
         if (t) ZT_CUDA_WARN(cudaFree(t));
     if (out_device_) ZT_CUDA_WARN(cudaFree(out_device_));
     if (arena_) ZT_CUDA_WARN(cudaFree(arena_));
+    if (scratch_) ZT_CUDA_WARN(cudaFree(scratch_));
     if (stream_) ZT_CUDA_WARN(cudaStreamDestroy(stream_));
 }
 
-void* CudaOps::alloc_arena(size_t bytes) {
-    ZT_CHECK(!arena_, "internal: the GPU activation arena is allocated once");
-    const cudaError_t err = cudaMalloc(&arena_, bytes);
+namespace {
+
+// cudaMalloc of `bytes` for `what`, zeroed on `stream`; a failure clears the
+// sticky error (so the next launch is not blamed) and says what was free.
+void* device_alloc(size_t bytes, const char* what, const char* hint, cudaStream_t stream) {
+    void* p = nullptr;
+    const cudaError_t err = cudaMalloc(&p, bytes);
     if (err != cudaSuccess) {
-        (void)cudaGetLastError();  // a failed allocation must not be blamed on the next launch
-        arena_ = nullptr;
+        (void)cudaGetLastError();
         size_t free_b = 0, total_b = 0;
         (void)cudaMemGetInfo(&free_b, &total_b);
-        ZT_FAIL(
-            "activations: cudaMalloc of %zu bytes failed (%s); the GPU has %zu of %zu bytes "
-            "free. Lower --micro-batch or --seq-len, or use --recompute",
-            bytes, cudaGetErrorString(err), free_b, total_b);
+        ZT_FAIL("%s: cudaMalloc of %zu bytes failed (%s); the GPU has %zu of %zu bytes free.%s",
+                what, bytes, cudaGetErrorString(err), free_b, total_b, hint);
     }
-    zero_bytes(arena_, bytes);
-    ZT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (bytes) ZT_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream));
+    ZT_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return p;
+}
+
+}  // namespace
+
+void* CudaOps::alloc_arena(size_t bytes) {
+    ZT_CHECK(!arena_, "internal: the GPU activation arena is allocated once");
+    arena_ = device_alloc(bytes, "activations",
+                          " Lower --micro-batch or --seq-len, or use --recompute", stream_);
     return arena_;
+}
+
+void* CudaOps::alloc(size_t bytes) {
+    return device_alloc(bytes, "the units' GPU copies", " Lower the model size or use a larger GPU",
+                        stream_);
+}
+
+void CudaOps::release(void* p) {
+    if (!p) return;
+    ZT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    ZT_CUDA_CHECK(cudaFree(p));
+}
+
+void CudaOps::download(void* host_dst, const void* device_src, size_t bytes) {
+    ZT_CUDA_CHECK(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, stream_));
+    ZT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void* CudaOps::attention_scratch(int B, int T, int NH, int NKV, int HD, DType dtype) {
+    const size_t need = cuda::attention_cublas_scratch_bytes(B, T, NH, NKV, HD, dtype);
+    if (need > scratch_bytes_) {
+        release(scratch_);
+        scratch_ = nullptr;
+        scratch_bytes_ = 0;
+        scratch_ =
+            device_alloc(need, "attention scratch", " Lower --micro-batch or --seq-len", stream_);
+        scratch_bytes_ = need;
+    }
+    return scratch_;
 }
 
 void CudaOps::upload(void* device_dst, const void* host_src, size_t bytes) {
@@ -82,10 +129,10 @@ const float* CudaOps::to_host(const float* p, int64_t n) {
 
 float* CudaOps::host_out(float* host, int64_t n) {
     if (n > out_capacity_) {
-        if (out_device_) ZT_CUDA_CHECK(cudaFree(out_device_));
+        release(out_device_);
         out_device_ = nullptr;
-        ZT_CUDA_CHECK(
-            cudaMalloc(reinterpret_cast<void**>(&out_device_), size_t(n) * sizeof(float)));
+        out_device_ = static_cast<float*>(
+            device_alloc(size_t(n) * sizeof(float), "logits", " Lower --micro-batch", stream_));
         out_capacity_ = n;
     }
     out_host_ = host;

@@ -6,7 +6,9 @@
 //   2. One block per row: max, sum of exp, loss = log(sum) + max - logit[target],
 //      and (backward) dlogits = loss_scale (softmax - onehot(target)) written
 //      back over the row; an ignored row (target < 0) gets loss 0 and zeros.
-//   3. cuBLASLt with beta = 1: dx_chunk += dlogits @ weight, dweight += dlogits^T @ x_chunk.
+//   3. cuBLASLt with beta = 1: dx_chunk += dlogits @ weight, dweight += dlogits^T @ x_chunk
+//      (dweight fp32 or the input type; an fp32 dweight of a bf16 model is
+//      bf16 x bf16 -> fp32, so it accumulates across chunks without rounding).
 // The fp32 path overwrites each logit with its gradient in place. The bf16
 // path needs bf16 dlogits for the bf16 GEMMs and packs them into the start of
 // the same row's bytes (leading dimension 2V bf16 elements): bf16 element e
@@ -27,6 +29,9 @@ namespace zt::cuda {
 namespace {
 
 constexpr int kThreads = 512;
+// Fp32 scratch the GPU chunk sizing aims at (see classifier_chunk_rows).
+constexpr int64_t kChunkScratchFloats = int64_t(64) << 20;  // 256 MiB
+constexpr int64_t kChunkRowMultiple = 128;
 
 // ---- kernel ----------------------------------------------------------------
 
@@ -79,8 +84,8 @@ __global__ void softmax_xent_kernel(float* losses, float* logits, const int32_t*
 
 // ---- raw launcher ----------------------------------------------------------
 
-template <class T>
-void launch_classifier(float* losses, T* dx, T* dweight, const T* x, const T* weight,
+template <class T, class G>
+void launch_classifier(float* losses, T* dx, G* dweight, const T* x, const T* weight,
                        const int32_t* targets, int64_t N, int C, int V, float loss_scale,
                        float* scratch, int chunk_rows, cudaStream_t stream) {
     const bool backward = dx || dweight;
@@ -129,7 +134,7 @@ void launch_classifier(float* losses, T* dx, T* dweight, const T* x, const T* we
             g.B = dlogits, g.ldb = ld_dlogits;
             g.ab_type = cuda_data_type<T>();
             g.D = dweight, g.ldd = C;
-            g.d_type = cuda_data_type<T>();
+            g.d_type = cuda_data_type<G>();
             g.beta = 1.0f;
             gemm(g, stream);
         }
@@ -138,29 +143,47 @@ void launch_classifier(float* losses, T* dx, T* dweight, const T* x, const T* we
 
 // ---- checked entry ---------------------------------------------------------
 
-template <class T>
-void classifier_checked(float* losses, T* dx, T* dweight, const T* x, const T* weight,
+template <class T, class G>
+void classifier_checked(float* losses, T* dx, G* dweight, const T* x, const T* weight,
                         const int32_t* targets, int64_t N, int C, int V, float loss_scale,
                         float* scratch, int chunk_rows, cudaStream_t stream) {
     ZT_CHECK(N >= 0 && C > 0 && V > 0, "classifier: bad shape N=%lld C=%d V=%d", (long long)N, C,
              V);
-    ZT_CHECK(chunk_rows > 0 && chunk_rows <= (1 << 30),
-             "classifier: chunk_rows %d must be positive", chunk_rows);
+    ZT_CHECK(chunk_rows > 0, "classifier: chunk_rows %d must be positive", chunk_rows);
     if (N == 0) return;
-    ZT_CHECK(losses && x && weight && targets && scratch, "classifier: null device pointer");
+    ZT_CHECK(losses && x && weight && targets && scratch,
+             "classifier: null device pointer (losses %p, x %p, weight %p, targets %p, scratch %p)",
+             static_cast<void*>(losses), static_cast<const void*>(x),
+             static_cast<const void*>(weight), static_cast<const void*>(targets),
+             static_cast<void*>(scratch));
     ZT_CHECK(is_aligned(losses) && is_aligned(dx) && is_aligned(dweight) && is_aligned(x) &&
                  is_aligned(weight) && is_aligned(targets) && is_aligned(scratch),
-             "classifier: misaligned device pointer");
+             "classifier: a device pointer is not aligned to its element type");
     launch_classifier(losses, dx, dweight, x, weight, targets, N, C, V, loss_scale, scratch,
                       chunk_rows, stream);
 }
 
 }  // namespace
 
+int classifier_chunk_rows(int64_t N, int V) {
+    ZT_CHECK(N >= 0 && V > 0, "classifier_chunk_rows: bad shape N=%lld V=%d", (long long)N, V);
+    int64_t rows = kChunkScratchFloats / V / kChunkRowMultiple * kChunkRowMultiple;
+    rows = std::max(rows, kChunkRowMultiple);
+    rows = std::min(rows, std::max<int64_t>(N, 1));
+    return int(rows);
+}
+
 void classifier_forward_backward(float* losses, float* dx, float* dweight, const float* x,
                                  const float* weight, const int32_t* targets, int64_t N, int C,
                                  int V, float loss_scale, float* scratch, int chunk_rows,
                                  cudaStream_t stream) {
+    classifier_checked(losses, dx, dweight, x, weight, targets, N, C, V, loss_scale, scratch,
+                       chunk_rows, stream);
+}
+void classifier_forward_backward(float* losses, __nv_bfloat16* dx, float* dweight,
+                                 const __nv_bfloat16* x, const __nv_bfloat16* weight,
+                                 const int32_t* targets, int64_t N, int C, int V, float loss_scale,
+                                 float* scratch, int chunk_rows, cudaStream_t stream) {
     classifier_checked(losses, dx, dweight, x, weight, targets, N, C, V, loss_scale, scratch,
                        chunk_rows, stream);
 }

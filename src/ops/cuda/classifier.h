@@ -17,6 +17,12 @@
 
 namespace zt::cuda {
 
+// Rows per chunk the GPU classifier should be given for N rows of V logits:
+// as many as fit in 256 MiB of fp32 scratch, rounded down to a multiple of
+// 128, at least 128 and at most N (at least 1). V = 50257 gives 1280 rows.
+// The caller allocates chunk_rows * V floats of scratch.
+int classifier_chunk_rows(int64_t N, int V);
+
 // losses (N, fp32) = logsumexp(logits) - logits[target], logits = x (N, C) @ weight (V, C)^T.
 // When dx or dweight is non-null, also backward with d(loss_i) = loss_scale for every
 // non-ignored row: dx (N, C) += dlogits @ weight, dweight (V, C) += dlogits^T @ x.
@@ -26,6 +32,14 @@ void classifier_forward_backward(float* losses, float* dx, float* dweight, const
                                  const float* weight, const int32_t* targets, int64_t N, int C,
                                  int V, float loss_scale, float* scratch, int chunk_rows,
                                  cudaStream_t stream);
+// bf16 twins: x, weight and dx in bf16, dweight in fp32 (accumulated in fp32,
+// never rounded: the one a bf16 model's fp32 gradients want) or bf16 (rounded
+// once per chunk). Logits and the loss are fp32; dlogits are rounded once to
+// bf16 for the two backward GEMMs; dx rounds once per call.
+void classifier_forward_backward(float* losses, __nv_bfloat16* dx, float* dweight,
+                                 const __nv_bfloat16* x, const __nv_bfloat16* weight,
+                                 const int32_t* targets, int64_t N, int C, int V, float loss_scale,
+                                 float* scratch, int chunk_rows, cudaStream_t stream);
 void classifier_forward_backward(float* losses, __nv_bfloat16* dx, __nv_bfloat16* dweight,
                                  const __nv_bfloat16* x, const __nv_bfloat16* weight,
                                  const int32_t* targets, int64_t N, int C, int V, float loss_scale,

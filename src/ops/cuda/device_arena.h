@@ -6,6 +6,12 @@
 // `mem_bytes` are counted, not estimated. Plain cudaMalloc only: no managed
 // memory, no stream-ordered pools whose size the ledger cannot see.
 // Allocations are 256-byte aligned (cuBLASLt's preferred alignment).
+// Every copy and zeroing is ordered on the stream the caller names; nothing
+// here uses the legacy default stream implicitly, which would not be ordered
+// against the engine's non-blocking streams. The *_async forms only enqueue,
+// the plain forms also wait for that stream.
+// A failed allocation clears CUDA's sticky last error before it throws, so the
+// next launch check does not blame an unrelated kernel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -20,6 +26,11 @@
 
 namespace zt::cuda {
 
+// cudaMalloc of `bytes` into *p, or a thrown error naming the bytes asked,
+// what they are for (`what`, the ledger category) and the device's free and
+// total memory; clears the sticky error of the failed call first.
+void device_malloc(void** p, size_t bytes, const char* what, MemCategory cat);
+
 // An owning device array of n elements of T; ledger may be null (not counted).
 // Contents are not initialised.
 template <typename T>
@@ -31,7 +42,7 @@ class DeviceBuffer {
         : ledger_(ledger), cat_(cat), n_(n) {
         ZT_CHECK(n >= 0, "DeviceBuffer: negative element count %lld", (long long)n);
         if (n_ == 0) return;
-        ZT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&data_), bytes()));
+        device_malloc(reinterpret_cast<void**>(&data_), bytes(), "device buffer", cat_);
         if (ledger_) ledger_->add(cat_, int64_t(bytes()));
     }
     ~DeviceBuffer() { release(); }
@@ -54,21 +65,40 @@ class DeviceBuffer {
     int64_t size() const { return n_; }
     size_t bytes() const { return size_t(n_) * sizeof(T); }
 
-    // Synchronous copies of the first n elements, for setup and tests.
-    void copy_from_host(const T* host, int64_t n) {
-        ZT_CHECK(n >= 0 && n <= n_, "DeviceBuffer: copy of %lld elements into %lld", (long long)n,
-                 (long long)n_);
+    // Copies of the first n elements, ordered on `stream`. The async forms
+    // only enqueue: the host array must stay valid and unchanged until the
+    // stream reaches the copy. The plain forms wait for the stream, so the
+    // host data is usable (copy_to_host) or reusable (copy_from_host) at once.
+    void copy_from_host_async(const T* host, int64_t n, cudaStream_t stream) {
+        check_count("into", n);
         if (n > 0)
-            ZT_CUDA_CHECK(cudaMemcpy(data_, host, size_t(n) * sizeof(T), cudaMemcpyHostToDevice));
+            ZT_CUDA_CHECK(cudaMemcpyAsync(data_, host, size_t(n) * sizeof(T),
+                                          cudaMemcpyHostToDevice, stream));
     }
-    void copy_to_host(T* host, int64_t n) const {
-        ZT_CHECK(n >= 0 && n <= n_, "DeviceBuffer: copy of %lld elements out of %lld", (long long)n,
-                 (long long)n_);
+    void copy_from_host(const T* host, int64_t n, cudaStream_t stream) {
+        copy_from_host_async(host, n, stream);
+        ZT_CUDA_CHECK(cudaStreamSynchronize(stream));
+    }
+    void copy_to_host_async(T* host, int64_t n, cudaStream_t stream) const {
+        check_count("out of", n);
         if (n > 0)
-            ZT_CUDA_CHECK(cudaMemcpy(host, data_, size_t(n) * sizeof(T), cudaMemcpyDeviceToHost));
+            ZT_CUDA_CHECK(cudaMemcpyAsync(host, data_, size_t(n) * sizeof(T),
+                                          cudaMemcpyDeviceToHost, stream));
+    }
+    void copy_to_host(T* host, int64_t n, cudaStream_t stream) const {
+        copy_to_host_async(host, n, stream);
+        ZT_CUDA_CHECK(cudaStreamSynchronize(stream));
+    }
+    // Zeroes every element, ordered on `stream` (enqueued only).
+    void zero_async(cudaStream_t stream) {
+        if (n_ > 0) ZT_CUDA_CHECK(cudaMemsetAsync(data_, 0, bytes(), stream));
     }
 
   private:
+    void check_count(const char* dir, int64_t n) const {
+        ZT_CHECK(n >= 0 && n <= n_, "DeviceBuffer: copy of %lld elements %s %lld", (long long)n,
+                 dir, (long long)n_);
+    }
     void release() {
         if (data_) {
             ZT_CUDA_WARN(cudaFree(data_));
@@ -89,8 +119,10 @@ class DeviceBuffer {
 class DeviceArena {
   public:
     DeviceArena() = default;
-    // Reserves capacity_bytes (rounded up to kAlign) with one cudaMalloc, zeroed once.
-    DeviceArena(MemoryLedger* ledger, MemCategory cat, size_t capacity_bytes,
+    // Reserves capacity_bytes (rounded up to kAlign) with one cudaMalloc and
+    // zeroes it once on `stream`, waiting for that stream, so the zeros are in
+    // place for every stream when the constructor returns.
+    DeviceArena(MemoryLedger* ledger, MemCategory cat, size_t capacity_bytes, cudaStream_t stream,
                 std::string name = "device-arena");
     ~DeviceArena();
     DeviceArena(const DeviceArena&) = delete;

@@ -46,6 +46,22 @@ uint32_t alignment_of(const void* p) {
     return al;
 }
 
+size_t type_size(cudaDataType_t t) {
+    return t == CUDA_R_16BF ? 2 : 4;
+}
+
+// Alignment every product of the batch can promise: the base pointer's and
+// the batch stride's, whichever is smaller.
+uint32_t batch_alignment(const void* p, int64_t stride, cudaDataType_t t, int batch) {
+    uint32_t al = alignment_of(p);
+    if (batch > 1) {
+        const uint32_t al_s =
+            alignment_of(reinterpret_cast<const void*>(uintptr_t(stride) * type_size(t)));
+        al = al < al_s ? al : al_s;
+    }
+    return al;
+}
+
 const char* type_name(cudaDataType_t t) {
     switch (t) {
         case CUDA_R_32F:
@@ -67,6 +83,30 @@ const char* epilogue_name(GemmEpilogue e) {
             return "gelu_aux_bias";
     }
     return "?";
+}
+
+// Shape, types, transposes, leading dimensions, batch and alignments, for
+// every error this file raises.
+std::string describe(const GemmDesc& g, uint32_t al_a, uint32_t al_b, uint32_t al_d) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "M=%lld N=%lld K=%lld, A/B %s -> D %s (fp32 compute), transa=%c transb=%c, "
+                  "lda=%lld ldb=%lld ldd=%lld, batch=%d (strides A=%lld B=%lld D=%lld), "
+                  "epilogue=%s, pointer alignment A=%u B=%u D=%u bytes",
+                  (long long)g.m, (long long)g.n, (long long)g.k, type_name(g.ab_type),
+                  type_name(g.d_type), g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N',
+                  (long long)g.lda, (long long)g.ldb, (long long)g.ldd, g.batch,
+                  (long long)g.stride_a, (long long)g.stride_b, (long long)g.stride_d,
+                  epilogue_name(g.epilogue), al_a, al_b, al_d);
+    return buf;
+}
+
+// Makes each layout of a batched GEMM a strided batch.
+void set_batch(cublasLtMatrixLayout_t layout, int batch, int64_t stride) {
+    ZT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                     &batch, sizeof(batch)));
+    ZT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+        layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
 }
 
 cublasLtEpilogue_t lt_epilogue(const GemmDesc& g) {
@@ -99,6 +139,9 @@ void gemm(const GemmDesc& g, cudaStream_t stream) {
              "gemm: GELU epilogue needs an aux buffer with a leading dimension that is a "
              "multiple of 8 and >= m=%lld (got %lld)",
              (long long)g.m, (long long)g.ld_aux);
+    ZT_CHECK(g.batch >= 1 && (g.batch == 1 || g.epilogue == GemmEpilogue::none),
+             "gemm: batch=%d must be >= 1, and a batched GEMM takes no epilogue (got %s)", g.batch,
+             epilogue_name(g.epilogue));
 
     const cublasLtHandle_t handle = cublaslt_handle();
     const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
@@ -135,15 +178,25 @@ void gemm(const GemmDesc& g, cudaStream_t stream) {
     ZT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(lb.out(), g.ab_type, g.trans_b ? g.n : g.k,
                                                g.trans_b ? g.k : g.n, g.ldb));
     ZT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(ld.out(), g.d_type, g.m, g.n, g.ldd));
+    if (g.batch > 1) {
+        set_batch(la.get(), g.batch, g.stride_a);
+        set_batch(lb.get(), g.batch, g.stride_b);
+        set_batch(ld.get(), g.batch, g.stride_d);
+    }
 
-    const uint32_t al_a = alignment_of(g.A), al_b = alignment_of(g.B), al_d = alignment_of(g.D);
-    char key_buf[320];
-    std::snprintf(key_buf, sizeof key_buf,
-                  "%d|%d%d|%lld,%lld,%lld|%lld,%lld,%lld|%s,%s|%d,%d|%u,%u,%u,%u,%u|%d",
-                  current_device(), int(g.trans_a), int(g.trans_b), (long long)g.m, (long long)g.n,
-                  (long long)g.k, (long long)g.lda, (long long)g.ldb, (long long)g.ldd,
-                  type_name(g.ab_type), type_name(g.d_type), int(epi), int(g.beta != 0.0f), al_a,
-                  al_b, al_d, alignment_of(g.bias), alignment_of(g.aux), int(g.ld_aux));
+    const uint32_t al_a = batch_alignment(g.A, g.stride_a, g.ab_type, g.batch);
+    const uint32_t al_b = batch_alignment(g.B, g.stride_b, g.ab_type, g.batch);
+    const uint32_t al_d = batch_alignment(g.D, g.stride_d, g.d_type, g.batch);
+    char key_buf[400];
+    std::snprintf(
+        key_buf, sizeof key_buf,
+        "%d|%d%d|%lld,%lld,%lld|%lld,%lld,%lld|%s,%s|%d,%d|%u,%u,%u,%u,%u|%d|%d,%lld,%lld,"
+        "%lld",
+        current_device(), int(g.trans_a), int(g.trans_b), (long long)g.m, (long long)g.n,
+        (long long)g.k, (long long)g.lda, (long long)g.ldb, (long long)g.ldd, type_name(g.ab_type),
+        type_name(g.d_type), int(epi), int(g.beta != 0.0f), al_a, al_b, al_d, alignment_of(g.bias),
+        alignment_of(g.aux), int(g.ld_aux), g.batch, (long long)g.stride_a, (long long)g.stride_b,
+        (long long)g.stride_d);
     const std::string key(key_buf);
 
     const size_t ws_bytes = kCublasWorkspaceBytes;
@@ -174,24 +227,32 @@ void gemm(const GemmDesc& g, cudaStream_t stream) {
             pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(al_d)));
         cublasLtMatmulHeuristicResult_t result;
         int found = 0;
-        ZT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, desc.get(), la.get(), lb.get(),
-                                                       ld.get(), ld.get(), pref.get(), 1, &result,
-                                                       &found));
-        ZT_CHECK(found > 0,
-                 "gemm: cuBLASLt has no algorithm for m=%lld n=%lld k=%lld trans=%d%d lda=%lld "
-                 "ldb=%lld ldd=%lld %s->%s epilogue=%s alignments A=%u B=%u D=%u",
-                 (long long)g.m, (long long)g.n, (long long)g.k, int(g.trans_a), int(g.trans_b),
-                 (long long)g.lda, (long long)g.ldb, (long long)g.ldd, type_name(g.ab_type),
-                 type_name(g.d_type), epilogue_name(g.epilogue), al_a, al_b, al_d);
-        ZT_CUBLAS_CHECK(result.state);
+        const cublasStatus_t st =
+            cublasLtMatmulAlgoGetHeuristic(handle, desc.get(), la.get(), lb.get(), ld.get(),
+                                           ld.get(), pref.get(), 1, &result, &found);
+        // No algorithm fits: cuBLASLt says so either way, by status or by count.
+        if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
+            ZT_FAIL("gemm: cuBLASLt has no algorithm for %s (heuristic: %s)",
+                    describe(g, al_a, al_b, al_d).c_str(),
+                    st == CUBLAS_STATUS_SUCCESS ? "0 results" : cublasLtGetStatusString(st));
+        }
+        if (st != CUBLAS_STATUS_SUCCESS || result.state != CUBLAS_STATUS_SUCCESS) {
+            const cublasStatus_t bad = st != CUBLAS_STATUS_SUCCESS ? st : result.state;
+            ZT_FAIL("gemm: cublasLtMatmulAlgoGetHeuristic failed: %s (status %d) for %s",
+                    cublasLtGetStatusString(bad), int(bad), describe(g, al_a, al_b, al_d).c_str());
+        }
         algo = result.algo;
         std::lock_guard<std::mutex> lock(g_algo_mutex);
         algo_cache().emplace(key, algo);
     }
 
-    ZT_CUBLAS_CHECK(cublasLtMatmul(handle, desc.get(), &g.alpha, g.A, la.get(), g.B, lb.get(),
-                                   &g.beta, g.D, ld.get(), g.D, ld.get(), &algo, workspace,
-                                   ws_bytes, stream));
+    const cublasStatus_t st =
+        cublasLtMatmul(handle, desc.get(), &g.alpha, g.A, la.get(), g.B, lb.get(), &g.beta, g.D,
+                       ld.get(), g.D, ld.get(), &algo, workspace, ws_bytes, stream);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        ZT_FAIL("gemm: cublasLtMatmul failed: %s (status %d) for %s", cublasLtGetStatusString(st),
+                int(st), describe(g, al_a, al_b, al_d).c_str());
+    }
 }
 
 }  // namespace zt::cuda

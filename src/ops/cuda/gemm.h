@@ -3,6 +3,10 @@
 //
 //   D (m, n) = alpha * op(A) (m, k) @ op(B) (k, n) + beta * D,  then the epilogue
 //
+// With batch > 1 that is `batch` independent products, product i reading
+// A + i * stride_a, B + i * stride_b and writing D + i * stride_d (strides in
+// elements of the operand's own type); batched GEMMs take no epilogue.
+//
 // A row-major (R, S) array is a column-major (S, R) one with the same leading
 // dimension, which is how the row-major ops below map onto this call.
 // Invariant: compute is always fp32 (CUBLAS_COMPUTE_32F: no TF32, no bf16
@@ -41,6 +45,8 @@ struct GemmDesc {
     const void* bias = nullptr;  // type d_type
     void* aux = nullptr;         // (m, n) column-major, type d_type, ld ld_aux
     int64_t ld_aux = 0;
+    int batch = 1;
+    int64_t stride_a = 0, stride_b = 0, stride_d = 0;
 };
 
 // The cuBLASLt type of an element type.
@@ -58,7 +64,9 @@ constexpr cudaDataType_t cuda_data_type<__nv_bfloat16>() {
 // Runs the GEMM on `stream` with the stream's workspace. The algorithm is
 // chosen by cuBLASLt's heuristic for the shape, types and pointer alignments,
 // once per distinct key, then cached. Fails (never falls back) when cuBLASLt
-// offers no algorithm, naming the shape and types.
+// offers no algorithm (the heuristic answers NOT_SUPPORTED or finds none),
+// naming M, N, K, the types, transposes, leading dimensions, batch and
+// pointer alignments.
 void gemm(const GemmDesc& g, cudaStream_t stream);
 
 }  // namespace zt::cuda

@@ -1,6 +1,7 @@
 // Matmul forward and backward on the GPU: cuBLASLt GEMMs plus one reduction.
 //
-// Invariant: backward accumulates (+=) into dinp, dweight and dbias; the two
+// Invariant: backward accumulates (+=) into dinp, dweight and dbias (dweight
+// and dbias in the input type or, for a bf16 model, fp32); the two
 // GEMMs do it with beta = 1 and the bias sum through the deterministic column
 // reduction (column_sum.cuh), which adds each column's total once. Row-major
 // (R, S) arrays are column-major (S, R) to cuBLASLt, so with Wc = weight as
@@ -79,8 +80,8 @@ void matmul_gelu_forward_checked(T* out, T* pre_gelu, const T* inp, const T* wei
     forward_gemm<T>(out, inp, weight, bias, pre_gelu, N, C, OC, stream);
 }
 
-template <class T>
-void matmul_backward_checked(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
+template <class T, class G>
+void matmul_backward_checked(T* dinp, G* dweight, G* dbias, const T* dout, const T* inp,
                              const T* weight, int64_t N, int C, int OC, cudaStream_t stream) {
     check_matmul("matmul_backward", inp, weight, N, C, OC);
     ZT_CHECK(N == 0 || dout, "matmul_backward: null dout");
@@ -104,7 +105,7 @@ void matmul_backward_checked(T* dinp, T* dweight, T* dbias, const T* dout, const
         g.B = dout, g.ldb = OC;
         g.ab_type = cuda_data_type<T>();
         g.D = dweight, g.ldd = C;
-        g.d_type = cuda_data_type<T>();
+        g.d_type = cuda_data_type<G>();
         g.beta = 1.0f;
         gemm(g, stream);
     }
@@ -132,6 +133,11 @@ void matmul_gelu_forward(__nv_bfloat16* out, __nv_bfloat16* pre_gelu, const __nv
 }
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC, cudaStream_t stream) {
+    matmul_backward_checked(dinp, dweight, dbias, dout, inp, weight, N, C, OC, stream);
+}
+void matmul_backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const __nv_bfloat16* dout,
+                     const __nv_bfloat16* inp, const __nv_bfloat16* weight, int64_t N, int C,
+                     int OC, cudaStream_t stream) {
     matmul_backward_checked(dinp, dweight, dbias, dout, inp, weight, N, C, OC, stream);
 }
 void matmul_backward(__nv_bfloat16* dinp, __nv_bfloat16* dweight, __nv_bfloat16* dbias,

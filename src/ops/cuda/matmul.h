@@ -36,6 +36,11 @@ void matmul_gelu_forward(__nv_bfloat16* out, __nv_bfloat16* pre_gelu, const __nv
 // dbias (OC) += column sums of dout                     (deterministic reduction kernel)
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC, cudaStream_t stream);
+// bf16 model with fp32 weight gradients (the CPU's mixed overload): dweight is
+// bf16 x bf16 -> fp32 in cuBLASLt and dbias an fp32 column sum, neither rounded.
+void matmul_backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const __nv_bfloat16* dout,
+                     const __nv_bfloat16* inp, const __nv_bfloat16* weight, int64_t N, int C,
+                     int OC, cudaStream_t stream);
 void matmul_backward(__nv_bfloat16* dinp, __nv_bfloat16* dweight, __nv_bfloat16* dbias,
                      const __nv_bfloat16* dout, const __nv_bfloat16* inp,
                      const __nv_bfloat16* weight, int64_t N, int C, int OC, cudaStream_t stream);
