@@ -177,11 +177,12 @@ BlockSlots block_slots(const ModelConfig& c, const UnitSpec& b) {
         s.w_fc = slot(b, "mlp.gate_proj.weight");
         s.w_proj = slot(b, "mlp.down_proj.weight");
         // The fused matrices read q|k|v and gate|up as one: they must be adjacent.
-        ZT_CHECK(
-            slot(b, "self_attn.v_proj.weight") + int64_t(c.n_kv_head) * c.head_dim() * c.d_model ==
-                    s.wo &&
-                slot(b, "mlp.up_proj.weight") == s.w_fc + int64_t(c.d_ff) * c.d_model,
-            "internal: unit %s does not keep q|k|v and gate|up adjacent", b.name.c_str());
+        int64_t q_numel = int64_t(c.n_head) * c.head_dim() * c.d_model;
+        int64_t kv_numel = int64_t(c.n_kv_head) * c.head_dim() * c.d_model;
+        int64_t k = slot(b, "self_attn.k_proj.weight");
+        ZT_CHECK(k == s.wqkv + q_numel && slot(b, "self_attn.v_proj.weight") == k + kv_numel &&
+                     slot(b, "mlp.up_proj.weight") == s.w_fc + int64_t(c.d_ff) * c.d_model,
+                 "internal: unit %s does not keep q|k|v and gate|up adjacent", b.name.c_str());
     } else {
         s.attn_norm = slot(b, "ln_1.weight");
         s.attn_norm_bias = slot(b, "ln_1.bias");
