@@ -162,10 +162,11 @@ struct ReportedDeath {
 // Copies mpirun's stderr (its own messages and the ranks') to ours a line at
 // a time, and picks out the deaths mpirun reports. What would repeat is said
 // once: an error that several ranks report alike prints from the first rank
-// to report it, and the rest are named at the end; once a rank has said why
-// the job ended (or the user stopped it), mpirun's own banners about the
-// abort or the non-zero exits it caused are dropped. mpirun's notes of
-// deaths and anything else pass unchanged.
+// to report it, and the rest are named at the end; when a rank says why the
+// job ended (or the user stopped it), mpirun's own banners about the abort or
+// the non-zero exits it caused are dropped, also those it printed before the
+// rank's line reached it (held until mpirun exits, and printed then if no
+// rank said why). mpirun's notes of deaths and anything else pass unchanged.
 class StderrRelay {
   public:
     explicit StderrRelay(int fd) : fd_(fd), thread_([this] { run(); }) {}
@@ -182,6 +183,8 @@ class StderrRelay {
         block_.clear();
         if (!line_.empty()) emit(line_);
         line_.clear();
+        if (!said_why()) emit(held_);  // no rank said why: mpirun's words are all there is
+        held_.clear();
         for (auto& [message, ranks] : repeated_) {
             if (ranks.empty()) continue;
             std::sort(ranks.begin(), ranks.end());
@@ -268,7 +271,13 @@ class StderrRelay {
         if (!block_.empty()) {
             block_ += line;
             if (is_rule(line)) {
-                if (!said_why() || !is_abort_banner(block_)) emit(block_);
+                // mpirun can print the abort before it relays the line in
+                // which the rank said why, so an abort banner seen first is
+                // held until the end and dropped if the reason follows.
+                if (!is_abort_banner(block_))
+                    emit(block_);
+                else if (!said_why())
+                    held_ += block_;
                 block_.clear();
             }
             return;
@@ -343,6 +352,7 @@ class StderrRelay {
     std::string line_;      // the line being read
     bool partial_ = false;  // line_'s start was passed on already
     std::string block_;     // a banner being read, from its first rule
+    std::string held_;      // abort banners that came before any rank said why
     bool error_seen_ = false;
     std::map<std::string, std::vector<int>> repeated_;  // message -> the other ranks reporting it
     std::vector<ReportedDeath> deaths_;
