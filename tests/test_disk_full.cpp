@@ -188,9 +188,10 @@ TEST(DiskFull, AMetricsLineThatDoesNotFitLeavesWholeLinesAndTheRunResumes) {
 // Two ranks on an 8 MiB tmpfs with a checkpoint of about 3 MiB every 2
 // steps: the third save runs out of space while the ranks write their rank
 // files. Every rank exits (none waits out the collective timeout: no
-// watchdog message, no hang records), non-zero, naming the file and the error; the
-// half-written step is not in place and `latest` names the save before, and
-// with space again --resume auto continues with the uninterrupted losses.
+// watchdog message, no hang records), non-zero, naming the file and the
+// error; the half-written step is neither in place nor left behind, `latest`
+// names the save before, and with space again --resume auto continues with
+// the uninterrupted losses.
 TEST(DiskFull, ARankFileThatDoesNotFitStopsEveryRankAndTheRunResumes) {
     if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI";
     TempDir dir;
@@ -218,6 +219,9 @@ TEST(DiskFull, ARankFileThatDoesNotFitStopsEveryRankAndTheRunResumes) {
     std::printf("the 8 MiB disk filled in a rank file; every rank had exited %.1f s after start\n",
                 took);
     EXPECT_FALSE(fs::exists(run + "/ckpt/step-00000006")) << full.output;
+    EXPECT_FALSE(fs::exists(run + "/ckpt/step-00000006.tmp"))
+        << "the failed save gives its space back\n"
+        << full.output;
     EXPECT_EQ(read_text(run + "/ckpt/latest"), "step-00000004\n") << full.output;
     expect_whole_lines(run + "/metrics.jsonl");
 

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -142,6 +143,30 @@ std::string checkpoint_dir_name(int64_t step) {
 
 namespace {
 
+// A save's ckpt_dir/name.tmp/ while it is being written: removed when the
+// save fails before the directory is complete (a full disk, say), so a failed
+// save gives its space back at once. The rank that fails removes it for every
+// rank, whose saves fail with its own. A run killed while saving leaves it to
+// the next save, which removes whatever *.tmp it finds.
+class PartialSave {
+  public:
+    explicit PartialSave(fs::path dir) : dir_(std::move(dir)) {}
+    ~PartialSave() {
+        if (dir_.empty() || std::uncaught_exceptions() <= exceptions_) return;
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+    PartialSave(const PartialSave&) = delete;
+    PartialSave& operator=(const PartialSave&) = delete;
+
+    // The directory is complete: from here a failure keeps it.
+    void complete() { dir_.clear(); }
+
+  private:
+    fs::path dir_;
+    int exceptions_ = std::uncaught_exceptions();
+};
+
 // Collective: writes ckpt_dir/name.tmp/ (every rank its file, rank 0 the
 // manifest) and rank 0 renames it to ckpt_dir/name, replacing one of that
 // name only once the new one is complete. Callers end with a barrier.
@@ -151,6 +176,7 @@ fs::path write_checkpoint_dir(const fs::path& ckpt_dir, const std::string& name,
     const int rank = engine.rank(), world = engine.world();
     const fs::path final_dir = ckpt_dir / name;
     const fs::path tmp_dir = final_dir.string() + ".tmp";
+    PartialSave partial(tmp_dir);
     if (rank == 0) {
         std::error_code ec;
         // Anything *.tmp was left by a run that died while saving.
@@ -242,6 +268,7 @@ fs::path write_checkpoint_dir(const fs::path& ckpt_dir, const std::string& name,
         write_text_durably((tmp_dir / kManifestHash).string(),
                            sha256_hex(text.data(), text.size()) + "  manifest.json\n");
         fsync_path(tmp_dir.string(), true);
+        partial.complete();
 
         // An older checkpoint of the same name (best, or a run resumed from
         // before this step) is replaced only once the new one is complete.
