@@ -162,7 +162,8 @@ class NcclCommunicator final : public Communicator {
         ZT_COMM_CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest));
         ZT_COMM_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
         ZT_COMM_CUDA_CHECK(cudaMalloc(&barrier_buf_, sizeof(float)));
-        ZT_COMM_CUDA_CHECK(cudaMemset(barrier_buf_, 0, sizeof(float)));
+        ZT_COMM_CUDA_CHECK(cudaMemsetAsync(barrier_buf_, 0, sizeof(float), stream_));
+        ZT_COMM_CUDA_CHECK(cudaStreamSynchronize(stream_));
         ZT_NCCL_CHECK(ncclCommInitRank(&comm_, world_, id, rank_));
     }
 
