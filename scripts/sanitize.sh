@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Runs a chosen part of the tests under the sanitizers, in two clang trees of
-# their own, each compiling only the layers and test files its tests need (the
-# CMake cache lists ZT_SANITIZE_TESTS and ZT_SANITIZE_TESTS_LINK make the
+# Runs a chosen part of the tests under the sanitizers, in two clang trees,
+# each compiling only the layers and test files its tests need (the CMake
+# cache lists ZT_SANITIZE_TESTS and ZT_SANITIZE_TESTS_LINK make the
 # zt_sanitize_* binaries; see CMakeLists.txt). The set is chosen to keep the
 # script near 6 minutes on 2 cores, build included; the Release ctest still
 # runs every test.
 #
 # build-asan: AddressSanitizer with LeakSanitizer, and UndefinedBehaviorSanitizer
-# (fatal: -fno-sanitize-recover), at -O0 except the kernels (zt_ops at -O1):
+# (fatal: -fno-sanitize-recover), at -O0 except the kernels (zt_ops at -O1);
+# the tree scripts/fuzz.sh builds its fuzzers in (scripts/asan-tree.sh
+# configures it for both), so after fuzz.sh only the tests are left to compile:
 #   unit    every test of the in-process test files: the CPU kernels (fp32 and
 #           bf16, AdamW's scalar and AVX2 paths), the model, ZeRO's layout and
 #           engine in one process, the communicators over threads (local,
@@ -62,6 +64,8 @@ HALVES=${SANITIZE_HALVES:-asan tsan}
 JOBS=${SANITIZE_JOBS:-$(nproc)}
 SUPP=$PWD/tests/sanitizer
 MPIRUN=(mpiexec --allow-run-as-root --oversubscribe --bind-to none)
+# shellcheck source=scripts/asan-tree.sh
+source scripts/asan-tree.sh
 
 if ! command -v clang++ >/dev/null; then
   echo "sanitize: clang++ is not installed; the sanitizer trees were not built or run"
@@ -134,18 +138,13 @@ check_reports() {
 }
 
 asan_half() {
-  local tree=build-asan t0=$SECONDS
-  local files="test_adamw.cpp;test_comm_dtypes.cpp;test_data.cpp;test_model.cpp;test_ops.cpp"
-  files+=";test_ops_bf16_attention.cpp;test_ops_bf16_elementwise.cpp;test_ops_bf16_matmul.cpp"
-  files+=";test_prefetch.cpp;test_safetensors.cpp;test_simnet.cpp;test_zero.cpp"
-  files+=";test_zero_ranks.cpp;test_rank_faults.cpp;test_trace.cpp"
+  local tree=$ASAN_TREE t0=$SECONDS
   echo "sanitize: building $tree (clang, ASan + LSan + UBSan)"
-  configure $tree -DCMAKE_CXX_FLAGS_DEBUG="-O0 -gline-tables-only" -DZT_SANITIZE=ON \
-    -DZT_SANITIZE_TESTS="$files" || return 1
-  compile $tree zerotrain zt_sanitize_tests zt_mpi_tests zt_comm_fault || return 1
+  asan_tree_configure || return 1
+  compile "$tree" zerotrain zt_sanitize_tests zt_mpi_tests zt_comm_fault || return 1
   echo "sanitize: built $tree ($((SECONDS - t0)) s)"
 
-  start_logs $tree
+  start_logs "$tree"
   # fast_unwind_on_malloc=0: the frame-pointer unwinder stops at the first
   # frame inside Open MPI, above the libraries lsan.supp names.
   export ASAN_OPTIONS="detect_leaks=1:fast_unwind_on_malloc=0:detect_stack_use_after_return=1"
@@ -155,12 +154,12 @@ asan_half() {
   local runs="ZeroRanks.*:RankFaults.*:Trace.*:Metrics.*"
   local skip="ZeroRanks.EveryStageAndWorldMatchesOneProcess:ZeroRanks.EstimatePredictsMeasuredPeak"
   skip+=":ZeroRanks.MemoryAndWireBytesFollowTheFormulas:RankFaults.StoppedRankIsNamed*"
-  phase "asan: unit" $tree/zt_sanitize_tests --gtest_brief=1 \
+  phase "asan: unit" "$tree"/zt_sanitize_tests --gtest_brief=1 \
     --gtest_filter="-$runs:Presets/ModelArch.OverfitsOneBatch/*"
-  phase "asan: ranks (ZeroRanks, RankFaults, Trace, Metrics)" $tree/zt_sanitize_tests \
+  phase "asan: ranks (ZeroRanks, RankFaults, Trace, Metrics)" "$tree"/zt_sanitize_tests \
     --gtest_brief=1 --gtest_filter="$runs-$skip"
   phase "asan: ranks (mpi_comm_np3, mpi_fault_*, mpi_launch_*)" \
-    ctest --test-dir $tree --output-on-failure -R '^mpi_(comm_np3|fault_.*|launch_.*)$'
+    ctest --test-dir "$tree" --output-on-failure -R '^mpi_(comm_np3|fault_.*|launch_.*)$'
   check_reports asan
   unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
   echo "sanitize: the asan half took $((SECONDS - t0)) s"
