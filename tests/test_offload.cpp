@@ -272,20 +272,21 @@ TEST(Offload, OptimizerStateLeavesRam) {
     EXPECT_GE(rss_mem - rss_off, int64_t(0.8 * double(moments)));
 }
 
-// A file system too small for the state (a 4 MiB tmpfs; needs root) is
+// A file system too small for the state (a 1 MiB tmpfs; needs root) is
 // refused before the first step, naming the path, and leaves the run's last
 // checkpoint as it was: it resumes afterwards.
 TEST(Offload, DiskTooSmallIsRefusedBeforeTraining) {
     TempDir dir;
-    zt_test::SmallDisk disk(dir.path(), "size=4m");
+    // test-tiny's optimizer state (its fp32 moments, 2 MB) does not fit 1 MiB.
+    zt_test::SmallDisk disk(dir.path(), "size=1m");
     REQUIRE_SMALL_DISK(disk);
     const std::string small = disk.path();
-    train(dir / "run", 1, 0, "--save-every 2", 2, "tiny");
+    train(dir / "run", 1, 0, "--save-every 2", 2);
     const std::string ck = dir / "run/ckpt/step-00000002";
     const std::string before = read_file(ck + "/rank-00000-of-00001.safetensors");
     auto res = zt_test::run_command(
         zt_test::zerotrain_binary() +
-        " train --data synthetic --model tiny --seq-len 32 --micro-batch 2"
+        " train --data synthetic --model test-tiny --seq-len 32 --micro-batch 2"
         " --steps 4 --eval-every 0 --sample-tokens 0 --threads 1 --out " +
         (dir / "run") + " --resume " + ck + " --offload-optimizer nvme --offload-dir " + small);
     EXPECT_NE(res.exit_code, 0) << res.output;
@@ -294,7 +295,7 @@ TEST(Offload, DiskTooSmallIsRefusedBeforeTraining) {
     EXPECT_EQ(read_run(dir / "run").steps.count(3), 0u) << "no step ran";
     EXPECT_TRUE(std::filesystem::is_empty(small));
     EXPECT_EQ(read_file(ck + "/rank-00000-of-00001.safetensors"), before);
-    RunLog resumed = train(dir / "run", 1, 0, "--resume " + ck, 4, "tiny");
+    RunLog resumed = train(dir / "run", 1, 0, "--resume " + ck, 4);
     EXPECT_EQ(resumed.steps.count(4), 1u);
 }
 
