@@ -2,8 +2,8 @@
 # The one command for a lent GPU machine (docs/gpu.md, "Running the checks on
 # a lent GPU"): builds the device configuration from the tree and the carried
 # .gpu-bundle/ (scripts/gpu-bundle.sh), then runs every GPU check within a
-# time budget (default 420 s), each step printing PASS, FAIL or NOT RUN with
-# its time:
+# time budget (default 400 s, under the 7 minutes of a loan), each step
+# printing PASS, FAIL or NOT RUN with its time:
 #   env          nvidia-smi, nvcc, cmake, python/torch/transformers, wheel paths
 #   configure    cmake with scripts/gpu/device_config.sh's arguments, Release
 #   build        ninja, zerotrain and zt_gpu_tests
@@ -23,7 +23,7 @@
 # env.txt, build.log (configure, build, ldd), gpu_tests.log, memcheck.log,
 # checks.log (device checks, parity, benchmark), details.tar.gz (every log
 # and metrics file of the checks, without weights).
-#   env: OUT, PYTHON (default python3), GPU_CHECK_BUDGET_S (420),
+#   env: OUT, PYTHON (default python3), GPU_CHECK_BUDGET_S (400),
 #        GPU_CHECK_JOBS (16), GPU_CHECK_WORK (build-gpu-check: build and scratch)
 set -uo pipefail
 export LC_ALL=C
@@ -33,7 +33,7 @@ out="${OUT:-$root/gpu-check-out}"
 mkdir -p "$out" && out="$(cd "$out" && pwd)"
 work="${GPU_CHECK_WORK:-$root/build-gpu-check}"
 build="$work/build"
-budget="${GPU_CHECK_BUDGET_S:-420}"
+budget="${GPU_CHECK_BUDGET_S:-400}"
 jobs="${GPU_CHECK_JOBS:-16}"
 py="${PYTHON:-python3}"
 nvcc="${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
