@@ -51,4 +51,5 @@ if leaked="$(ninja -C "$build_dir" -t deps | grep -E "$forbidden" | sort -u)" &&
 fi
 echo "check-cuda-build: no header from OpenBLAS, SentencePiece, MPI, oneDNN, zlib or the system's json/CLI11/gtest"
 bash scripts/gpu/check_ldd.sh "$build_dir/zerotrain" "$build_dir/tests/gpu/zt_gpu_tests"
+"$build_dir/zerotrain" --version
 ctest --test-dir "$build_dir" -L gpu --output-on-failure

@@ -37,6 +37,7 @@ budget="${GPU_CHECK_BUDGET_S:-400}"
 jobs="${GPU_CHECK_JOBS:-16}"
 py="${PYTHON:-python3}"
 nvcc="${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
+sanitizer="${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}"
 start=$SECONDS
 summary="$out/summary.txt"
 checks_log="$out/checks.log"
@@ -89,7 +90,7 @@ step() {  # name log seconds command...
     echo "ninja $(ninja --version 2>&1)"
     g++ --version 2>&1 | head -n 1
     echo "--- compute-sanitizer"
-    "${COMPUTE_SANITIZER:-/usr/local/cuda/bin/compute-sanitizer}" --version 2>&1 | tail -n 1
+    "$sanitizer" --version 2>&1 | tail -n 1
     echo "--- mpiexec: $(command -v mpiexec mpirun 2>&1 | head -n 1)"
     echo "--- $py"
     "$py" - <<'PY' 2>&1
@@ -141,13 +142,19 @@ else
         have_build=1
         step ldd "$out/build.log" 60 bash "$root/scripts/gpu/check_ldd.sh" \
             "$build/zerotrain" "$build/tests/gpu/zt_gpu_tests"
-        "$build/zerotrain" --version >>"$summary" 2>&1
+        "$build/zerotrain" --version 2>&1 | tee -a "$summary"
     fi
 fi
 zt="$build/zerotrain"
 gpu_tests="$build/tests/gpu/zt_gpu_tests"
 
 # ---- GPU steps
+# GoogleTest's closing count, "[  SKIPPED ] N tests, listed below:".
+skipped_tests() {
+    local n
+    n="$(grep -oE '^\[  SKIPPED \] [0-9]+ tests?,' "$out/gpu_tests.log" | grep -oE '[0-9]+')"
+    echo "${n:-0}"
+}
 no_gpu=""
 if ! nvidia-smi -L >/dev/null 2>&1; then no_gpu="no GPU visible (nvidia-smi fails)"; fi
 if [[ $have_build == 0 ]]; then
@@ -155,11 +162,22 @@ if [[ $have_build == 0 ]]; then
 else
     if [[ -n "$no_gpu" ]]; then
         timeout 120 "$gpu_tests" >"$out/gpu_tests.log" 2>&1
-        not_run gpu_tests "$no_gpu; zt_gpu_tests ran and skipped $(grep -c '^\[  SKIPPED \]' "$out/gpu_tests.log") tests"
+        not_run gpu_tests "$no_gpu; zt_gpu_tests ran: $(skipped_tests) of its tests skipped"
     else
-        if step gpu_tests "$out/gpu_tests.log" 180 "$gpu_tests"; then
-            skipped=$(grep -c '^\[  SKIPPED \] [A-Za-z]' "$out/gpu_tests.log")
-            [[ $skipped == 0 ]] || say "    ($skipped tests skipped; gpu_tests.log says why)"
+        t0=$SECONDS
+        timeout 180 "$gpu_tests" >"$out/gpu_tests.log" 2>&1
+        rc=$?
+        skipped=$(skipped_tests)
+        ran_ok=$(grep -c '^\[       OK \]' "$out/gpu_tests.log")
+        if [[ $rc == 0 && $skipped != 0 ]]; then
+            # With a GPU listed every test should run: a skip means the GPU
+            # was not usable (driver, architecture), which is no pass.
+            record FAIL gpu_tests "$skipped of the tests skipped on a visible GPU ($ran_ok passed): $(grep -m1 -A1 ': Skipped$' "$out/gpu_tests.log" | tail -n 1)"
+        elif [[ $rc == 0 ]]; then
+            record PASS gpu_tests "$((SECONDS - t0)) s, $ran_ok passed, $skipped skipped"
+        else
+            record FAIL gpu_tests "exit $rc after $((SECONDS - t0)) s; see gpu_tests.log"
+            grep -E '^\[  FAILED  \] [A-Za-z]' "$out/gpu_tests.log" | head -n 10 | sed 's/^/    /' | tee -a "$summary"
         fi
     fi
 
@@ -167,11 +185,14 @@ else
     mc_filter='-*Gpt2Size*:*Gpt2MlpSize*:*T16384*:*T1024*'
     if [[ -n "$no_gpu" ]]; then
         not_run memcheck "$no_gpu"
+    elif [[ ! -x "$sanitizer" ]]; then
+        not_run memcheck "no compute-sanitizer (not on PATH, not at $sanitizer)"
     elif (($(left) < 150)); then
         not_run memcheck "time budget: $(left) s left"
     else
         t0=$SECONDS
-        timeout 120 bash "$root/tests/gpu/run_memcheck.sh" "$build" "$mc_filter" >"$out/memcheck.log" 2>&1
+        COMPUTE_SANITIZER="$sanitizer" timeout 120 bash "$root/tests/gpu/run_memcheck.sh" "$build" \
+            "$mc_filter" >"$out/memcheck.log" 2>&1
         rc=$?
         if grep -qi "device not supported\|not supported on this device\|unsupported device" "$out/memcheck.log"; then
             not_run memcheck "compute-sanitizer does not support this device here: $(grep -i -m1 'not supported\|unsupported' "$out/memcheck.log")"
