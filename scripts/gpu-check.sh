@@ -63,7 +63,7 @@ step() {  # name log seconds command...
     shift 3
     local t0=$SECONDS rc
     echo "== $name: $*" >>"$log"
-    timeout "$limit" "$@" >>"$log" 2>&1
+    timeout -k 10 "$limit" "$@" >>"$log" 2>&1
     rc=$?
     if [[ $rc == 0 ]]; then
         record PASS "$name" "$((SECONDS - t0)) s"
@@ -244,7 +244,7 @@ else
             rm -rf "$work/run"
             t0=$SECONDS
             echo "== bench: bench/gpu/run.sh (limit $limit s)" >>"$checks_log"
-            timeout "$limit" env PYTHON="$py" bash "$root/bench/gpu/run.sh" "$zt" "$work/run" >>"$checks_log" 2>&1
+            timeout -k 10 "$limit" env PYTHON="$py" bash "$root/bench/gpu/run.sh" "$zt" "$work/run" >>"$checks_log" 2>&1
             rc=$?
             if [[ $rc == 0 ]]; then
                 record PASS bench "$((SECONDS - t0)) s"
