@@ -18,6 +18,7 @@
 #include "comm/job.h"
 #include "comm/launch.h"
 #include "core/check.h"
+#include "ops/matmul.h"
 
 namespace {
 
@@ -32,6 +33,11 @@ std::string version_string() {
 #ifdef ZT_GIT_DESCRIBE
     if (ZT_GIT_DESCRIBE[0] != '\0') v += " (git " ZT_GIT_DESCRIBE ")";
 #endif
+    // What this binary was built with, on a second line.
+    auto yes_no = [](int have) { return have ? "yes" : "no"; };
+    v += std::string("\nbuilt with: CPU fp32 GEMM ") + zt::cpu::gemm_fp32_path() + "; oneDNN " +
+         yes_no(ZT_HAVE_DNNL) + "; SentencePiece " + yes_no(ZT_HAVE_SENTENCEPIECE) + "; MPI " +
+         yes_no(ZT_HAVE_MPI) + "; CUDA " + yes_no(ZT_HAVE_CUDA);
     return v;
 }
 

@@ -3,10 +3,14 @@
 //
 // Every libsentencepiece status is checked and turned into a zt::Error that
 // names the model file; the library is never allowed to abort the process.
+// A build without SentencePiece (ZT_HAVE_SENTENCEPIECE 0) keeps the byte
+// tokenizer, and every SentencePiece entry point refuses, naming the option.
 #include "data/tokenizer.h"
 
+#if ZT_HAVE_SENTENCEPIECE
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
+#endif
 
 #include <cerrno>
 #include <cstring>
@@ -117,6 +121,7 @@ class ByteTokenizer : public Tokenizer {
     std::string path_ = "byte";
 };
 
+#if ZT_HAVE_SENTENCEPIECE
 // ---------------------------------------------------------- SentencePiece
 
 class SentencePieceTokenizer : public Tokenizer {
@@ -285,6 +290,19 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     ZT_CHECK(!ec, "cannot rename %s to %s (%s)", tmp.c_str(), path.c_str(), ec.message().c_str());
 }
 
+#else
+
+// The refusal every SentencePiece entry point gives in a build without it.
+[[noreturn]] void refuse_without_sentencepiece(const std::string& what) {
+    ZT_FAIL(
+        "%s needs SentencePiece, which this zerotrain was built without (ZT_SENTENCEPIECE=OFF, "
+        "or AUTO without libsentencepiece); rebuild with -DZT_SENTENCEPIECE=ON (Debian: "
+        "libsentencepiece-dev), or use the byte tokenizer or pre-tokenized shards",
+        what.c_str());
+}
+
+#endif  // ZT_HAVE_SENTENCEPIECE
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> make_byte_tokenizer() {
@@ -292,7 +310,11 @@ std::unique_ptr<Tokenizer> make_byte_tokenizer() {
 }
 
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& model_path) {
+#if ZT_HAVE_SENTENCEPIECE
     return std::make_unique<SentencePieceTokenizer>(model_path);
+#else
+    refuse_without_sentencepiece("tokenizer " + model_path);
+#endif
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
@@ -306,6 +328,8 @@ std::string tokenizer_file_hash(const std::string& spec) {
 }
 
 // --------------------------------------------------------------- training
+
+#if ZT_HAVE_SENTENCEPIECE
 
 std::string train_sentencepiece(const LineSource& lines, const std::string& out_prefix,
                                 const SentencePieceTrainOptions& opts) {
@@ -388,5 +412,19 @@ std::string train_sentencepiece(const std::vector<std::string>& files,
     };
     return train_sentencepiece(lines, out_prefix, opts);
 }
+
+#else
+
+std::string train_sentencepiece(const LineSource&, const std::string& out_prefix,
+                                const SentencePieceTrainOptions&) {
+    refuse_without_sentencepiece("training a tokenizer into " + out_prefix + ".model");
+}
+
+std::string train_sentencepiece(const std::vector<std::string>&, const std::string& out_prefix,
+                                const SentencePieceTrainOptions&) {
+    refuse_without_sentencepiece("training a tokenizer into " + out_prefix + ".model");
+}
+
+#endif  // ZT_HAVE_SENTENCEPIECE
 
 }  // namespace zt

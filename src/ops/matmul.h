@@ -47,6 +47,11 @@ void matmul_forward(float* out, const bf16* inp, const bf16* weight, const bf16*
 void matmul_forward_row(float* out, const float* x, const float* weight, const float* bias, int C,
                         int OC, int threads);
 
+// Which BLAS the fp32 and fp64 GEMMs call, for `zerotrain --version`:
+// "openblas" and OpenBLAS's own configuration string, or "portable blocked
+// GEMM (built without OpenBLAS: ZT_BLAS=OFF or not found)".
+const char* gemm_fp32_path();
+
 // Which implementation the bf16 GEMMs use on this machine, for the run line:
 // the oneDNN version and the kernel oneDNN picks for a 256^3 product, e.g.
 // "onednn 2.6.3 (brg:avx512_core_amx_bf16)", or

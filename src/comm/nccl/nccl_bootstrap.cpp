@@ -53,6 +53,7 @@ const char* env_or_null(const char* name) {
     return v && *v ? v : nullptr;
 }
 
+#if ZT_HAVE_MPI
 bool started_by_mpi_launcher(const RankInfo& ranks) {
     if (ranks.source == "mpirun" || ranks.source == "pmi") return true;
     // srun --mpi=pmix is discovered as "slurm", but MPI works there too.
@@ -61,6 +62,7 @@ bool started_by_mpi_launcher(const RankInfo& ranks) {
         if (env_or_null(v)) return true;
     return false;
 }
+#endif
 
 // A file descriptor closed when it goes out of scope.
 class Socket {

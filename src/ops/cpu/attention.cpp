@@ -69,12 +69,10 @@ void attention_forward_impl(Real* out, Real* att, const Real* qkv, int B, int T,
             for (int i0 = 0; i0 < T; i0 += kRowBlock) {
                 const int i1 = std::min(T, i0 + kRowBlock), m = i1 - i0;
                 Real* Pb = P + int64_t(i0) * T;
-                gemm(CblasNoTrans, CblasTrans, m, i1, HD, scale, q + i0 * R, R, k, R, Real(0), Pb,
-                     T);
+                gemm(kNoTrans, kTrans, m, i1, HD, scale, q + i0 * R, R, k, R, Real(0), Pb, T);
                 for (int t = i0; t < i1; t++)
                     causal_softmax_row(Pb + int64_t(t - i0) * T, t + 1, T);
-                gemm(CblasNoTrans, CblasNoTrans, m, HD, i1, Real(1), Pb, T, v, R, Real(0),
-                     o + i0 * RO, RO);
+                gemm(kNoTrans, kNoTrans, m, HD, i1, Real(1), Pb, T, v, R, Real(0), o + i0 * RO, RO);
             }
         }
     }
@@ -108,8 +106,8 @@ void attention_backward_impl(Real* dqkv, const Real* dout, const Real* qkv, cons
                     const int i1 = std::min(T, i0 + kRowBlock), m = i1 - i0;
                     const Real* Pb = P + int64_t(i0) * T;
                     // dP (m, i1) = dO[i0:i1] V[0:i1]^T
-                    gemm(CblasNoTrans, CblasTrans, m, i1, HD, Real(1), dO + i0 * RO, RO, v, R,
-                         Real(0), dS.data(), T);
+                    gemm(kNoTrans, kTrans, m, i1, HD, Real(1), dO + i0 * RO, RO, v, R, Real(0),
+                         dS.data(), T);
                     for (int t = i0; t < i1; t++) {
                         const Real* p = Pb + int64_t(t - i0) * T;
                         Real* ds = dS.data() + int64_t(t - i0) * T;
@@ -120,12 +118,12 @@ void attention_backward_impl(Real* dqkv, const Real* dout, const Real* qkv, cons
                         for (int j = 0; j <= t; j++) ds[j] = p[j] * (ds[j] - dot);
                         std::fill(ds + t + 1, ds + i1, Real(0));
                     }
-                    gemm(CblasNoTrans, CblasNoTrans, m, HD, i1, scale, dS.data(), T, k, R, Real(1),
+                    gemm(kNoTrans, kNoTrans, m, HD, i1, scale, dS.data(), T, k, R, Real(1),
                          dq + i0 * R, R);
-                    gemm(CblasTrans, CblasNoTrans, i1, HD, m, scale, dS.data(), T, q + i0 * R, R,
-                         Real(1), dk, R);
-                    gemm(CblasTrans, CblasNoTrans, i1, HD, m, Real(1), Pb, T, dO + i0 * RO, RO,
-                         Real(1), dv, R);
+                    gemm(kTrans, kNoTrans, i1, HD, m, scale, dS.data(), T, q + i0 * R, R, Real(1),
+                         dk, R);
+                    gemm(kTrans, kNoTrans, i1, HD, m, Real(1), Pb, T, dO + i0 * RO, RO, Real(1), dv,
+                         R);
                 }
             }
         }
@@ -266,9 +264,9 @@ void attention_backward(double* dqkv, const double* dout, const double* qkv, con
 void attention_cached_row(float* out, const float* q, const float* K, const float* V, int len,
                           int HD, int kv_stride, float scale, float* scores) {
     blas_pin_single_thread();
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, len, HD, scale, K, kv_stride, q, 1, 0.0f, scores, 1);
+    gemv(kNoTrans, len, HD, scale, K, kv_stride, q, 0.0f, scores);
     causal_softmax_row(scores, len, len);
-    cblas_sgemv(CblasRowMajor, CblasTrans, len, HD, 1.0f, V, kv_stride, scores, 1, 0.0f, out, 1);
+    gemv(kTrans, len, HD, 1.0f, V, kv_stride, scores, 0.0f, out);
 }
 
 }  // namespace zt::cpu

@@ -83,8 +83,7 @@ void classifier_impl(Real* losses, Real* dx, Real* dweight, const Real* x, const
     for (int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
         const int64_t m = std::min<int64_t>(chunk_rows, N - r0);
         const Real* xc = x + r0 * C;
-        gemm_parallel(CblasNoTrans, CblasTrans, m, V, C, Real(1), xc, C, weight, C, Real(0),
-                      scratch, V);
+        gemm_parallel(kNoTrans, kTrans, m, V, C, Real(1), xc, C, weight, C, Real(0), scratch, V);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < m; i++) {
             Real* row = scratch + i * V;
@@ -104,12 +103,12 @@ void classifier_impl(Real* losses, Real* dx, Real* dweight, const Real* x, const
             }
         }
         if (dx) {
-            gemm_parallel(CblasNoTrans, CblasNoTrans, m, C, V, Real(1), scratch, V, weight, C,
-                          Real(1), dx + r0 * C, C);
+            gemm_parallel(kNoTrans, kNoTrans, m, C, V, Real(1), scratch, V, weight, C, Real(1),
+                          dx + r0 * C, C);
         }
         if (dweight) {
-            gemm_parallel(CblasTrans, CblasNoTrans, V, C, m, Real(1), scratch, V, xc, C, Real(1),
-                          dweight, C);
+            gemm_parallel(kTrans, kNoTrans, V, C, m, Real(1), scratch, V, xc, C, Real(1), dweight,
+                          C);
         }
     }
 }

@@ -110,7 +110,7 @@ void gemm_widened(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
             c[size_t(i * N + j)] = c0;
         }
     const float c_beta = bias ? 1.0f : beta;
-    auto t = [](bool x) { return x ? CblasTrans : CblasNoTrans; };
+    auto t = [](bool x) { return x ? kTrans : kNoTrans; };
     if (serial)
         gemm(t(ta), t(tb), M, N, K, alpha, a.data(), lda, b.data(), ldb, c_beta, c.data(), N);
     else

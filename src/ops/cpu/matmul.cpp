@@ -1,9 +1,10 @@
 // Matmul (linear layer) forward and backward on the CPU: out = inp @ W^T + b.
 //
 // Invariant: backward accumulates (+=) into dinp, dweight, dbias; a null
-// d-pointer skips that product. The GEMMs go to OpenBLAS with beta = 1 so the
-// accumulation costs nothing extra; the bias column sums are split over
-// columns so no two threads ever write the same element. The bf16 overloads
+// d-pointer skips that product. The GEMMs go to blas.h (OpenBLAS or the
+// portable GEMM) with beta = 1 so the accumulation costs nothing extra; the
+// bias column sums are split over columns so no two threads ever write the
+// same element. The bf16 overloads
 // run their GEMMs through gemm_bf16 (oneDNN) with beta = 1 likewise, and sum
 // the bias columns in fp32 before adding once to dbias.
 #include "ops/matmul.h"
@@ -11,6 +12,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -35,8 +37,8 @@ void matmul_forward_impl(Real* out, const Real* inp, const Real* weight, const R
 #pragma omp parallel for schedule(static)
         for (int64_t n = 0; n < N; n++) std::copy(bias, bias + OC, out + n * OC);
     }
-    gemm_parallel(CblasNoTrans, CblasTrans, N, OC, C, Real(1), inp, C, weight, C,
-                  bias ? Real(1) : Real(0), out, OC);
+    gemm_parallel(kNoTrans, kTrans, N, OC, C, Real(1), inp, C, weight, C, bias ? Real(1) : Real(0),
+                  out, OC);
 }
 
 template <class Real>
@@ -45,12 +47,10 @@ void matmul_backward_impl(Real* dinp, Real* dweight, Real* dbias, const Real* do
     check_dims(N, C, OC);
     if (N == 0) return;
     if (dinp) {
-        gemm_parallel(CblasNoTrans, CblasNoTrans, N, C, OC, Real(1), dout, OC, weight, C, Real(1),
-                      dinp, C);
+        gemm_parallel(kNoTrans, kNoTrans, N, C, OC, Real(1), dout, OC, weight, C, Real(1), dinp, C);
     }
     if (dweight) {
-        gemm_parallel(CblasTrans, CblasNoTrans, OC, C, N, Real(1), dout, OC, inp, C, Real(1),
-                      dweight, C);
+        gemm_parallel(kTrans, kNoTrans, OC, C, N, Real(1), dout, OC, inp, C, Real(1), dweight, C);
     }
     if (dbias) {
         // Each thread owns a contiguous block of columns and walks all rows.
@@ -130,6 +130,15 @@ void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, c
     matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
 }
 
+const char* gemm_fp32_path() {
+#if ZT_HAVE_OPENBLAS
+    static const std::string path = std::string("openblas (") + openblas_get_config() + ")";
+    return path.c_str();
+#else
+    return "portable blocked GEMM (built without OpenBLAS: ZT_BLAS=OFF or not found)";
+#endif
+}
+
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                     int C, int OC) {
     matmul_forward_impl(out, inp, weight, bias, N, C, OC);
@@ -145,9 +154,8 @@ void matmul_forward_row(float* out, const float* x, const float* weight, const f
         const int o0 = int(int64_t(OC) * it / nt), o1 = int(int64_t(OC) * (it + 1) / nt);
         if (o1 > o0) {
             if (bias) std::copy(bias + o0, bias + o1, out + o0);
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, blasint(o1 - o0), blasint(C), 1.0f,
-                        weight + int64_t(o0) * C, blasint(C), x, 1, bias ? 1.0f : 0.0f, out + o0,
-                        1);
+            gemv(kNoTrans, o1 - o0, C, 1.0f, weight + int64_t(o0) * C, C, x, bias ? 1.0f : 0.0f,
+                 out + o0);
         }
     }
 }
