@@ -9,7 +9,10 @@
 #   - `ldd` of both binaries names nothing outside the C runtime and the
 #     CUDA libraries (scripts/gpu/check_ldd.sh);
 #   - the GPU op tests: without a GPU every one skips and says why (ctest
-#     counts them as skipped).
+#     counts them as skipped);
+#   - the communication layer once more with MPI beside CUDA (the device
+#     build has no MPI, a cluster's build has both: NCCL bootstrapped over
+#     MPI, the factory's MPI+CUDA branches), into BUILD_DIR-mpi, zt_comm only.
 # Without a working nvidia-smi the GPU tests only skip, so nothing built here
 # runs but the test binary's skip: the host C++ is compiled unoptimised
 # (-DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-O0, no -g), which halves
@@ -53,3 +56,12 @@ echo "check-cuda-build: no header from OpenBLAS, SentencePiece, MPI, oneDNN, zli
 bash scripts/gpu/check_ldd.sh "$build_dir/zerotrain" "$build_dir/tests/gpu/zt_gpu_tests"
 "$build_dir/zerotrain" --version
 ctest --test-dir "$build_dir" -L gpu --output-on-failure
+
+if [[ -n "$(command -v mpicxx || true)" ]]; then
+    echo "check-cuda-build: zt_comm with CUDA and MPI into $build_dir-mpi"
+    cmake -S . -B "$build_dir-mpi" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-O0 \
+          -DZT_CUDA=ON -DZT_MPI=ON -DZT_TESTS=OFF -DCMAKE_CUDA_COMPILER="$nvcc" >/dev/null
+    cmake --build "$build_dir-mpi" -j2 --target zt_comm
+else
+    echo "check-cuda-build: no mpicxx: the CUDA+MPI communication layer was NOT checked"
+fi
