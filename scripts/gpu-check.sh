@@ -12,8 +12,8 @@
 #   memcheck     the same under compute-sanitizer (the real-size ones left out)
 #   device_checks  bench/gpu/device_checks.sh: peer model, HF export round
 #                trip, 50-step GPU-vs-CPU loss tracking
-#   zero_parity  ZeRO stages 0-3 at 2 ranks against 1 rank; needs MPI
-#                (mpiexec), the only multi-rank transport, so without it NOT RUN
+#   zero_parity  ZeRO stages 0-3 at 2 ranks on the one GPU against 1 rank
+#                (--nproc 2 --comm tcp: no MPI needed)
 #   bench        bench/gpu/run.sh, zerotrain against PyTorch, stopped by the
 #                budget guard when the budget is near its end
 # A step whose prerequisite failed is NOT RUN, with the reason. NOT RUN is never
@@ -220,14 +220,9 @@ else
         fi
     fi
 
-    # ZeRO parity needs several ranks, and their only transport is MPI's
-    # (the ring backend lives in src/comm/mpi).
-    mpiexec="$(command -v mpiexec || command -v mpirun)"
-    if [[ -z "$mpiexec" ]]; then
-        not_run zero_parity "no mpiexec or mpirun on this machine, and zerotrain's multi-rank transports (mpi, ring in src/comm/mpi) need MPI: 2 ranks cannot start"
-    elif ! "$zt" --version 2>&1 | grep -q "MPI yes"; then
-        not_run zero_parity "$mpiexec exists, but the device configuration builds without MPI (ZT_MPI=OFF), so --nproc 2 cannot start"
-    elif [[ -n "$no_gpu" ]]; then
+    # ZeRO parity: 2 ranks on the one GPU, started by --nproc itself and
+    # joined by the tcp backend (the device configuration has no MPI).
+    if [[ -n "$no_gpu" ]]; then
         not_run zero_parity "$no_gpu"
     else
         step zero_parity "$checks_log" 150 env PYTHON="$py" bash "$root/scripts/gpu/zero_parity.sh" "$zt" "$work/parity"

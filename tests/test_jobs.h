@@ -72,14 +72,16 @@ inline std::vector<pid_t> descendants(pid_t root) {
 }
 
 // The running process below `root` whose environment says it is rank `rank`
-// (mpirun sets it); 0 when there is none.
+// (mpirun's OMPI_COMM_WORLD_RANK, or the RANK that --nproc sets for --comm
+// tcp); 0 when there is none.
 inline pid_t rank_pid(pid_t root, int rank) {
-    const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+    const std::string mpi = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+    const std::string direct = "RANK=" + std::to_string(rank);
     for (pid_t pid : descendants(root)) {
         if (!running(pid)) continue;
         std::ifstream env("/proc/" + std::to_string(pid) + "/environ");
         for (std::string var; std::getline(env, var, '\0');)
-            if (var == want) return pid;
+            if (var == mpi || var == direct) return pid;
     }
     return 0;
 }

@@ -353,6 +353,11 @@ TEST(RankFaults, KilledRankIsNamedRing) {
     check_killed_rank_is_named("ring");
 }
 
+// tcp: --nproc starts the ranks itself, without mpirun, and names the rank.
+TEST(RankFaults, KilledRankIsNamedTcp) {
+    check_killed_rank_is_named("tcp");
+}
+
 // An error every rank finds alike (here a divergence at step 6, at 4 ranks)
 // prints once, from the rank that reported it first, without a source
 // location, the other ranks named after it; none of mpirun's banners about

@@ -68,6 +68,33 @@ TEST(ZeroRanks, EveryStageAndWorldMatchesOneProcess) {
     }
 }
 
+// --comm tcp: ranks that --nproc starts itself, without mpirun, talking over
+// TCP sockets (the transport of a machine without MPI), reproduce the
+// single-process curve at every stage as mpi does.
+TEST(ZeroRanks, TcpMatchesOneProcessWithoutMpirun) {
+    const int B = 2, steps = 20;
+    for (int world : {2, 3}) {
+        TempDir dir;
+        RunLog ref = train(dir / "ref", 1, 0, world * B, 1, steps);
+        ASSERT_EQ(ref.steps.size(), size_t(steps));
+        for (int stage = 0; stage <= 3; stage++) {
+            const std::string out = dir / std::string("s").append(std::to_string(stage));
+            RunLog got = train(out, world, stage, B, 1, steps, "--comm tcp");
+            ASSERT_EQ(got.steps.size(), size_t(steps)) << "world " << world << " stage " << stage;
+            std::ifstream cfg(out + "/config.json");
+            ASSERT_TRUE(cfg.good()) << out;
+            EXPECT_EQ(nlohmann::json::parse(cfg)["comm"], "tcp");
+            double worst = 0;
+            for (int s = 1; s <= steps; s++) {
+                double a = got.steps.at(s)["loss"], b = ref.steps.at(s)["loss"];
+                worst = std::max(worst, std::fabs(a - b) / std::fabs(b));
+            }
+            EXPECT_TRUE(worst <= 1e-5) << "tcp world " << world << " stage " << stage
+                                       << ": worst relative loss difference " << worst;
+        }
+    }
+}
+
 // Per-rank model-state bytes follow ZeRO's formulas exactly (padding included),
 // and the bytes on the wire of one step follow the engine's schedule exactly.
 TEST(ZeroRanks, MemoryAndWireBytesFollowTheFormulas) {

@@ -138,8 +138,10 @@ BenchCommSettings parse_flags(const BenchCommFlags& f) {
     }
     if (!f.nproc.empty()) s.nproc = int(parse_int("--nproc", f.nproc, 1, "a number of ranks >= 1"));
     if (!f.comm.empty()) {
-        ZT_CHECK(f.comm == "local" || f.comm == "mpi" || f.comm == "ring" || f.comm == "nccl",
-                 "--comm '%s': unknown backend; expected local, mpi, ring or nccl", f.comm.c_str());
+        ZT_CHECK(f.comm == "local" || f.comm == "mpi" || f.comm == "ring" || f.comm == "tcp" ||
+                     f.comm == "nccl",
+                 "--comm '%s': unknown backend; expected local, mpi, ring, tcp or nccl",
+                 f.comm.c_str());
         s.comm = f.comm;
     }
     if (f.dtype == "f32") {
@@ -540,7 +542,7 @@ void run_bench_comm(const BenchCommFlags& flags) {
              s.nproc, ranks.source.c_str(), ranks.world);
 
     CommOptions opt;
-    opt.backend = !s.comm.empty() ? s.comm : ranks.world > 1 ? "mpi" : "local";
+    opt.backend = !s.comm.empty() ? s.comm : default_comm_backend(ranks);
     opt.sim_bandwidth_gbps = s.sim_bandwidth_gbps;
     opt.sim_latency_us = s.sim_latency_us;
     opt.timeout_s = s.timeout_s;
@@ -620,11 +622,13 @@ void add_bench_comm_command(CLI::App& app) {
         ->type_name("OP")
         ->required();
     cmd->add_option("--nproc", flags->nproc,
-                    "start N local ranks through mpirun (N >= 1; not needed under mpirun/srun)")
+                    "start N local ranks (through mpirun; directly with --comm tcp or without MPI; "
+                    "not needed under a launcher)")
         ->type_name("INT");
     cmd->add_option("--comm", flags->comm,
-                    "local, mpi, ring, or nccl (GPU-only: a build with CUDA and NCCL); default: "
-                    "mpi with more than one rank, else local")
+                    "local, mpi, ring, tcp (sockets, no MPI), or nccl (GPU-only: a build with "
+                    "CUDA and NCCL); default: local for one rank, else mpi (tcp without MPI or "
+                    "under torchrun)")
         ->type_name("BACKEND");
     cmd->add_option("--dtype", flags->dtype, "f32 or bf16")
         ->type_name("DTYPE")

@@ -105,10 +105,12 @@ void add_train_options(CLI::App* t, TrainConfig& c, std::string* config_path,
                   "dtype gradients accumulate and reduce in: auto (bf16 with --precision bf16, "
                   "as DeepSpeed), fp32 or bf16")
         ->capture_default_str();
-    t->add_option("--comm", c.comm,
-                  "communicator: auto (local for one rank, else mpi), local, mpi, ring; nccl is "
-                  "GPU-only and refused for now (with --device cuda the engine's collectives "
-                  "are on host memory: use mpi or ring)")
+    t->add_option(
+         "--comm", c.comm,
+         "communicator: auto (local for one rank; else mpi, or tcp in a build without MPI or "
+         "under torchrun), local, mpi, ring, tcp (TCP sockets, no MPI); nccl is "
+         "GPU-only and refused for now (with --device cuda the engine's collectives "
+         "are on host memory: use mpi or ring)")
         ->capture_default_str();
     t->add_option("--sim-bandwidth-gbps", c.sim_bandwidth_gbps,
                   "simulate a network of this many gigabits/s (0: real speed)")

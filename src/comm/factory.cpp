@@ -13,6 +13,7 @@
 #include "comm/launch.h"
 #include "comm/local.h"
 #include "comm/simnet.h"
+#include "comm/tcp/tcp_backend.h"
 #include "core/check.h"
 
 #if ZT_HAVE_MPI
@@ -70,19 +71,21 @@ std::unique_ptr<Communicator> make_communicator(const CommOptions& opt) {
 #else
         ZT_FAIL(
             "--comm %s: this build has no MPI; install an MPI (Debian: libopenmpi-dev) and "
-            "rebuild with -DZT_MPI=ON, or use --comm local",
+            "rebuild with -DZT_MPI=ON, or use --comm tcp (sockets, no MPI) or local",
             b.c_str());
 #endif
+    } else if (b == "tcp") {
+        comm = make_tcp_communicator(opt);
     } else if (b == "nccl") {
 #if ZT_HAVE_CUDA
         comm = make_nccl_communicator(opt);
 #else
         ZT_FAIL(
             "--comm nccl: this build has no CUDA/NCCL; rebuild with -DZT_CUDA=ON where the "
-            "CUDA toolkit, cuDNN and NCCL are installed, or use --comm mpi, ring or local");
+            "CUDA toolkit, cuDNN and NCCL are installed, or use --comm mpi, ring, tcp or local");
 #endif
     } else {
-        ZT_FAIL("--comm '%s': expected local, mpi, ring or nccl", b.c_str());
+        ZT_FAIL("--comm '%s': expected local, mpi, ring, tcp or nccl", b.c_str());
     }
     set_error_rank(comm->rank());
     job_note_rank(comm->rank());  // under --nproc: this rank's pid, for the launcher

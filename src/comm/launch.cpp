@@ -29,6 +29,7 @@
 
 #include "comm/flight.h"
 #include "comm/job.h"
+#include "comm/tcp/socket.h"
 #include "core/check.h"
 
 #if ZT_HAVE_MPI
@@ -106,16 +107,21 @@ RankInfo discover_ranks() {
     return none;
 }
 
+std::string default_comm_backend(const RankInfo& ranks) {
+    if (ranks.world <= 1) return "local";
+    return ZT_HAVE_MPI && ranks.source != "torchrun" ? "mpi" : "tcp";
+}
+
 bool under_launcher() {
     for (const LauncherVars& l : launchers())
         if (std::getenv(l.rank) || first_set(l.world)) return true;
     return false;
 }
 
-#if ZT_HAVE_MPI
 namespace {
 
 volatile pid_t g_launcher_child = 0;
+volatile std::sig_atomic_t g_launcher_group = 0;    // g_launcher_child leads the ranks' group
 volatile std::sig_atomic_t g_launcher_signal = 0;   // the first stop signal
 volatile std::sig_atomic_t g_launcher_signals = 0;  // how many came
 
@@ -125,17 +131,19 @@ volatile std::sig_atomic_t g_launcher_signals = 0;  // how many came
 // which take them for SIGINT and SIGTERM (train/stop_signal.h), where a
 // SIGINT or SIGTERM would make mpirun end the ranks a second later, in the
 // middle of their checkpoint. The second ends the job through mpirun; the
-// third kills its process group.
+// third kills its process group. Ranks started without mpirun (one process
+// group, led by g_launcher_child) get the same three, all of them.
 extern "C" void forward_stop_signal(int sig, siginfo_t*, void*) {
     const int n = g_launcher_signals + 1;
     g_launcher_signals = n;
     if (g_launcher_signal == 0) g_launcher_signal = sig;
     const pid_t child = g_launcher_child;
     if (child <= 0) return;
+    const pid_t target = g_launcher_group ? -child : child;
     if (n == 1)
-        kill(child, sig == SIGINT ? SIGUSR1 : SIGUSR2);
+        kill(target, sig == SIGINT ? SIGUSR1 : SIGUSR2);
     else if (n == 2)
-        kill(child, SIGTERM);
+        kill(target, SIGTERM);
     else
         kill(-child, SIGKILL);
 }
@@ -151,6 +159,7 @@ std::string signal_name(int sig) {
     return abbrev ? std::string("SIG") + abbrev : strprintf("signal %d", sig);
 }
 
+#if ZT_HAVE_MPI
 // A rank's death as mpirun reports it (Open MPI: "mpirun noticed that
 // process rank 2 with PID 1234 on node h exited on signal 9 (Killed).").
 struct ReportedDeath {
@@ -434,6 +443,8 @@ class RankWatch {
     std::vector<int> first_gone_;
 };
 
+#endif  // ZT_HAVE_MPI
+
 // The private directory the ranks leave their notes in (comm/job.h),
 // TMPDIR/zerotrain-job-<launcher pid>-XXXXXX, removed with the object; path()
 // is "" when it could not be made (the job runs, its launcher names less).
@@ -451,7 +462,7 @@ class JobDir {
         } else {
             std::fprintf(stderr,
                          "zerotrain: warning: --nproc: cannot create %s (%s); a rank that dies "
-                         "or hangs will be named by mpirun only\n",
+                         "or hangs will be named less precisely\n",
                          tmpl.c_str(), std::strerror(errno));
         }
     }
@@ -481,6 +492,7 @@ class JobDir {
     std::string path_;
 };
 
+#if ZT_HAVE_MPI
 // After a job failed: names the rank that died or the one the others waited
 // for, then what the caller adds about the run (train: step, checkpoint,
 // resume command). Nothing for a job whose ranks failed by themselves: each
@@ -526,6 +538,8 @@ void report_failed_job(int nproc, const std::string& job_dir, const RankWatch& w
     std::fflush(stderr);
 }
 
+#endif  // ZT_HAVE_MPI
+
 // The cores this process may run on (its affinity mask, as OpenMP counts them).
 int usable_cores() {
     cpu_set_t set;
@@ -562,34 +576,13 @@ void warn_if_oversubscribed(int nproc, int argc, char** argv) {
                  nproc, nproc, threads, (long long)nproc * threads, cores);
 }
 
-}  // namespace
-#endif
-
-int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes,
-                       const LaunchNetwork* network) {
-#if !ZT_HAVE_MPI
-    (void)network;
-    (void)argc;
-    (void)argv;
-    (void)notes;
-    ZT_FAIL(
-        "--nproc %d: this build has no MPI, so it cannot start ranks; install an MPI "
-        "(Debian: libopenmpi-dev) and rebuild with -DZT_MPI=ON, or start the ranks with an "
-        "outside launcher",
-        nproc);
-#else
-    ZT_CHECK(nproc >= 1, "--nproc %d: expected a number of ranks >= 1", nproc);
-    ZT_CHECK(!under_launcher(),
-             "--nproc %d: this process already runs under a launcher (%s); drop --nproc and let "
-             "the launcher start the ranks",
-             nproc, discover_ranks().source.c_str());
+// This executable's path and argv without --nproc: what each rank runs.
+std::vector<std::string> rank_command(int argc, char** argv) {
     std::vector<char> exe(PATH_MAX + 1, '\0');
     ssize_t n = readlink("/proc/self/exe", exe.data(), PATH_MAX);
     ZT_CHECK(n > 0, "--nproc: cannot find this executable (/proc/self/exe): %s",
              std::strerror(errno));
     exe[size_t(n)] = '\0';
-    warn_if_oversubscribed(nproc, argc, argv);
-
     std::vector<std::string> rank_args = {exe.data()};
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], "--nproc")) {
@@ -599,79 +592,101 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
         if (!std::strncmp(argv[i], "--nproc=", 8)) continue;
         rank_args.emplace_back(argv[i]);
     }
-    std::vector<std::string> args;
-    if (network) args = network->mpirun_prefix;
-    args.insert(args.end(),
-                {ZT_MPIEXEC, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
-                 // In its own process group mpirun must not read the terminal.
-                 "--stdin", "none"});
-    if (!network) {
-        args.insert(args.end(), {"-np", std::to_string(nproc)});
-        args.insert(args.end(), rank_args.begin(), rank_args.end());
-    } else {
-        ZT_CHECK(int(network->rank_prefix.size()) == nproc,
-                 "--nproc %d: the network was made for %zu ranks", nproc,
-                 network->rank_prefix.size());
-        args.insert(args.end(), network->mpirun_args.begin(), network->mpirun_args.end());
-        // One program per rank (mpirun's MPMD form), each run by its prefix.
-        for (int k = 0; k < nproc; k++) {
-            if (k > 0) args.emplace_back(":");
-            args.insert(args.end(), {"-np", "1"});
-            args.insert(args.end(), network->rank_prefix[size_t(k)].begin(),
-                        network->rank_prefix[size_t(k)].end());
-            args.insert(args.end(), rank_args.begin(), rank_args.end());
-        }
-        std::printf("zerotrain: %s\n", network->description.c_str());
+    return rank_args;
+}
+
+// The ranks' environment: ours, less what a launcher sets, with the job
+// directory (comm/job.h) and `extra`.
+std::vector<std::string> rank_environment(const std::string& job_dir,
+                                          const std::vector<std::string>& extra) {
+    const std::vector<std::string> drop = {
+        std::string(kJobDirEnv) + "=", "RANK=",        "WORLD_SIZE=", "LOCAL_RANK=",
+        "LOCAL_WORLD_SIZE=",           "MASTER_ADDR=", "MASTER_PORT="};
+    std::vector<std::string> env;
+    for (char** e = environ; *e; e++) {
+        bool keep = true;
+        for (const std::string& d : drop) keep = keep && std::strncmp(*e, d.c_str(), d.size()) != 0;
+        if (keep) env.emplace_back(*e);
     }
-    std::vector<char*> cargs;
-    for (auto& a : args) cargs.push_back(a.data());
-    cargs.push_back(nullptr);
+    if (!job_dir.empty()) env.push_back(std::string(kJobDirEnv) + "=" + job_dir);
+    env.insert(env.end(), extra.begin(), extra.end());
+    return env;
+}
 
-    // The ranks' environment: ours, and where they leave their notes.
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+    std::vector<char*> c;
+    for (auto& s : v) c.push_back(s.data());
+    c.push_back(nullptr);
+    return c;
+}
+
+// A TCP port nothing listens on now, for rank 0 (the kernel's pick).
+int free_local_port() {
+    std::string err;
+    Socket s = socket_listen("0", 1, &err);
+    ZT_CHECK(s.fd() >= 0, "--nproc: cannot find a free TCP port for the ranks: %s", err.c_str());
+    return socket_local_port(s.fd());
+}
+
+#if ZT_HAVE_MPI
+// True when argv asks for the tcp backend (--comm tcp, --comm=tcp).
+bool asks_for_tcp(int argc, char** argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!std::strcmp(argv[i], "--comm") && i + 1 < argc && !std::strcmp(argv[i + 1], "tcp"))
+            return true;
+        if (!std::strcmp(argv[i], "--comm=tcp")) return true;
+    }
+    return false;
+}
+#endif
+
+// --nproc without mpirun: the ranks are started here as torchrun starts
+// them (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR
+// 127.0.0.1 and a free MASTER_PORT), in one process group of their own led
+// by rank 0, each ended when this process dies. Stop signals reach them as
+// through mpirun (forward_stop_signal). When a rank fails, the others get
+// 10 s to fail by themselves (their connections to it closed) and are then
+// killed. Returns the first failed rank's status (128 + signal for a
+// signal), after naming a rank a signal ended and the hang diagnosis.
+int launch_direct_ranks(int nproc, std::vector<std::string> rank_args, const LaunchNotes& notes) {
     const JobDir job;
-    const std::string& job_dir = job.path();
-    const std::string env_prefix = std::string(kJobDirEnv) + "=";
-    std::vector<std::string> env_strings;
-    for (char** e = environ; *e; e++)
-        if (std::strncmp(*e, env_prefix.c_str(), env_prefix.size()) != 0)
-            env_strings.emplace_back(*e);
-    if (!job_dir.empty()) env_strings.push_back(env_prefix + job_dir);
-    if (network) env_strings.insert(env_strings.end(), network->env.begin(), network->env.end());
-    std::vector<char*> cenv;
-    for (auto& e : env_strings) cenv.push_back(e.data());
-    cenv.push_back(nullptr);
-
-    int err_pipe[2] = {-1, -1};
-    ZT_CHECK(pipe2(err_pipe, O_CLOEXEC) == 0, "--nproc: pipe failed: %s", std::strerror(errno));
-
+    const int port = free_local_port();
+    std::vector<char*> cargs = c_strings(rank_args);
+    std::vector<pid_t> pids;
     std::fflush(stdout);
     std::fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        int fork_errno = errno;
-        ::close(err_pipe[0]);
-        ::close(err_pipe[1]);
-        ZT_FAIL("--nproc: fork failed: %s", std::strerror(fork_errno));
+    auto kill_started = [&] {
+        if (!pids.empty()) kill(-pids[0], SIGKILL);
+        for (pid_t p : pids) waitpid(p, nullptr, 0);
+    };
+    for (int k = 0; k < nproc; k++) {
+        std::vector<std::string> env = rank_environment(
+            job.path(),
+            {"RANK=" + std::to_string(k), "WORLD_SIZE=" + std::to_string(nproc),
+             "LOCAL_RANK=" + std::to_string(k), "LOCAL_WORLD_SIZE=" + std::to_string(nproc),
+             "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)});
+        std::vector<char*> cenv = c_strings(env);
+        const pid_t group = pids.empty() ? 0 : pids[0];
+        pid_t pid = fork();
+        if (pid < 0) {
+            int fork_errno = errno;
+            kill_started();
+            ZT_FAIL("--nproc: fork of rank %d failed: %s", k, std::strerror(fork_errno));
+        }
+        if (pid == 0) {
+            setpgid(0, group);
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() == 1) std::_Exit(127);  // the launcher died before the line above
+            execve(cargs[0], cargs.data(), cenv.data());
+            std::fprintf(stderr, "zerotrain: error: --nproc: cannot run %s: %s\n", cargs[0],
+                         std::strerror(errno));
+            std::_Exit(127);
+        }
+        setpgid(pid, group == 0 ? pid : group);  // as the child does, whichever runs first
+        pids.push_back(pid);
     }
-    if (pid == 0) {
-        setpgid(0, 0);
-        // mpirun, and with it the ranks, end when this process dies.
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() == 1) std::_Exit(127);  // it died before the line above
-        dup2(err_pipe[1], 2);                 // dup2 clears O_CLOEXEC on the copy
-        execve(cargs[0], cargs.data(), cenv.data());
-        std::fprintf(stderr, "zerotrain: error: --nproc: cannot run %s: %s\n", cargs[0],
-                     std::strerror(errno));
-        std::_Exit(127);
-    }
-    setpgid(pid, pid);  // as the child does, whichever runs first
-    ::close(err_pipe[1]);
-    StderrRelay relay(err_pipe[0]);
-    RankWatch watch(job_dir, nproc);
-    // While the ranks run, SIGINT/SIGTERM sent to this process (a terminal's
-    // Ctrl-C included) reach every rank as a clean stop: it finishes the step
-    // and saves a checkpoint (forward_stop_signal).
-    g_launcher_child = pid;
+    g_launcher_child = pids[0];
+    g_launcher_group = 1;
     g_launcher_signal = 0;
     g_launcher_signals = 0;
     struct sigaction sa {
@@ -681,37 +696,184 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
     sa.sa_flags = SA_SIGINFO;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    // Waits for mpirun, looking at the ranks every 50 ms meanwhile.
-    int status = 0;
-    int wait_rc;
-    for (;;) {
-        wait_rc = waitpid(pid, &status, WNOHANG);
-        if (wait_rc != 0 && !(wait_rc < 0 && errno == EINTR)) break;
-        watch.tick();
+
+    std::vector<int> status(size_t(nproc), -1);  // exit status, 128 + signal; -1: running
+    std::vector<int> by_signal(size_t(nproc), 0);
+    int first_failed = -1, running = nproc;
+    double failed_at = 0;
+    bool killed = false;
+    while (running > 0) {
+        for (int k = 0; k < nproc; k++) {
+            if (status[size_t(k)] >= 0) continue;
+            int st = 0;
+            pid_t w = waitpid(pids[size_t(k)], &st, WNOHANG);
+            if (w == 0 || (w < 0 && errno == EINTR)) continue;
+            running--;
+            status[size_t(k)] = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            if (w > 0 && WIFSIGNALED(st)) by_signal[size_t(k)] = WTERMSIG(st);
+            if (status[size_t(k)] != 0 && first_failed < 0) {
+                first_failed = k;
+                failed_at = monotonic_now();
+            }
+        }
+        if (running > 0 && first_failed >= 0 && !killed && monotonic_now() - failed_at > 10) {
+            kill(-pids[0], SIGKILL);
+            killed = true;
+        }
         struct timespec ts {
             0, 50 * 1000 * 1000
         };
-        nanosleep(&ts, nullptr);
+        if (running > 0) nanosleep(&ts, nullptr);
     }
-    int wait_errno = errno;
+    g_launcher_child = 0;
+    g_launcher_group = 0;
     sigaction(SIGINT, &old_int, nullptr);
     sigaction(SIGTERM, &old_term, nullptr);
-    const std::vector<ReportedDeath> reported = relay.finish();
-    ZT_CHECK(wait_rc >= 0, "--nproc: waiting for %s failed: %s", ZT_MPIEXEC,
-             std::strerror(wait_errno));
     const int stop = g_launcher_signal;
-    int rc = 1;
-    if (WIFEXITED(status)) rc = WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) rc = 128 + WTERMSIG(status);
-    if (stop && rc != 0) {
-        // Stopped on request: the shell's 128 + signal, whatever mpirun made of
-        // the ranks' own 128 + signal exits.
-        rc = 128 + stop;
-    } else if (rc != 0) {
-        report_failed_job(nproc, job_dir, watch, reported, relay.rank_failed(), notes);
+    if (first_failed < 0) return 0;
+    if (stop) return 128 + stop;
+    // A rank that exits with an error printed why; one a signal ended could not.
+    const std::string run_dir = job.path().empty() ? "" : job_read_run_dir(job.path());
+    std::string out;
+    HangEvidence evidence;
+    for (int k = 0; k < nproc; k++) {
+        const int sig = by_signal[size_t(k)];
+        if (sig == 0 || (killed && sig == SIGKILL && k != first_failed)) continue;
+        evidence.dead.push_back(k);
+        out += strprintf("zerotrain: rank %d (pid %lld) died: killed by signal %d (%s)%s\n", k,
+                         (long long)pids[size_t(k)], sig, signal_name(sig).c_str(),
+                         killed ? "; the launcher then ended the other ranks" : "");
     }
-    return rc;
+    out += run_dir.empty() ? "" : diagnose_hang(run_dir, nproc, evidence);
+    if (!out.empty() && !run_dir.empty() && notes) out += notes(run_dir);
+    std::fflush(stdout);
+    std::fputs(out.c_str(), stderr);
+    std::fflush(stderr);
+    return status[size_t(first_failed)];
+}
+
+}  // namespace
+
+int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes,
+                       const LaunchNetwork* network) {
+    ZT_CHECK(nproc >= 1, "--nproc %d: expected a number of ranks >= 1", nproc);
+    ZT_CHECK(!under_launcher(),
+             "--nproc %d: this process already runs under a launcher (%s); drop --nproc and let "
+             "the launcher start the ranks",
+             nproc, discover_ranks().source.c_str());
+    warn_if_oversubscribed(nproc, argc, argv);
+    std::vector<std::string> rank_args = rank_command(argc, argv);
+#if ZT_HAVE_MPI
+    if (!asks_for_tcp(argc, argv)) {
+        std::vector<std::string> args;
+        if (network) args = network->mpirun_prefix;
+        args.insert(args.end(),
+                    {ZT_MPIEXEC, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+                     // In its own process group mpirun must not read the terminal.
+                     "--stdin", "none"});
+        if (!network) {
+            args.insert(args.end(), {"-np", std::to_string(nproc)});
+            args.insert(args.end(), rank_args.begin(), rank_args.end());
+        } else {
+            ZT_CHECK(int(network->rank_prefix.size()) == nproc,
+                     "--nproc %d: the network was made for %zu ranks", nproc,
+                     network->rank_prefix.size());
+            args.insert(args.end(), network->mpirun_args.begin(), network->mpirun_args.end());
+            // One program per rank (mpirun's MPMD form), each run by its prefix.
+            for (int k = 0; k < nproc; k++) {
+                if (k > 0) args.emplace_back(":");
+                args.insert(args.end(), {"-np", "1"});
+                args.insert(args.end(), network->rank_prefix[size_t(k)].begin(),
+                            network->rank_prefix[size_t(k)].end());
+                args.insert(args.end(), rank_args.begin(), rank_args.end());
+            }
+            std::printf("zerotrain: %s\n", network->description.c_str());
+        }
+        std::vector<char*> cargs = c_strings(args);
+
+        // The ranks' environment: ours, and where they leave their notes.
+        const JobDir job;
+        const std::string& job_dir = job.path();
+        std::vector<std::string> env_strings =
+            rank_environment(job_dir, network ? network->env : std::vector<std::string>{});
+        std::vector<char*> cenv = c_strings(env_strings);
+
+        int err_pipe[2] = {-1, -1};
+        ZT_CHECK(pipe2(err_pipe, O_CLOEXEC) == 0, "--nproc: pipe failed: %s", std::strerror(errno));
+
+        std::fflush(stdout);
+        std::fflush(stderr);
+        pid_t pid = fork();
+        if (pid < 0) {
+            int fork_errno = errno;
+            ::close(err_pipe[0]);
+            ::close(err_pipe[1]);
+            ZT_FAIL("--nproc: fork failed: %s", std::strerror(fork_errno));
+        }
+        if (pid == 0) {
+            setpgid(0, 0);
+            // mpirun, and with it the ranks, end when this process dies.
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() == 1) std::_Exit(127);  // it died before the line above
+            dup2(err_pipe[1], 2);                 // dup2 clears O_CLOEXEC on the copy
+            execve(cargs[0], cargs.data(), cenv.data());
+            std::fprintf(stderr, "zerotrain: error: --nproc: cannot run %s: %s\n", cargs[0],
+                         std::strerror(errno));
+            std::_Exit(127);
+        }
+        setpgid(pid, pid);  // as the child does, whichever runs first
+        ::close(err_pipe[1]);
+        StderrRelay relay(err_pipe[0]);
+        RankWatch watch(job_dir, nproc);
+        // While the ranks run, SIGINT/SIGTERM sent to this process (a terminal's
+        // Ctrl-C included) reach every rank as a clean stop: it finishes the step
+        // and saves a checkpoint (forward_stop_signal).
+        g_launcher_child = pid;
+        g_launcher_signal = 0;
+        g_launcher_signals = 0;
+        struct sigaction sa {
+        }, old_int{}, old_term{};
+        sa.sa_sigaction = forward_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+        // Waits for mpirun, looking at the ranks every 50 ms meanwhile.
+        int status = 0;
+        int wait_rc;
+        for (;;) {
+            wait_rc = waitpid(pid, &status, WNOHANG);
+            if (wait_rc != 0 && !(wait_rc < 0 && errno == EINTR)) break;
+            watch.tick();
+            struct timespec ts {
+                0, 50 * 1000 * 1000
+            };
+            nanosleep(&ts, nullptr);
+        }
+        int wait_errno = errno;
+        sigaction(SIGINT, &old_int, nullptr);
+        sigaction(SIGTERM, &old_term, nullptr);
+        const std::vector<ReportedDeath> reported = relay.finish();
+        ZT_CHECK(wait_rc >= 0, "--nproc: waiting for %s failed: %s", ZT_MPIEXEC,
+                 std::strerror(wait_errno));
+        const int stop = g_launcher_signal;
+        int rc = 1;
+        if (WIFEXITED(status)) rc = WEXITSTATUS(status);
+        if (WIFSIGNALED(status)) rc = 128 + WTERMSIG(status);
+        if (stop && rc != 0) {
+            // Stopped on request: the shell's 128 + signal, whatever mpirun made of
+            // the ranks' own 128 + signal exits.
+            rc = 128 + stop;
+        } else if (rc != 0) {
+            report_failed_job(nproc, job_dir, watch, reported, relay.rank_failed(), notes);
+        }
+        return rc;
+    }
 #endif
+    ZT_CHECK(network == nullptr,
+             "--nproc %d with --netns: the namespaces' ranks start under mpirun, and this %s",
+             nproc, ZT_HAVE_MPI ? "run asks for --comm tcp" : "build has no MPI");
+    return launch_direct_ranks(nproc, std::move(rank_args), notes);
 }
 
 void abort_all_ranks(int exit_code) {

@@ -9,7 +9,8 @@
 // an integer, or a rank outside [0, world) is an error naming the variable.
 //
 // launch_local_ranks() is `--nproc N`: it re-executes this binary N times
-// under the mpiexec the build linked against and returns its exit status.
+// under the mpiexec the build linked against (or, in a build without MPI or
+// for --comm tcp, itself, as torchrun would) and returns its exit status.
 // When the job fails it names the rank at fault, from what the ranks left in
 // its job directory (comm/job.h) and the run directory's hang records
 // (comm/flight.h): the rank that died and its signal, or the rank the others
@@ -31,6 +32,12 @@ struct RankInfo {
 };
 
 RankInfo discover_ranks();
+
+// The backend `--comm auto` means: local for one rank; for several, mpi
+// where MPI started them (a build with MPI, ranks from mpirun, srun or
+// --nproc), tcp where it cannot have (a build without MPI, torchrun's ranks,
+// --nproc's own ranks, which it starts as torchrun would).
+std::string default_comm_backend(const RankInfo& ranks);
 
 // True when any launcher's rank or size variable is set (this process is one
 // of several ranks, or was started by a launcher as a single rank).
@@ -56,7 +63,13 @@ using LaunchNotes = std::function<std::string(const std::string& run_dir)>;
 // (diagnose_hang), then notes(run_dir) when rank 0 had a run directory.
 // With `network` (comm/netns.h), mpirun runs under its prefix with its
 // arguments and environment added, and rank k under rank_prefix[k].
-// Refuses nproc < 1, a build without MPI, and being called under a launcher.
+// In a build without MPI, or when argv asks for --comm tcp, there is no
+// mpirun: the ranks are started directly with torchrun's variables (RANK,
+// WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR 127.0.0.1, a free
+// MASTER_PORT) in one process group, stop signals reach them the same way,
+// a failed rank's peers are killed 10 s after it, and a rank a signal ended
+// is named, with the hang diagnosis and notes(run_dir); `network` is then
+// refused. Refuses nproc < 1 and being called under a launcher.
 int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes = {},
                        const LaunchNetwork* network = nullptr);
 

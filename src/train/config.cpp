@@ -713,8 +713,8 @@ void validate_train_config(const TrainConfig& c) {
     ZT_CHECK(!(c.precision == "fp32" && c.grad_accum_dtype == "bf16"),
              "--grad-accum-dtype bf16 needs --precision bf16 (fp32 training reduces in fp32)");
     ZT_CHECK(c.comm == "auto" || c.comm == "local" || c.comm == "mpi" || c.comm == "ring" ||
-                 c.comm == "nccl",
-             "--comm '%s': expected auto, local, mpi, ring or nccl", c.comm.c_str());
+                 c.comm == "tcp" || c.comm == "nccl",
+             "--comm '%s': expected auto, local, mpi, ring, tcp or nccl", c.comm.c_str());
     ZT_CHECK(c.comm != "nccl",
              "--comm nccl: not wired into training yet (with --device cuda the ZeRO engine's state "
              "and its collectives are in host memory); use --comm mpi or ring");
@@ -734,9 +734,9 @@ void validate_train_config(const TrainConfig& c) {
         ZT_CHECK(c.sim_bandwidth_gbps == 0 && c.sim_latency_us == 0,
                  "--netns with --sim-bandwidth-gbps/--sim-latency-us: a run shapes real links "
                  "or simulates them, not both; give one");
-        ZT_CHECK(c.comm != "local" && c.comm != "nccl",
-                 "--netns with --comm %s: the shaped links carry MPI's TCP traffic; use --comm "
-                 "mpi or ring",
+        ZT_CHECK(c.comm != "local" && c.comm != "nccl" && c.comm != "tcp",
+                 "--netns with --comm %s: the shaped links carry MPI's TCP traffic (the ranks "
+                 "start under mpirun in their namespaces); use --comm mpi or ring",
                  c.comm.c_str());
     }
     ZT_CHECK(std::isfinite(c.comm_timeout_s) && c.comm_timeout_s > 0,

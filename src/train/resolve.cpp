@@ -104,7 +104,7 @@ void check_resume_data(const Checkpoint& ckpt, const TrainConfig& cfg,
 
 CommOptions comm_options(const TrainConfig& cfg, const RankInfo& ranks) {
     CommOptions copt;
-    copt.backend = cfg.comm == "auto" ? (ranks.world > 1 ? "mpi" : "local") : cfg.comm;
+    copt.backend = cfg.comm == "auto" ? default_comm_backend(ranks) : cfg.comm;
     copt.sim_bandwidth_gbps = cfg.sim_bandwidth_gbps;
     copt.sim_latency_us = cfg.sim_latency_us;
     copt.timeout_s = cfg.comm_timeout_s;

@@ -52,7 +52,7 @@ RunRequest read_run_request(const TrainConfig& flags);
 // chosen for it, and the communicator itself.
 struct Launch {
     RankInfo ranks;
-    CommOptions options;  // options.backend: local, mpi or ring (never auto)
+    CommOptions options;  // options.backend: local, mpi, ring or tcp (never auto)
     std::unique_ptr<Communicator> comm;
 };
 

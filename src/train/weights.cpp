@@ -30,9 +30,8 @@ void load_checkpoint_tokenizer(const Checkpoint& ckpt, LoadedWeights* w) {
                            : tok.value("path", "");
     ZT_CHECK(fs::exists(path), "%s/manifest.json: its tokenizer %s does not exist",
              ckpt.dir().c_str(), path.c_str());
-    std::string want = tok.contains("sha256") && tok["sha256"].is_string()
-                           ? tok["sha256"].get<std::string>()
-                           : "";
+    std::string want =
+        tok.contains("sha256") && tok["sha256"].is_string() ? tok["sha256"].get<std::string>() : "";
     w->tokenizer_sha256 = sha256_file_hex(path);
     ZT_CHECK(want.empty() || want == w->tokenizer_sha256,
              "tokenizer %s has SHA-256 %s, but the checkpoint %s recorded %s", path.c_str(),

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <thread>
 
 #include "comm/launch.h"
@@ -436,7 +437,8 @@ std::string param_name(const testing::TestParamInfo<Param>& info) {
     return std::get<0>(info.param) + "_" + zt::dtype_name(std::get<1>(info.param));
 }
 
-// local runs only when the launcher started one rank.
+// local runs only when the launcher started one rank; tcp where MASTER_ADDR
+// and MASTER_PORT are set.
 std::vector<std::string> backends_for_this_world() {
     std::vector<std::string> b;
     if (zt::discover_ranks().world == 1) b.push_back("local");
@@ -444,6 +446,8 @@ std::vector<std::string> backends_for_this_world() {
     b.push_back("mpi");
     b.push_back("ring");
 #endif
+    // tcp needs rank 0's address and port (the ctest command passes them).
+    if (std::getenv("MASTER_ADDR") && std::getenv("MASTER_PORT")) b.push_back("tcp");
     return b;
 }
 
@@ -500,8 +504,9 @@ TEST_P(CommDTypeTest, AllReduceAvgIsExactOnF64AndRefusedOnIntegers) {
             std::string want = std::string("avg of ") + zt::dtype_name(dtype_) + " is not defined";
             EXPECT_NE(error.find(want), std::string::npos) << error;
             ControlBuf out(dtype_, count * n_);
-            EXPECT_THROW(comm_->reduce_scatter(out.data(), buf.data(), count, dtype_, ReduceOp::avg),
-                         zt::Error);
+            EXPECT_THROW(
+                comm_->reduce_scatter(out.data(), buf.data(), count, dtype_, ReduceOp::avg),
+                zt::Error);
             comm_->barrier();  // still usable
             expect_no_errors(error.find(want) == std::string::npos ? 1 : 0,
                              what("avg refusal", count));
@@ -529,9 +534,9 @@ TEST_P(CommDTypeTest, ReduceScatterSumMaxAndInPlace) {
                     int64_t want = expected(op, r_ * c + i);
                     errors += !(in_place ? send.equals(r_ * c + i, want) : recv.equals(i, want));
                 }
-                expect_no_errors(errors, what(in_place ? "reduce_scatter in place"
-                                                       : "reduce_scatter",
-                                              c) + " " + op_name(op));
+                expect_no_errors(
+                    errors, what(in_place ? "reduce_scatter in place" : "reduce_scatter", c) + " " +
+                                op_name(op));
             }
         }
     }
@@ -588,8 +593,7 @@ TEST_P(CommDTypeTest, SendRecvRing) {
         a.wait();
         b.wait();
         int64_t errors = 0;
-        for (int64_t i = 0; i < count; i++)
-            errors += !in.equals(i, control_input(dtype_, left, i));
+        for (int64_t i = 0; i < count; i++) errors += !in.equals(i, control_input(dtype_, left, i));
         expect_no_errors(errors, what("send/recv ring", count));
     }
 }

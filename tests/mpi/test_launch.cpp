@@ -115,8 +115,8 @@ TEST(CommLaunch, NprocRefusedUnderALauncher) {
 TEST(CommFactory, RefusesWhatItCannotRun) {
     auto make = [](zt::CommOptions o) { return [o] { zt::make_communicator(o); }; };
     zt::CommOptions o;
-    o.backend = "tcp";
-    EXPECT_NE(error_of(make(o)).find("expected local, mpi, ring or nccl"), std::string::npos);
+    o.backend = "gloo";
+    EXPECT_NE(error_of(make(o)).find("expected local, mpi, ring, tcp or nccl"), std::string::npos);
     o.backend = "mpi";
     o.timeout_s = -1;
     EXPECT_NE(error_of(make(o)).find("--comm-timeout-s"), std::string::npos);

@@ -10,13 +10,8 @@
 //     it is, and receives the id.
 // Invariant: every wait has a deadline (timeout_s); running out of it is an
 // error that names the rank, the address and what it was waiting for.
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -28,6 +23,7 @@
 #include <vector>
 
 #include "comm/nccl/nccl.h"
+#include "comm/tcp/socket.h"
 #include "core/check.h"
 #include "prof/timer.h"
 
@@ -64,77 +60,6 @@ bool started_by_mpi_launcher(const RankInfo& ranks) {
 }
 #endif
 
-// A file descriptor closed when it goes out of scope.
-class Socket {
-  public:
-    Socket() = default;
-    explicit Socket(int fd) : fd_(fd) {}
-    ~Socket() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    Socket(Socket&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-    Socket& operator=(Socket&& o) noexcept {
-        std::swap(fd_, o.fd_);
-        return *this;
-    }
-    Socket(const Socket&) = delete;
-    Socket& operator=(const Socket&) = delete;
-    int fd() const { return fd_; }
-
-  private:
-    int fd_ = -1;
-};
-
-int ms_until(double deadline) {
-    double left = deadline - now_seconds();
-    return left <= 0 ? 0 : int(left * 1000) + 1;
-}
-
-// Waits until fd is ready for `events`; false when the deadline passed first.
-bool wait_ready(int fd, short events, double deadline) {
-    for (;;) {
-        pollfd p{fd, events, 0};
-        int n = ::poll(&p, 1, ms_until(deadline));
-        if (n > 0) return true;
-        if (n == 0) return false;
-        if (errno != EINTR) return false;
-    }
-}
-
-// Moves exactly n bytes, or returns why not ("" on success).
-std::string send_all(int fd, const void* data, size_t n, double deadline) {
-    auto* p = static_cast<const char*>(data);
-    while (n > 0) {
-        if (!wait_ready(fd, POLLOUT, deadline)) return "timed out sending";
-        ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
-        if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (k <= 0) return std::string("send: ") + std::strerror(errno);
-        p += k;
-        n -= size_t(k);
-    }
-    return "";
-}
-
-std::string recv_all(int fd, void* data, size_t n, double deadline) {
-    auto* p = static_cast<char*>(data);
-    while (n > 0) {
-        if (!wait_ready(fd, POLLIN, deadline)) return "timed out receiving";
-        ssize_t k = ::recv(fd, p, n, 0);
-        if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (k == 0) return "the peer closed the connection";
-        if (k < 0) return std::string("recv: ") + std::strerror(errno);
-        p += k;
-        n -= size_t(k);
-    }
-    return "";
-}
-
-void set_nonblocking(int fd) {
-    int flags = ::fcntl(fd, F_GETFL, 0);
-    ZT_CHECK(flags >= 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0,
-             "nccl bootstrap: fcntl(O_NONBLOCK) failed: %s", std::strerror(errno));
-}
-
 std::string bootstrap_port(std::string* from) {
     const char* v = env_or_null("ZT_BOOTSTRAP_PORT");
     *from = "ZT_BOOTSTRAP_PORT";
@@ -156,49 +81,20 @@ std::string bootstrap_port(std::string* from) {
 void serve_id(const void* id, size_t n, const RankInfo& ranks, double timeout_s) {
     std::string port_from;
     std::string port = bootstrap_port(&port_from);
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    addrinfo* found = nullptr;
-    int rc = ::getaddrinfo(nullptr, port.c_str(), &hints, &found);
-    ZT_CHECK(rc == 0, "nccl bootstrap: getaddrinfo(port %s) failed: %s", port.c_str(),
-             gai_strerror(rc));
-    // Prefer a dual-stack IPv6 socket, so peers reach us over IPv4 or IPv6.
-    std::vector<addrinfo*> candidates;
-    for (addrinfo* a = found; a; a = a->ai_next)
-        if (a->ai_family == AF_INET6) candidates.push_back(a);
-    for (addrinfo* a = found; a; a = a->ai_next)
-        if (a->ai_family != AF_INET6) candidates.push_back(a);
-    Socket listener;
-    std::string last_error = "no address to listen on";
-    for (addrinfo* a : candidates) {
-        Socket s(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
-        if (s.fd() < 0) continue;
-        int one = 1, zero = 0;
-        ::setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (a->ai_family == AF_INET6)
-            ::setsockopt(s.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-        if (::bind(s.fd(), a->ai_addr, a->ai_addrlen) == 0 && ::listen(s.fd(), ranks.world) == 0) {
-            listener = std::move(s);
-            break;
-        }
-        last_error = std::strerror(errno);
-    }
-    ::freeaddrinfo(found);
+    std::string last_error;
+    Socket listener = socket_listen(port, ranks.world, &last_error);
     ZT_CHECK(listener.fd() >= 0, "nccl bootstrap: rank 0 cannot listen on port %s (%s): %s%s",
              port.c_str(), port_from.c_str(), last_error.c_str(),
              port_from == "MASTER_PORT"
                  ? "; if the launcher holds MASTER_PORT itself, set ZT_BOOTSTRAP_PORT to a free "
                    "port on every rank"
                  : "");
-    set_nonblocking(listener.fd());
 
     double deadline = now_seconds() + timeout_s;
     std::vector<bool> served(size_t(ranks.world), false);
     int remaining = ranks.world - 1;
     while (remaining > 0) {
-        ZT_CHECK(wait_ready(listener.fd(), POLLIN, deadline),
+        ZT_CHECK(socket_wait(listener.fd(), POLLIN, deadline),
                  "nccl bootstrap: rank 0 waited %g s on port %s (%s) and only %d of %d ranks "
                  "connected; are all ranks running with the same MASTER_ADDR and port, and can "
                  "they reach this host?",
@@ -206,9 +102,9 @@ void serve_id(const void* id, size_t n, const RankInfo& ranks, double timeout_s)
                  ranks.world - 1);
         Socket peer(::accept(listener.fd(), nullptr, nullptr));
         if (peer.fd() < 0) continue;  // EAGAIN after a spurious wake-up, or an aborted connect
-        set_nonblocking(peer.fd());
+        socket_set_nonblocking(peer.fd());
         Hello hello;
-        std::string err = recv_all(peer.fd(), &hello, sizeof hello, deadline);
+        std::string err = socket_recv_all(peer.fd(), &hello, sizeof hello, deadline);
         // A stray connection (a port scanner, a stale rank) is not ours: ignore it.
         if (!err.empty() || hello.magic != kHelloMagic) continue;
         ZT_CHECK(hello.world == ranks.world && hello.id_bytes == n,
@@ -219,7 +115,7 @@ void serve_id(const void* id, size_t n, const RankInfo& ranks, double timeout_s)
                  "nccl bootstrap: a peer claims rank %d, %s", hello.rank,
                  hello.rank > 0 && hello.rank < ranks.world ? "which already connected"
                                                             : "outside the world");
-        err = send_all(peer.fd(), id, n, deadline);
+        err = socket_send_all(peer.fd(), id, n, deadline);
         ZT_CHECK(err.empty(), "nccl bootstrap: rank 0 could not send the id to rank %d: %s",
                  hello.rank, err.c_str());
         served[size_t(hello.rank)] = true;
@@ -238,56 +134,22 @@ void fetch_id(void* id, size_t n, const RankInfo& ranks, double timeout_s) {
     double deadline = now_seconds() + timeout_s;
     std::string last_error;
     int attempts = 0;
-    auto backoff = std::chrono::milliseconds(50);
+    // Rank 0 may not be listening yet, or may drop a greeting that came too
+    // early: connect again until the deadline.
     while (now_seconds() < deadline) {
-        attempts++;
-        addrinfo hints{};
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        addrinfo* found = nullptr;
-        int rc = ::getaddrinfo(addr, port.c_str(), &hints, &found);
-        if (rc != 0) {
-            last_error = std::string("getaddrinfo: ") + gai_strerror(rc);
-        } else {
-            for (addrinfo* a = found; a; a = a->ai_next) {
-                Socket s(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
-                if (s.fd() < 0) continue;
-                set_nonblocking(s.fd());
-                if (::connect(s.fd(), a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
-                    last_error = std::string("connect: ") + std::strerror(errno);
-                    continue;
-                }
-                if (!wait_ready(s.fd(), POLLOUT, deadline)) {
-                    last_error = "connect: timed out";
-                    continue;
-                }
-                int so_error = 0;
-                socklen_t len = sizeof so_error;
-                ::getsockopt(s.fd(), SOL_SOCKET, SO_ERROR, &so_error, &len);
-                if (so_error != 0) {
-                    last_error = std::string("connect: ") + std::strerror(so_error);
-                    continue;
-                }
-                Hello hello;
-                hello.rank = ranks.rank;
-                hello.world = ranks.world;
-                hello.id_bytes = uint32_t(n);
-                std::string err = send_all(s.fd(), &hello, sizeof hello, deadline);
-                if (err.empty()) err = recv_all(s.fd(), id, n, deadline);
-                if (err.empty()) {
-                    ::freeaddrinfo(found);
-                    return;
-                }
-                last_error = err;
-            }
-            ::freeaddrinfo(found);
-        }
-        // Rank 0 may not be listening yet: retry with a growing pause (at most 1 s).
-        double left = deadline - now_seconds();
-        if (left <= 0) break;
-        std::this_thread::sleep_for(
-            std::min<std::chrono::duration<double>>(backoff, std::chrono::duration<double>(left)));
-        backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+        int tries = 0;
+        Socket s = socket_connect_retrying(addr, port, deadline, &last_error, &tries);
+        attempts += tries;
+        if (s.fd() < 0) break;
+        Hello hello;
+        hello.rank = ranks.rank;
+        hello.world = ranks.world;
+        hello.id_bytes = uint32_t(n);
+        std::string err = socket_send_all(s.fd(), &hello, sizeof hello, deadline);
+        if (err.empty()) err = socket_recv_all(s.fd(), id, n, deadline);
+        if (err.empty()) return;
+        last_error = err;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     ZT_FAIL(
         "nccl bootstrap: rank %d could not get the NCCL id from rank 0 at %s:%s (MASTER_ADDR, "
