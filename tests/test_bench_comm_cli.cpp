@@ -80,6 +80,23 @@ TEST(BenchComm, Bf16AndTable) {
     EXPECT_TRUE(json_rows(r.output).empty()) << "the table must not print JSON rows";
 }
 
+// Three ranks that --nproc starts itself, joined by TCP sockets: every
+// operation verifies at every size (odd byte counts split unevenly).
+TEST(BenchComm, TcpAtThreeRanksVerifies) {
+    auto r = bench("--op all --nproc 3 --comm tcp --dtype bf16 --json --max-bytes 256K --iters 2");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    auto rows = json_rows(r.output);
+    ASSERT_FALSE(rows.empty()) << r.output;
+    std::set<std::string> ops;
+    for (const auto& j : rows) {
+        EXPECT_EQ(j["comm"], "tcp") << j.dump();
+        EXPECT_EQ(j["world_size"], 3) << j.dump();
+        EXPECT_EQ(j["errors"], 0) << j.dump();
+        ops.insert(j["op"].get<std::string>());
+    }
+    EXPECT_EQ(ops, (std::set<std::string>{"all_reduce", "reduce_scatter", "all_gather"}));
+}
+
 TEST(BenchComm, SizesRoundDownAndSaySo) {
     // f32 at world 1: multiples of 4 bytes. 6 -> 4, 12, 24.
     auto r = bench("--op all_gather --comm local --json --min-bytes 6 --max-bytes 24 --iters 1");
@@ -97,7 +114,7 @@ TEST(BenchComm, SizesRoundDownAndSaySo) {
 TEST(BenchComm, RefusesBadFlags) {
     expect_refused(bench("--op all_to_all --comm local"), {"--op 'all_to_all'", "reduce_scatter"});
     expect_refused(bench("--comm local"), {"--op is required"});
-    expect_refused(bench("--op all --comm tcp"), {"--comm 'tcp'", "mpi, ring or nccl"});
+    expect_refused(bench("--op all --comm gloo"), {"--comm 'gloo'", "mpi, ring, tcp or nccl"});
     expect_refused(bench("--op all --comm local --dtype f64"), {"--dtype 'f64'", "bf16"});
     expect_refused(bench("--op all --comm local --min-bytes 2M --max-bytes 1M"),
                    {"--min-bytes 2M", "--max-bytes 1M"});

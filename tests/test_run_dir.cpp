@@ -301,14 +301,13 @@ TEST(RunDir, ARunningMultiRankRunRefusesASecond) {
 // with setsid, as a shell makes one for a job). The ranks still stop cleanly:
 // the step finishes, a checkpoint is saved, the run says SIGINT, and none of
 // mpirun's notes about forwarding the signal or the ranks' non-zero exits
-// reach the user.
-TEST(RunDir, CtrlCOnAMultiRankLauncherStopsCleanlyAsSigint) {
-    if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI";
+// reach the user. So with --comm tcp, whose ranks --nproc starts itself.
+void check_ctrl_c_stops_cleanly(const std::string& launch) {
     TempDir dir;
     const std::string run = dir / "run";
     const std::string log = dir / "log";
     ASSERT_TRUE(zt_test::start_and_wait_for(
-        "setsid " + zt_test::zerotrain_binary() + " " + train_args(run, 1000000, "--nproc 2"), log,
+        "setsid " + zt_test::zerotrain_binary() + " " + train_args(run, 1000000, launch), log,
         [&] { return read_run(run).steps.size() >= 1; }, 120))
         << read_text(log);
     const int64_t launcher = nlohmann::json::parse(read_text(run + "/.lock"))["launcher_pid"];
@@ -324,6 +323,15 @@ TEST(RunDir, CtrlCOnAMultiRankLauncherStopsCleanlyAsSigint) {
     EXPECT_NE(out.find("stopped by SIGINT after step"), std::string::npos) << out;
     for (const char* noise : {"Forwarding signal", "non-zero", "-----"})
         EXPECT_EQ(out.find(noise), std::string::npos) << noise << " in:\n" << out;
+}
+
+TEST(RunDir, CtrlCOnAMultiRankLauncherStopsCleanlyAsSigint) {
+    if (!ZT_HAVE_MPI) GTEST_SKIP() << "this build has no MPI";
+    check_ctrl_c_stops_cleanly("--nproc 2");
+}
+
+TEST(RunDir, CtrlCOnATcpLauncherStopsCleanlyAsSigint) {
+    check_ctrl_c_stops_cleanly("--nproc 2 --comm tcp");
 }
 
 // ---- a resume never rewrites a newer history silently -----------------------------

@@ -148,6 +148,43 @@ extern "C" void forward_stop_signal(int sig, siginfo_t*, void*) {
         kill(-child, SIGKILL);
 }
 
+// While it lives, SIGINT and SIGTERM to this process go to forward_stop_signal
+// for `child` (with `group`: the process group it leads); restore() (or the
+// destructor) puts the old handlers back.
+class StopForwarding {
+  public:
+    StopForwarding(pid_t child, bool group) {
+        g_launcher_child = child;
+        g_launcher_group = group ? 1 : 0;
+        g_launcher_signal = 0;
+        g_launcher_signals = 0;
+        struct sigaction sa {};
+        sa.sa_sigaction = forward_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGINT, &sa, &old_int_);
+        sigaction(SIGTERM, &sa, &old_term_);
+    }
+    ~StopForwarding() { restore(); }
+    StopForwarding(const StopForwarding&) = delete;
+    StopForwarding& operator=(const StopForwarding&) = delete;
+    void restore() {
+        if (restored_) return;
+        restored_ = true;
+        sigaction(SIGINT, &old_int_, nullptr);
+        sigaction(SIGTERM, &old_term_, nullptr);
+        g_launcher_child = 0;
+        g_launcher_group = 0;
+    }
+    // The first stop signal that came, 0 for none.
+    int first_signal() const { return g_launcher_signal; }
+
+  private:
+    struct sigaction old_int_ {};
+    struct sigaction old_term_ {};
+    bool restored_ = false;
+};
+
 double monotonic_now() {
     using clock = std::chrono::steady_clock;
     return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
@@ -685,17 +722,7 @@ int launch_direct_ranks(int nproc, std::vector<std::string> rank_args, const Lau
         setpgid(pid, group == 0 ? pid : group);  // as the child does, whichever runs first
         pids.push_back(pid);
     }
-    g_launcher_child = pids[0];
-    g_launcher_group = 1;
-    g_launcher_signal = 0;
-    g_launcher_signals = 0;
-    struct sigaction sa {
-    }, old_int{}, old_term{};
-    sa.sa_sigaction = forward_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_SIGINFO;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    StopForwarding forwarding(pids[0], /*group=*/true);
 
     std::vector<int> status(size_t(nproc), -1);  // exit status, 128 + signal; -1: running
     std::vector<int> by_signal(size_t(nproc), 0);
@@ -725,11 +752,8 @@ int launch_direct_ranks(int nproc, std::vector<std::string> rank_args, const Lau
         };
         if (running > 0) nanosleep(&ts, nullptr);
     }
-    g_launcher_child = 0;
-    g_launcher_group = 0;
-    sigaction(SIGINT, &old_int, nullptr);
-    sigaction(SIGTERM, &old_term, nullptr);
-    const int stop = g_launcher_signal;
+    forwarding.restore();
+    const int stop = forwarding.first_signal();
     if (first_failed < 0) return 0;
     if (stop) return 128 + stop;
     // A rank that exits with an error printed why; one a signal ended could not.
@@ -828,16 +852,7 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
         // While the ranks run, SIGINT/SIGTERM sent to this process (a terminal's
         // Ctrl-C included) reach every rank as a clean stop: it finishes the step
         // and saves a checkpoint (forward_stop_signal).
-        g_launcher_child = pid;
-        g_launcher_signal = 0;
-        g_launcher_signals = 0;
-        struct sigaction sa {
-        }, old_int{}, old_term{};
-        sa.sa_sigaction = forward_stop_signal;
-        sigemptyset(&sa.sa_mask);
-        sa.sa_flags = SA_SIGINFO;
-        sigaction(SIGINT, &sa, &old_int);
-        sigaction(SIGTERM, &sa, &old_term);
+        StopForwarding forwarding(pid, /*group=*/false);
         // Waits for mpirun, looking at the ranks every 50 ms meanwhile.
         int status = 0;
         int wait_rc;
@@ -851,12 +866,11 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
             nanosleep(&ts, nullptr);
         }
         int wait_errno = errno;
-        sigaction(SIGINT, &old_int, nullptr);
-        sigaction(SIGTERM, &old_term, nullptr);
+        forwarding.restore();
         const std::vector<ReportedDeath> reported = relay.finish();
         ZT_CHECK(wait_rc >= 0, "--nproc: waiting for %s failed: %s", ZT_MPIEXEC,
                  std::strerror(wait_errno));
-        const int stop = g_launcher_signal;
+        const int stop = forwarding.first_signal();
         int rc = 1;
         if (WIFEXITED(status)) rc = WEXITSTATUS(status);
         if (WIFSIGNALED(status)) rc = 128 + WTERMSIG(status);
