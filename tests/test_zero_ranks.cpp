@@ -93,6 +93,14 @@ TEST(ZeroRanks, TcpMatchesOneProcessWithoutMpirun) {
                                        << ": worst relative loss difference " << worst;
         }
     }
+    // The backend from a config file, not a flag: --nproc still starts the
+    // ranks itself (under mpirun they would find no MASTER_ADDR).
+    TempDir dir;
+    {
+        std::ofstream(dir / "tcp.json") << R"({"comm": "tcp"})";
+    }
+    RunLog got = train(dir / "cfg", 2, 1, B, 1, 3, "--config " + (dir / "tcp.json"));
+    EXPECT_EQ(got.steps.size(), 3u);
 }
 
 // Per-rank model-state bytes follow ZeRO's formulas exactly (padding included),

@@ -519,7 +519,8 @@ void run_bench_comm(const BenchCommFlags& flags) {
     BenchCommSettings s = parse_flags(flags);
 
     if (s.nproc > 1 && !under_launcher()) {
-        // Start the ranks through mpirun and hand back their exit status.
+        // Start the ranks (through mpirun, or directly for tcp) and hand back their exit
+        // status.
         std::vector<std::string> args = own_command_line();
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
@@ -529,7 +530,7 @@ void run_bench_comm(const BenchCommFlags& flags) {
             s.netns ? std::make_unique<NetnsNetwork>(s.nproc, s.netns_link) : nullptr;
         const LaunchNetwork launch_net = net ? net->launch_network() : LaunchNetwork{};
         int status = launch_local_ranks(s.nproc, int(args.size()), argv.data(), {},
-                                        net ? &launch_net : nullptr);
+                                        net ? &launch_net : nullptr, s.comm);
         net.reset();  // std::exit runs no destructors of this frame
         std::fflush(stdout);
         std::fflush(stderr);

@@ -390,7 +390,7 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
                         if (seen) seen(run_dir);
                         return describe_failed_run(run_dir, a_argc, a_argv);
                     },
-                    net ? &launch_net : nullptr);
+                    net ? &launch_net : nullptr, args->cfg.comm);
             };
             const RestartOptions restarts{
                 args->cfg.max_restarts, args->cfg.nproc,

@@ -665,18 +665,6 @@ int free_local_port() {
     return socket_local_port(s.fd());
 }
 
-#if ZT_HAVE_MPI
-// True when argv asks for the tcp backend (--comm tcp, --comm=tcp).
-bool asks_for_tcp(int argc, char** argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!std::strcmp(argv[i], "--comm") && i + 1 < argc && !std::strcmp(argv[i + 1], "tcp"))
-            return true;
-        if (!std::strcmp(argv[i], "--comm=tcp")) return true;
-    }
-    return false;
-}
-#endif
-
 // --nproc without mpirun: the ranks are started here as torchrun starts
 // them (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR
 // 127.0.0.1 and a free MASTER_PORT), in one process group of their own led
@@ -779,7 +767,7 @@ int launch_direct_ranks(int nproc, std::vector<std::string> rank_args, const Lau
 }  // namespace
 
 int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes,
-                       const LaunchNetwork* network) {
+                       const LaunchNetwork* network, const std::string& comm) {
     ZT_CHECK(nproc >= 1, "--nproc %d: expected a number of ranks >= 1", nproc);
     ZT_CHECK(!under_launcher(),
              "--nproc %d: this process already runs under a launcher (%s); drop --nproc and let "
@@ -788,7 +776,7 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
     warn_if_oversubscribed(nproc, argc, argv);
     std::vector<std::string> rank_args = rank_command(argc, argv);
 #if ZT_HAVE_MPI
-    if (!asks_for_tcp(argc, argv)) {
+    if (comm != "tcp") {
         std::vector<std::string> args;
         if (network) args = network->mpirun_prefix;
         args.insert(args.end(),

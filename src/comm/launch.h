@@ -63,15 +63,17 @@ using LaunchNotes = std::function<std::string(const std::string& run_dir)>;
 // (diagnose_hang), then notes(run_dir) when rank 0 had a run directory.
 // With `network` (comm/netns.h), mpirun runs under its prefix with its
 // arguments and environment added, and rank k under rank_prefix[k].
-// In a build without MPI, or when argv asks for --comm tcp, there is no
+// In a build without MPI, or when `comm` is "tcp", there is no
 // mpirun: the ranks are started directly with torchrun's variables (RANK,
 // WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR 127.0.0.1, a free
 // MASTER_PORT) in one process group, stop signals reach them the same way,
 // a failed rank's peers are killed 10 s after it, and a rank a signal ended
 // is named, with the hang diagnosis and notes(run_dir); `network` is then
 // refused. Refuses nproc < 1 and being called under a launcher.
+// `comm` is the backend the ranks will run (`--comm`, from the flags or a
+// config file): "tcp" starts them without mpirun.
 int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& notes = {},
-                       const LaunchNetwork* network = nullptr);
+                       const LaunchNetwork* network = nullptr, const std::string& comm = "");
 
 // Ends the whole job with exit_code: MPI_Abort when MPI is running (so no
 // peer rank is left waiting in a collective), otherwise _Exit. For the CLI's
