@@ -289,6 +289,10 @@ TEST(RankFaults, StoppedRankIsNamedRing) {
     check_stopped_rank_is_named("ring");
 }
 
+TEST(RankFaults, StoppedRankIsNamedTcp) {
+    check_stopped_rank_is_named("tcp");
+}
+
 // Without --nproc no launcher reads the records: the first rank to time out
 // prints the diagnosis itself.
 TEST(RankFaults, StoppedRankIsNamedUnderMpirun) {

@@ -406,8 +406,10 @@ class StderrRelay {
     std::thread thread_;
 };
 
+#endif  // ZT_HAVE_MPI
+
 // The ranks' processes, from the pids they note in the job directory,
-// looked at while mpirun runs: which vanished first, which were stopped.
+// looked at while they run: which vanished first, which were stopped.
 class RankWatch {
   public:
     RankWatch(std::string job_dir, int nproc) : dir_(std::move(job_dir)), nproc_(nproc) {}
@@ -479,8 +481,6 @@ class RankWatch {
     std::map<int, Watched> watched_;  // by rank, once its note is there
     std::vector<int> first_gone_;
 };
-
-#endif  // ZT_HAVE_MPI
 
 // The private directory the ranks leave their notes in (comm/job.h),
 // TMPDIR/zerotrain-job-<launcher pid>-XXXXXX, removed with the object; path()
@@ -672,7 +672,8 @@ int free_local_port() {
 // through mpirun (forward_stop_signal). When a rank fails, the others get
 // 10 s to fail by themselves (their connections to it closed) and are then
 // killed. Returns the first failed rank's status (128 + signal for a
-// signal), after naming a rank a signal ended and the hang diagnosis.
+// signal), after naming a rank a signal ended and the hang diagnosis (with
+// the ranks seen stopped, as under mpirun).
 int launch_direct_ranks(int nproc, std::vector<std::string> rank_args, const LaunchNotes& notes) {
     const JobDir job;
     const int port = free_local_port();
@@ -711,6 +712,7 @@ int launch_direct_ranks(int nproc, std::vector<std::string> rank_args, const Lau
         pids.push_back(pid);
     }
     StopForwarding forwarding(pids[0], /*group=*/true);
+    RankWatch watch(job.path(), nproc);
 
     std::vector<int> status(size_t(nproc), -1);  // exit status, 128 + signal; -1: running
     std::vector<int> by_signal(size_t(nproc), 0);
@@ -731,6 +733,7 @@ int launch_direct_ranks(int nproc, std::vector<std::string> rank_args, const Lau
                 failed_at = monotonic_now();
             }
         }
+        watch.tick();
         if (running > 0 && first_failed >= 0 && !killed && monotonic_now() - failed_at > 10) {
             kill(-pids[0], SIGKILL);
             killed = true;
@@ -756,6 +759,8 @@ int launch_direct_ranks(int nproc, std::vector<std::string> rank_args, const Lau
                          (long long)pids[size_t(k)], sig, signal_name(sig).c_str(),
                          killed ? "; the launcher then ended the other ranks" : "");
     }
+    for (int r = 0; r < nproc; r++)
+        if (watch.stopped_for(r) >= 0.5) evidence.stopped.emplace_back(r, watch.stopped_for(r));
     out += run_dir.empty() ? "" : diagnose_hang(run_dir, nproc, evidence);
     if (!out.empty() && !run_dir.empty() && notes) out += notes(run_dir);
     std::fflush(stdout);
