@@ -878,8 +878,8 @@ int launch_local_ranks(int nproc, int argc, char** argv, const LaunchNotes& note
     }
 #endif
     ZT_CHECK(network == nullptr,
-             "--nproc %d with --netns: the namespaces' ranks start under mpirun, and this %s",
-             nproc, ZT_HAVE_MPI ? "run asks for --comm tcp" : "build has no MPI");
+             "--nproc %d with --netns: the namespaces' ranks start under mpirun, but %s", nproc,
+             comm == "tcp" ? "--comm tcp starts them without it" : "this build has no MPI");
     return launch_direct_ranks(nproc, std::move(rank_args), notes);
 }
 
