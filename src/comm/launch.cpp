@@ -529,43 +529,37 @@ class JobDir {
     std::string path_;
 };
 
-#if ZT_HAVE_MPI
-// After a job failed: names the rank that died or the one the others waited
-// for, then what the caller adds about the run (train: step, checkpoint,
-// resume command). Nothing for a job whose ranks failed by themselves: each
-// printed its own error.
-void report_failed_job(int nproc, const std::string& job_dir, const RankWatch& watch,
-                       const std::vector<ReportedDeath>& reported, bool rank_failed,
-                       const LaunchNotes& notes) {
-    const std::string run_dir = job_dir.empty() ? "" : job_read_run_dir(job_dir);
-    // Who died, and of what: mpirun's report; when it said nothing about the
-    // end at all, the ranks whose processes the watch saw vanish first.
-    std::map<int, int> dead;  // rank -> signal (0: unknown)
-    for (const ReportedDeath& d : reported) {
-        int rank = d.rank >= 0 ? d.rank : watch.rank_of_pid(d.pid);
-        if (rank >= 0) dead[rank] = d.signal;
-    }
-    if (dead.empty() && !rank_failed)
-        for (int r : watch.first_gone()) dead[r] = 0;
-    std::vector<int> dead_ranks;
-    for (const auto& [r, sig] : dead) dead_ranks.push_back(r);
+// A rank that died: the signal (0: not known) and its pid (0: not known).
+struct RankDeath {
+    int signal = 0;
+    int64_t pid = 0;
+};
 
+// After a job failed: names each rank that died (by rank), with `then`
+// (who ended the others; "" for nobody), or the one the others waited for
+// (the run directory's hang records, with the ranks `watch` saw stopped),
+// then what the caller adds about the run (train: step, checkpoint, resume
+// command). Nothing for a job whose ranks failed by themselves: each
+// printed its own error.
+void report_failed_ranks(int nproc, const std::string& job_dir, const RankWatch& watch,
+                         const std::map<int, RankDeath>& dead, const std::string& then,
+                         const LaunchNotes& notes) {
+    const std::string run_dir = job_dir.empty() ? "" : job_read_run_dir(job_dir);
     HangEvidence evidence;
-    evidence.dead = dead_ranks;
+    for (const auto& [r, d] : dead) evidence.dead.push_back(r);
     for (int r = 0; r < nproc; r++)
         if (watch.stopped_for(r) >= 0.5) evidence.stopped.emplace_back(r, watch.stopped_for(r));
-    // A death is the cause; hang records (the others timed out before
-    // mpirun ended them) only add where they waited.
+    // A death is the cause; hang records (the others timed out before they
+    // were ended) only add where they waited.
     std::string out;
-    for (const auto& [r, sig] : dead) {
-        int64_t pid = watch.pid_of(r);
-        std::string who =
-            pid > 0 ? strprintf("rank %d (pid %lld)", r, (long long)pid) : strprintf("rank %d", r);
-        std::string how = sig > 0
-                              ? strprintf("killed by signal %d (%s)", sig, signal_name(sig).c_str())
-                              : "its process ended first (mpirun did not say how)";
-        out += strprintf("zerotrain: %s died: %s; mpirun then ended the other ranks\n", who.c_str(),
-                         how.c_str());
+    for (const auto& [r, d] : dead) {
+        std::string who = d.pid > 0 ? strprintf("rank %d (pid %lld)", r, (long long)d.pid)
+                                    : strprintf("rank %d", r);
+        std::string how = d.signal > 0 ? strprintf("killed by signal %d (%s)", d.signal,
+                                                   signal_name(d.signal).c_str())
+                                       : "its process ended first (mpirun did not say how)";
+        out += strprintf("zerotrain: %s died: %s%s\n", who.c_str(), how.c_str(),
+                         then.empty() ? "" : ("; " + then).c_str());
     }
     out += run_dir.empty() ? "" : diagnose_hang(run_dir, nproc, evidence);
     if (out.empty()) return;
@@ -573,6 +567,23 @@ void report_failed_job(int nproc, const std::string& job_dir, const RankWatch& w
     std::fflush(stdout);
     std::fputs(out.c_str(), stderr);
     std::fflush(stderr);
+}
+
+#if ZT_HAVE_MPI
+// After mpirun failed: who died, and of what, from mpirun's report; when it
+// said nothing about the end at all, the ranks whose processes the watch saw
+// vanish first (report_failed_ranks says the rest).
+void report_failed_job(int nproc, const std::string& job_dir, const RankWatch& watch,
+                       const std::vector<ReportedDeath>& reported, bool rank_failed,
+                       const LaunchNotes& notes) {
+    std::map<int, RankDeath> dead;
+    for (const ReportedDeath& d : reported) {
+        int rank = d.rank >= 0 ? d.rank : watch.rank_of_pid(d.pid);
+        if (rank >= 0) dead[rank] = RankDeath{d.signal, watch.pid_of(rank)};
+    }
+    if (dead.empty() && !rank_failed)
+        for (int r : watch.first_gone()) dead[r] = RankDeath{0, watch.pid_of(r)};
+    report_failed_ranks(nproc, job_dir, watch, dead, "mpirun then ended the other ranks", notes);
 }
 
 #endif  // ZT_HAVE_MPI
@@ -748,24 +759,14 @@ int launch_direct_ranks(int nproc, std::vector<std::string> rank_args, const Lau
     if (first_failed < 0) return 0;
     if (stop) return 128 + stop;
     // A rank that exits with an error printed why; one a signal ended could not.
-    const std::string run_dir = job.path().empty() ? "" : job_read_run_dir(job.path());
-    std::string out;
-    HangEvidence evidence;
+    std::map<int, RankDeath> dead;
     for (int k = 0; k < nproc; k++) {
         const int sig = by_signal[size_t(k)];
-        if (sig == 0 || (killed && sig == SIGKILL && k != first_failed)) continue;
-        evidence.dead.push_back(k);
-        out += strprintf("zerotrain: rank %d (pid %lld) died: killed by signal %d (%s)%s\n", k,
-                         (long long)pids[size_t(k)], sig, signal_name(sig).c_str(),
-                         killed ? "; the launcher then ended the other ranks" : "");
+        if (sig != 0 && !(killed && sig == SIGKILL && k != first_failed))
+            dead[k] = RankDeath{sig, pids[size_t(k)]};
     }
-    for (int r = 0; r < nproc; r++)
-        if (watch.stopped_for(r) >= 0.5) evidence.stopped.emplace_back(r, watch.stopped_for(r));
-    out += run_dir.empty() ? "" : diagnose_hang(run_dir, nproc, evidence);
-    if (!out.empty() && !run_dir.empty() && notes) out += notes(run_dir);
-    std::fflush(stdout);
-    std::fputs(out.c_str(), stderr);
-    std::fflush(stderr);
+    report_failed_ranks(nproc, job.path(), watch, dead,
+                        killed ? "the launcher then ended the other ranks" : "", notes);
     return status[size_t(first_failed)];
 }
 
