@@ -308,24 +308,28 @@ struct MicroBatch {
 struct StepAgreement {
     double loss = 0;    // the mean over ranks of their losses
     int my_signal = 0;  // the stop signal this rank received, if any
+    int signal = 0;     // the largest signal number any rank received (0: none)
     bool stop = false;  // some rank received one
 };
 
-// The loss for the metrics line and whether any rank was asked to stop. Its
-// two all-reduces are part of the step's window: they queue behind the
-// parameters' all-gather that stages 1 and 2 issue after the update, so the
-// step's time and communication include that gather.
+// The loss for the metrics line and whether any rank was asked to stop, and
+// by which signal: every rank records the same one, also a rank the signal
+// had not reached yet. Its two all-reduces are part of the step's window:
+// they queue behind the parameters' all-gather that stages 1 and 2 issue
+// after the update, so the step's time and communication include that
+// gather.
 StepAgreement agree_on_step(Training& t, double local_loss) {
     StepAgreement a;
     a.my_signal = StopSignals::received();
     float mean_loss = float(local_loss);
-    int32_t any_stop = a.my_signal ? 1 : 0;
+    int32_t signal = a.my_signal;
     if (t.run.world > 1) {
         t.comm.all_reduce(&mean_loss, 1, DType::f32, ReduceOp::avg);
-        t.comm.all_reduce(&any_stop, 1, DType::i32, ReduceOp::max);
+        t.comm.all_reduce(&signal, 1, DType::i32, ReduceOp::max);
     }
     a.loss = t.run.world > 1 ? double(mean_loss) : local_loss;
-    a.stop = any_stop != 0;
+    a.signal = signal;
+    a.stop = signal != 0;
     return a;
 }
 
@@ -629,17 +633,18 @@ void recall_best(const Training& t, Progress& p) {
 }
 
 void report_stop(const Training& t, Progress& p, const StepAgreement& a, int64_t steps_done) {
-    p.summary.stop_signal = a.my_signal ? a.my_signal : SIGTERM;
+    p.summary.stop_signal = a.signal;
     if (!t.run.root()) return;
-    const char* by = a.my_signal ? signal_name(a.my_signal) : "a signal on another rank";
+    const char* by = signal_name(a.signal);
+    const char* where = a.my_signal ? "" : " (it reached another rank first)";
     if (t.cfg.no_save)
-        std::printf("zerotrain: stopped by %s after step %lld; no checkpoint saved (--no-save)\n",
-                    by, (long long)steps_done);
+        std::printf("zerotrain: stopped by %s after step %lld%s; no checkpoint saved (--no-save)\n",
+                    by, (long long)steps_done, where);
     else
         std::printf(
-            "zerotrain: stopped by %s after step %lld; continue with --resume auto "
+            "zerotrain: stopped by %s after step %lld%s; continue with --resume auto "
             "--out %s\n",
-            by, (long long)steps_done, t.cfg.out.c_str());
+            by, (long long)steps_done, where, t.cfg.out.c_str());
 }
 
 // ---- the end of the run ------------------------------------------------------------
